@@ -1,0 +1,3 @@
+from alpagasus.cli import main
+
+main()

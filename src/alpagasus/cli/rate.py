@@ -1,0 +1,130 @@
+"""`alpagasus rate`, `alpagasus select`, `alpagasus show`: flags in, one library call, a summary out."""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alpagasus.cli import app
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def fail(msg: str) -> None:
+    console.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def rate(
+    input: str = typer.Argument(..., help="Dataset: .json/.jsonl/.csv/.tsv/.parquet, a datasets directory or hub name."),
+    output: Path = typer.Option(..., "-o", "--output", help="Ratings file to write (.jsonl)."),
+    judge: Optional[str] = typer.Option(None, help="openai:MODEL | hf:PATH_OR_ID | predictor:NAME | vllm:MODEL. "
+                                        "Default: the embedded SmolLM2-135M-Instruct."),
+    mode: Optional[str] = typer.Option(None, help="generate (reply + explanation) or logprob (expected score). "
+                                       "Default: logprob for local judges, generate for API judges."),
+    dimension: str = typer.Option("accuracy", help="accuracy or helpfulness (the paper's two prompts)."),
+    prompt: Optional[str] = typer.Option(None, help="Your own template file (see prompts/rate_accuracy.txt)."),
+    scale: Optional[str] = typer.Option(None, help="Score range LO-HI, overriding the template's (e.g. 1-10)."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (or $OPENAI_BASE_URL)."),
+    concurrency: Optional[int] = typer.Option(None, help="Requests in flight (API judges; default 16)."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per forward pass (local judges)."),
+    store: Optional[Path] = typer.Option(None, help="SQLite store of paid ratings (default: in the user cache)."),
+    field: List[str] = typer.Option([], "--field", help="Map a column: instruction=question (repeatable)."),
+    skip_invalid: bool = typer.Option(False, help="Rate the valid rows; list invalid ones in the summary."),
+    limit: Optional[int] = typer.Option(None, help="Rate only the first N examples."),
+    sample: Optional[int] = typer.Option(None, help="Rate a random sample of N examples."),
+    seed: int = typer.Option(0, help="Seed for --sample."),
+    dry_run: bool = typer.Option(False, help="Print requests, tokens and cost; send nothing."),
+    price_in: Optional[float] = typer.Option(None, help="Price per million input tokens."),
+    price_out: Optional[float] = typer.Option(None, help="Price per million output tokens."),
+    max_tokens: int = typer.Option(256, help="Generate mode: reply length cap."),
+    retry_unparsed: bool = typer.Option(False, help="Ask again for examples stored as unparsed."),
+    wait: bool = typer.Option(False, help="If another run holds the store, wait instead of refusing."),
+    device: Optional[str] = typer.Option(None, help="Local judges: cpu, cuda, cuda:1..."),
+) -> None:
+    """Rate every example with an LLM judge (0-5, the paper's prompt); every rating is stored as it returns."""
+    from alpagasus import api
+
+    try:
+        result = api.rate_file(
+            input, output, judge=judge, mode=mode, dimension=dimension, prompt=prompt, scale=scale,
+            base_url=base_url, concurrency=concurrency, batch_size=batch_size, store_path=store,
+            field_map=field, skip_invalid=skip_invalid, limit=limit, sample=sample, seed=seed, dry_run=dry_run,
+            price_in=price_in, price_out=price_out, max_tokens=max_tokens, retry_unparsed=retry_unparsed,
+            wait=wait, device=device, console=console)
+    except api.UserError as e:
+        fail(str(e))
+    if dry_run:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    s = result
+    t = Table(title=f"rated with {s.judge}", show_header=False)
+    for k, v in [("rows read", s.rows), ("unique examples", s.unique), ("duplicates (rated once)", s.duplicates),
+                 ("invalid rows", len(s.invalid)), ("already in the store", s.already_rated),
+                 ("requests sent", s.requests_sent), ("ok", s.ok), ("unparsed", s.unparsed),
+                 ("invalid_input", s.invalid_input), ("error", s.error), ("tokens in/out", f"{s.tokens_in}/{s.tokens_out}"),
+                 ("cost", "-" if s.cost is None else f"{s.cost:.4f}"), ("seconds", f"{s.elapsed_s:.1f}")]:
+        t.add_row(k, str(v))
+    console.print(t)
+    for bad in s.invalid[:50]:
+        console.print(f"  [yellow]invalid[/yellow] {bad}")
+    if len(s.invalid) > 50:
+        console.print(f"  ... and {len(s.invalid) - 50} more invalid rows (status invalid_input in {output})")
+    console.print(f"ratings written to {output}")
+
+
+@app.command("select")
+def select_cmd(
+    ratings: Path = typer.Argument(..., help="Ratings file from `alpagasus rate`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Training file to write (.json list, .jsonl, .csv, .parquet)."),
+    threshold: Optional[float] = typer.Option(None, help="Keep score >= threshold (the paper: 4.5)."),
+    top_k: Optional[int] = typer.Option(None, help="Keep the K best-rated."),
+    keep_fraction: Optional[float] = typer.Option(None, help="Keep this fraction of rated rows, best first."),
+    random_k: Optional[int] = typer.Option(None, "--random", help="K rows at random (the paper's baseline)."),
+    longest: Optional[int] = typer.Option(None, help="The K longest responses."),
+    all_rows: bool = typer.Option(False, "--all", help="Every valid row."),
+    seed: int = typer.Option(0, help="Seed for --random."),
+) -> None:
+    """Keep the best-rated examples (or a baseline) and write them in the training format."""
+    from alpagasus import api
+
+    rules = {"threshold": threshold, "top_k": top_k, "keep_fraction": keep_fraction, "random": random_k,
+             "longest": longest, "all": all_rows or None}
+    chosen = [k for k, v in rules.items() if v is not None]
+    if len(chosen) != 1:
+        fail("choose exactly one of --threshold, --top-k, --keep-fraction, --random, --longest, --all")
+    try:
+        res = api.select_file(ratings, output, chosen[0], value=rules[chosen[0]], seed=seed)
+    except api.UserError as e:
+        fail(str(e))
+    t = Table(title=f"{ratings}: scores per bin")
+    for b in res["bins"]:
+        t.add_column(b, justify="right")
+    t.add_row(*[str(v) for v in res["bins"].values()])
+    console.print(t)
+    console.print(f"rated ok: {res['rated']}, unparsed: {res['unparsed']}, other: {res['other']}")
+    console.print(f"kept {res['kept']} of {res['rows']} rows ({chosen[0]}) -> {output}")
+
+
+@app.command()
+def show(
+    ratings: Path = typer.Argument(..., help="Ratings file from `alpagasus rate`."),
+    status: str = typer.Option("unparsed", help="ok | unparsed | invalid_input | error"),
+    n: int = typer.Option(20, help="How many to show."),
+) -> None:
+    """List rated rows of one status, with the raw reply (e.g. the unparsed ones)."""
+    from alpagasus.data import read_jsonl
+
+    shown = 0
+    for r in read_jsonl(ratings):
+        if r.get("status") == status and shown < n:
+            shown += 1
+            typer.echo(json.dumps({k: r.get(k) for k in ("id", "row", "score", "status", "explanation", "raw",
+                                                           "instruction")}, ensure_ascii=False))

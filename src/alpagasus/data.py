@@ -1,0 +1,296 @@
+"""Datasets in and out: JSON, JSONL, CSV/TSV, Parquet, Hugging Face datasets; validation; atomic writes.
+
+Readers stream rows so memory does not grow with the file; every bad row becomes an InvalidRow that names
+the file, the row and the field, so valid rows are never lost because of invalid ones.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+from alpagasus.records import CORE_FIELDS, Example, InvalidRow
+
+# Column names other datasets use for our three fields (applied only when our own name is absent).
+ALIASES = {"input": ("context",), "output": ("response",), "instruction": ("prompt",)}
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the row and the field."""
+
+
+@dataclass
+class ReadResult:
+    examples: list[Example] = field(default_factory=list)
+    invalid: list[InvalidRow] = field(default_factory=list)
+    duplicates: int = 0
+    rows: int = 0
+
+
+def parse_field_map(specs: Iterable[str] | None) -> dict[str, str]:
+    """["instruction=question", ...] -> {"instruction": "question"}."""
+    out: dict[str, str] = {}
+    for spec in specs or ():
+        ours, sep, theirs = spec.partition("=")
+        if not sep or ours not in CORE_FIELDS or not theirs:
+            raise DataError(f"--field {spec!r}: expected one of {'/'.join(CORE_FIELDS)}=COLUMN")
+        out[ours] = theirs
+    return out
+
+
+def _bad_text(value: str) -> str | None:
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains invalid UTF-8 (or a lone surrogate)"
+    return None
+
+
+def to_example(record: Any, row: int, source: str, field_map: Mapping[str, str] | None = None) -> Example | InvalidRow:
+    """Validate one raw record; never raises for bad data."""
+    if not isinstance(record, dict):
+        return InvalidRow(source, row, None, f"expected an object, got {type(record).__name__}")
+    field_map = field_map or {}
+    values: dict[str, str] = {}
+    used: set[str] = set()
+    for name in CORE_FIELDS:
+        column = field_map.get(name)
+        if column is None:
+            column = name
+            if name not in record:
+                column = next((a for a in ALIASES.get(name, ()) if a in record), name)
+        used.add(column)
+        if column not in record:
+            if name == "input":
+                values[name] = ""
+                continue
+            return InvalidRow(source, row, column, "missing")
+        value = record[column]
+        if value is None and name == "input":
+            value = ""
+        if not isinstance(value, str):
+            return InvalidRow(source, row, column, f"must be a string, got {_type_name(value)}")
+        problem = _bad_text(value)
+        if problem:
+            return InvalidRow(source, row, column, problem)
+        if name != "input" and not value.strip():
+            return InvalidRow(source, row, column, "is empty")
+        values[name] = value
+    extra = {k: v for k, v in record.items() if k not in used}
+    return Example(values["instruction"], values["input"], values["output"], extra=extra, row=row)
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(row, record) pairs; a record that cannot be parsed is yielded as an InvalidRow."""
+    p = Path(path)
+    src = str(path)
+    if p.is_dir():
+        yield from _iter_hf_dir(p)
+        return
+    if not p.exists():
+        if "/" in src and not src.startswith((".", "/")):
+            yield from _iter_hf_hub(src)
+            return
+        raise DataError(f"{src}: no such file")
+    suffix = "".join(s for s in p.suffixes[-1:]).lower()
+    if suffix in (".parquet", ".pq"):
+        yield from _iter_parquet(p)
+    elif suffix in (".csv", ".tsv"):
+        yield from _iter_csv(p, delimiter="\t" if suffix == ".tsv" else ",")
+    elif suffix in (".jsonl", ".ndjson") or (suffix == ".json" and _first_char(p) not in "["):
+        yield from _iter_jsonl(p)
+    elif suffix == ".json":
+        yield from _iter_json_list(p)
+    else:
+        raise DataError(f"{src}: unknown format (use .json, .jsonl, .csv, .tsv, .parquet or a datasets directory)")
+
+
+def _first_char(p: Path) -> str:
+    with p.open("rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:1].decode("latin-1") or "["
+
+
+def _iter_jsonl(p: Path) -> Iterator[tuple[int, Any]]:
+    with p.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            text = raw.decode("utf-8", "surrogateescape")  # invalid bytes surface as a field error
+            try:
+                yield lineno, json.loads(text)
+            except json.JSONDecodeError as e:
+                yield lineno, InvalidRow(str(p), lineno, None, f"malformed JSON line: {e.msg} at column {e.colno}")
+
+
+def _iter_json_list(p: Path) -> Iterator[tuple[int, Any]]:
+    text = p.read_bytes().decode("utf-8-sig", "surrogateescape")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if isinstance(data, dict):
+        data = next((v for v in data.values() if isinstance(v, list)), None)
+    if not isinstance(data, list):
+        raise DataError(f"{p}: expected a JSON list of objects")
+    yield from enumerate(data, 1)
+
+
+def _iter_csv(p: Path, delimiter: str) -> Iterator[tuple[int, Any]]:
+    csv.field_size_limit(sys.maxsize)
+    with p.open("r", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        for i, rec in enumerate(csv.DictReader(f, delimiter=delimiter), 1):
+            yield i, rec
+
+
+def _iter_parquet(p: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise DataError(f"{p}: reading Parquet needs pyarrow (pip install 'alpagasus[data]')") from e
+    row = 0
+    for batch in pq.ParquetFile(p).iter_batches(batch_size=4096):
+        for rec in batch.to_pylist():
+            row += 1
+            yield row, rec
+
+
+def _iter_hf_dir(p: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover
+        raise DataError(f"{p}: reading a datasets directory needs `datasets` (pip install 'alpagasus[data]')") from e
+    ds = datasets.load_from_disk(str(p))
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    yield from enumerate(ds, 1)
+
+
+def _iter_hf_hub(name: str) -> Iterator[tuple[int, Any]]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover
+        raise DataError(f"{name}: reading a hub dataset needs `datasets` (pip install 'alpagasus[data]')") from e
+    repo, _, split = name.partition("@")
+    ds = datasets.load_dataset(repo, split=split or "train")
+    yield from enumerate(ds, 1)
+
+
+def iter_examples(path: str | Path, field_map: Mapping[str, str] | None = None) -> Iterator[Example | InvalidRow]:
+    """Stream validated examples (or InvalidRow for bad rows) from a dataset file."""
+    for row, rec in iter_records(path):
+        yield rec if isinstance(rec, InvalidRow) else to_example(rec, row, str(path), field_map)
+
+
+def read_examples(
+    path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False
+) -> ReadResult:
+    """Read and validate a dataset; duplicated content is kept once. Raises DataError on the first bad row
+    unless `skip_invalid`, in which case bad rows are collected in the result with their reasons."""
+    result = ReadResult()
+    seen: set[str] = set()
+    for item in iter_examples(path, field_map):
+        result.rows += 1
+        if isinstance(item, InvalidRow):
+            if not skip_invalid:
+                raise DataError(f"{item} (use --skip-invalid to rate the valid rows and list the rest)")
+            result.invalid.append(item)
+        elif item.id in seen:
+            result.duplicates += 1
+        else:
+            seen.add(item.id)
+            result.examples.append(item)
+    return result
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write to a temp file beside `path`, fsync, then rename: a crash leaves the old file or the new one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "errors": "surrogatepass"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    n = 0
+    with atomic_writer(path) as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_writer(path) as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+
+
+def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Write rows in the format the suffix names: .jsonl, .json (a list), .csv or .parquet."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return write_jsonl(path, rows)
+    rows = list(rows)
+    if suffix == ".json":
+        write_json(path, rows)
+    elif suffix == ".csv":
+        with atomic_writer(path) as f:
+            cols = list(dict.fromkeys(k for r in rows for k in r))
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows({k: _csv_cell(v) for k, v in r.items()} for r in rows)
+    elif suffix in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows), buf)
+        with atomic_writer(path, "wb") as f:
+            f.write(buf.getvalue())
+    else:
+        raise DataError(f"{path}: unknown output format (use .json, .jsonl, .csv or .parquet)")
+    return len(rows)
+
+
+def _csv_cell(v: Any) -> Any:
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file we wrote ourselves (outputs of earlier stages)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_table(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Any supported table as plain dicts, without example validation (answers, labels, ratings)."""
+    for row, rec in iter_records(path):
+        if isinstance(rec, InvalidRow):
+            raise DataError(str(rec))
+        yield rec

@@ -1,0 +1,137 @@
+"""Any OpenAI-compatible chat endpoint as judge: `openai:MODEL` (OpenAI, Azure, vLLM, llama.cpp, Ollama...).
+
+Retries are the rating loop's, not the client's (max_retries=0), so every attempt is counted, capped and
+spaced by the server's Retry-After.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+from alpagasus.judges.base import JudgeError
+from alpagasus.records import Reply, Request
+
+
+class OpenAIJudge:
+    batch_size = 1
+
+    def __init__(self, arg: str, mode: str | None = None, backend: str = "openai", base_url: str | None = None,
+                 api_key: str | None = None, concurrency: int | None = None, timeout: float = 120.0,
+                 top_logprobs: int = 20, context: int | None = None, **_: Any):
+        if not arg:
+            raise JudgeError("openai judge needs a model name: openai:MODEL (e.g. openai:gpt-4o-mini)")
+        self.model_name = arg
+        self.mode = mode or "generate"
+        if self.mode not in ("generate", "logprob"):
+            raise JudgeError(f"openai:{arg}: mode must be generate or logprob, not {self.mode!r}")
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not self.api_key:
+            if not self.base_url:
+                raise JudgeError("openai judge: set OPENAI_API_KEY (or --base-url for a local server)")
+            self.api_key = "not-needed"  # local servers (vLLM, llama.cpp) accept any key
+        self.concurrency = concurrency or 16
+        self.timeout, self.top_logprobs, self._context = timeout, top_logprobs, context
+        self.client: Any = None
+
+    @property
+    def id(self) -> str:
+        return f"openai:{self.model_name}#{self.mode}"
+
+    @property
+    def max_context(self) -> int | None:
+        return self._context
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4)  # an estimate; the server is the judge of its own context
+
+    def load(self) -> None:
+        if self.client is None:
+            from openai import AsyncOpenAI
+
+            self.client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0,
+                                      timeout=self.timeout)
+
+    def close(self) -> None:
+        self.client = None
+
+    async def score(self, requests: list[Request]) -> list[Reply]:
+        self.load()
+        return [await self._one(r) for r in requests]
+
+    async def _one(self, r: Request) -> Reply:
+        import openai
+
+        messages = ([{"role": "system", "content": r.system}] if r.system else []) + \
+                   [{"role": "user", "content": r.user}]
+        kwargs: dict[str, Any] = {"model": self.model_name, "messages": messages, "temperature": r.temperature}
+        if self.mode == "logprob":
+            kwargs.update(max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
+        else:
+            kwargs.update(max_tokens=r.max_tokens)
+        t0 = time.perf_counter()
+        try:
+            resp = await self.client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as e:
+            retry_after = _retry_after(e.response.headers)
+            retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
+            return Reply(error=f"HTTP {e.status_code}: {str(e)[:300]}", retry_after=retry_after,
+                         retryable=retryable, latency_s=time.perf_counter() - t0)
+        except openai.APITimeoutError:
+            # the request may have reached the server (and be billed): the loop logs it as ambiguous
+            return Reply(error="timeout (the request may have reached the server)", latency_s=time.perf_counter() - t0,
+                         extra={"ambiguous": True})
+        except openai.APIConnectionError as e:
+            return Reply(error=f"connection: {e.__cause__ or e}", latency_s=time.perf_counter() - t0)
+        except (ValueError, KeyError, TypeError) as e:  # a 200 with a body that is not a completion
+            return Reply(error=f"malformed response: {e}", latency_s=time.perf_counter() - t0)
+        latency = time.perf_counter() - t0
+        if not getattr(resp, "choices", None):
+            return Reply(error="malformed response: no choices", latency_s=latency)
+        usage = getattr(resp, "usage", None)
+        choice = resp.choices[0]
+        reply = Reply(model=getattr(resp, "model", "") or self.model_name, latency_s=latency,
+                      tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
+                      tokens_out=getattr(usage, "completion_tokens", 0) or 0,
+                      extra={"finish_reason": choice.finish_reason} if choice.finish_reason not in (None, "stop") else None)
+        if self.mode == "generate":
+            reply.text = choice.message.content or ""
+            return reply
+        return _from_logprobs(reply, choice, r.labels)
+
+
+def _from_logprobs(reply: Reply, choice: Any, labels: tuple[str, ...]) -> Reply:
+    """Expected score over the label tokens among the first token's top log-probabilities."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        reply.text = choice.message.content or ""
+        reply.extra = {**(reply.extra or {}), "note": "server returned no logprobs"}
+        return reply
+    p = dict.fromkeys(labels, 0.0)
+    for top in content[0].top_logprobs or []:
+        tok = top.token.strip()
+        if tok in p:
+            p[tok] += math.exp(top.logprob)
+    mass = sum(p.values())
+    reply.extra = {**(reply.extra or {}), "label_mass": mass,
+                   "top": [(t.token, round(t.logprob, 4)) for t in (content[0].top_logprobs or [])[:5]]}
+    if mass <= 0:
+        reply.text = None  # no label among the top tokens: unparsed, with the top tokens kept
+        return reply
+    reply.probs = {k: v / mass for k, v in p.items()}
+    reply.score = sum(float(k) * v for k, v in reply.probs.items())
+    reply.extra["argmax"] = max(reply.probs, key=reply.probs.get)
+    return reply
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name, div in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        v = headers.get(name) if headers is not None else None
+        if v is not None:
+            try:
+                return float(v) / div
+            except ValueError:
+                return None
+    return None

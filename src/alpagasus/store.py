@@ -1,0 +1,185 @@
+"""The SQLite store of paid replies: the source of truth. Output files are views of it.
+
+One row per (item id, judge, prompt version), committed the moment a reply returns (WAL), so Ctrl-C or
+kill -9 loses at most the requests in flight and no rating is ever paid for twice. Ratings and pairwise
+judgments share this table: a judgment is a paid reply too (its item id hashes the question and answers).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from alpagasus.records import Rating
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS replies (
+    item_id TEXT NOT NULL, judge TEXT NOT NULL, prompt_version TEXT NOT NULL,
+    score REAL, status TEXT NOT NULL, probs TEXT, explanation TEXT, raw TEXT, model TEXT,
+    tokens_in INTEGER, tokens_out INTEGER, latency_s REAL, attempts INTEGER, created_at REAL, extra TEXT,
+    PRIMARY KEY (item_id, judge, prompt_version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts (
+    item_id TEXT NOT NULL, judge TEXT NOT NULL, prompt_version TEXT NOT NULL,
+    at REAL NOT NULL, outcome TEXT NOT NULL, detail TEXT
+);
+"""
+# Statuses that are final: a resumed run does not request these again. `error` rows are retried.
+FINAL = ("ok", "unparsed", "invalid_input")
+COLUMNS = ("item_id", "judge", "prompt_version", "score", "status", "probs", "explanation", "raw", "model",
+           "tokens_in", "tokens_out", "latency_s", "attempts", "created_at", "extra")
+
+
+class StoreBusy(RuntimeError):
+    """Another run holds this store."""
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = None
+        # check_same_thread=False: written from the event loop thread only, read from anywhere
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self.db.execute("PRAGMA busy_timeout=60000")
+        self.db.executescript(SCHEMA)
+
+    # ---- one writer at a time -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def exclusive(self, wait: bool = False) -> Iterator[None]:
+        """Hold the store for one run. A second run on the same store refuses with a clear message
+        (or waits, with wait=True) instead of interleaving requests for the same items."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        f = open(lock_path, "a+")
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise StoreBusy(f"{self.path} is in use by {holder}; wait for it to finish, pass --wait, "
+                                "or use another --store") from None
+            f.seek(0), f.truncate(), f.write(f"pid {os.getpid()}"), f.flush()
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def put(self, r: Rating) -> None:
+        self.put_many([r])
+
+    def put_many(self, ratings: Iterable[Rating]) -> None:
+        rows = [_row(r) for r in ratings]
+        if not rows:
+            return
+        with self._tx():
+            self.db.executemany(
+                f"INSERT OR REPLACE INTO replies ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                rows)
+
+    def log_attempt(self, item_id: str, judge: str, prompt_version: str, outcome: str, detail: str = "") -> None:
+        with self._tx():
+            self.db.execute("INSERT INTO attempts VALUES (?,?,?,?,?,?)",
+                            (item_id, judge, prompt_version, time.time(), outcome, detail[:500]))
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def done_ids(self, judge: str, prompt_version: str, ids: Iterable[str] | None = None,
+                 final: tuple[str, ...] = FINAL) -> set[str]:
+        """Ids already rated for good by this judge and prompt (optionally restricted to `ids`)."""
+        q = (f"SELECT item_id FROM replies WHERE judge=? AND prompt_version=? "
+             f"AND status IN ({','.join('?' * len(final))})")
+        args = [judge, prompt_version, *final]
+        if ids is None:
+            return {r[0] for r in self.db.execute(q, args)}
+        wanted = set(ids)
+        out: set[str] = set()
+        chunk: list[str] = []
+        for i in wanted:  # chunked IN queries keep memory and SQL size bounded
+            chunk.append(i)
+            if len(chunk) == 500:
+                out.update(self._in(q, args, chunk))
+                chunk = []
+        if chunk:
+            out.update(self._in(q, args, chunk))
+        return out
+
+    def _in(self, q: str, args: list, chunk: list[str]) -> list[str]:
+        rows = self.db.execute(q + f" AND item_id IN ({','.join('?' * len(chunk))})", [*args, *chunk])
+        return [r[0] for r in rows]
+
+    def get(self, item_id: str, judge: str, prompt_version: str) -> Rating | None:
+        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM replies WHERE item_id=? AND judge=? "
+                              "AND prompt_version=?", (item_id, judge, prompt_version)).fetchone()
+        return _rating(row) if row else None
+
+    def get_many(self, ids: Iterable[str], judge: str, prompt_version: str) -> dict[str, Rating]:
+        out: dict[str, Rating] = {}
+        ids = list(ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            rows = self.db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM replies WHERE judge=? AND prompt_version=? "
+                f"AND item_id IN ({','.join('?' * len(chunk))})", [judge, prompt_version, *chunk])
+            for row in rows:
+                out[row[0]] = _rating(row)
+        return out
+
+    def count(self, judge: str | None = None, status: str | None = None) -> int:
+        q, args = "SELECT COUNT(*) FROM replies WHERE 1=1", []
+        if judge:
+            q, args = q + " AND judge=?", [*args, judge]
+        if status:
+            q, args = q + " AND status=?", [*args, status]
+        return self.db.execute(q, args).fetchone()[0]
+
+    def attempts(self, item_id: str | None = None) -> list[tuple]:
+        q = "SELECT item_id, judge, prompt_version, at, outcome, detail FROM attempts"
+        return list(self.db.execute(q + (" WHERE item_id=?" if item_id else ""), [item_id] if item_id else []))
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _row(r: Rating) -> tuple:
+    return (r.example_id, r.judge, r.prompt_version, r.score, r.status,
+            json.dumps(r.probs) if r.probs is not None else None, r.explanation, r.raw, r.model,
+            r.tokens_in, r.tokens_out, r.latency_s, r.attempts, r.created_at or time.time(),
+            json.dumps(r.extra, ensure_ascii=False) if r.extra else None)
+
+
+def _rating(row: tuple) -> Rating:
+    d = dict(zip(COLUMNS, row))
+    return Rating(example_id=d["item_id"], judge=d["judge"], prompt_version=d["prompt_version"], score=d["score"],
+                  status=d["status"], probs=json.loads(d["probs"]) if d["probs"] else None,
+                  explanation=d["explanation"], raw=d["raw"], model=d["model"] or "",
+                  tokens_in=d["tokens_in"] or 0, tokens_out=d["tokens_out"] or 0, latency_s=d["latency_s"] or 0.0,
+                  attempts=d["attempts"] or 1, created_at=d["created_at"] or 0.0,
+                  extra=json.loads(d["extra"]) if d["extra"] else None)

@@ -1,0 +1,128 @@
+"""Reading datasets: formats, field mapping, stable ids, bad rows named precisely, duplicates."""
+import csv
+import json
+
+import pytest
+
+from alpagasus.data import DataError, atomic_writer, read_examples, write_rows
+from alpagasus.records import Example, content_id
+from conftest import SHARED_DATA
+
+ROWS = [
+    {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5", "source": "a"},
+    {"instruction": "Name a color.", "input": "", "output": "Blue.", "source": "b"},
+]
+
+
+def test_json_list_real_alpaca_with_empty_outputs_named():
+    path = SHARED_DATA / "alpaca" / "alpaca_random_9k.json"
+    with pytest.raises(DataError) as e:
+        read_examples(path)
+    msg = str(e.value)
+    assert str(path) in msg and "row 1462" in msg and "'output'" in msg and "empty" in msg
+    res = read_examples(path, skip_invalid=True)
+    assert res.rows == 9229
+    assert len(res.examples) + len(res.invalid) + res.duplicates == 9229
+    assert all(bad.field == "output" for bad in res.invalid)
+
+
+def test_dolly_context_maps_to_input_and_extras_carried():
+    res = read_examples(SHARED_DATA / "alpaca" / "dolly_filtered_3k.json")
+    raw = json.loads((SHARED_DATA / "alpaca" / "dolly_filtered_3k.json").read_text())
+    with_context = next(r for r in raw if r.get("input") or r.get("context"))
+    ex = next(e for e in res.examples if e.instruction == with_context["instruction"])
+    assert ex.input == (with_context.get("input") or with_context.get("context"))
+    assert ex.extra["category"] == with_context["category"]
+    assert res.duplicates == len(raw) - len(res.examples)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv", ".parquet"])
+def test_formats_round_trip(tmp_path, suffix):
+    path = tmp_path / f"d{suffix}"
+    write_rows(path, ROWS)
+    res = read_examples(path)
+    assert [e.instruction for e in res.examples] == [r["instruction"] for r in ROWS]
+    assert res.examples[0].extra == {"source": "a"}
+    assert res.examples[1].input == ""
+
+
+def test_hf_datasets_directory(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "ds"))
+    res = read_examples(tmp_path / "ds")
+    assert [e.output for e in res.examples] == ["5", "Blue."]
+
+
+def test_field_mapping(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"question": "Why?", "answer": "Because.", "ctx": "c"}) + "\n")
+    res = read_examples(path, {"instruction": "question", "output": "answer", "input": "ctx"})
+    assert (res.examples[0].instruction, res.examples[0].input, res.examples[0].output) == ("Why?", "c", "Because.")
+
+
+def test_ids_depend_on_content_only():
+    a = Example("i", "x", "o", extra={"k": 1}, row=3)
+    b = Example("i", "x", "o", row=99)
+    assert a.id == b.id == content_id("i", "x", "o")
+    assert Example("i", "", "xo").id != Example("i", "x", "o").id
+
+
+def test_bad_rows_each_named(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    lines = [
+        json.dumps({"instruction": "ok", "output": "fine"}),
+        "{not json",
+        json.dumps({"instruction": None, "output": "x"}),
+        json.dumps({"instruction": "n", "output": 5}),
+        json.dumps({"instruction": "", "output": "x"}),
+        json.dumps({"output": "x"}),
+        json.dumps({"instruction": "nul\u0000", "output": "x"}),
+        json.dumps({"instruction": "lone \ud800 surrogate", "output": "x"}),
+        json.dumps(["a list"]),
+        json.dumps({"instruction": "ok", "output": "fine"}),  # duplicate of line 1
+    ]
+    data = ("\n".join(lines) + "\n").encode()
+    data += b'{"instruction": "bad \xff byte", "output": "x"}\n'
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=r"bad\.jsonl, row 2: malformed JSON"):
+        read_examples(path)
+    res = read_examples(path, skip_invalid=True)
+    reasons = {b.row: (b.field, b.reason) for b in res.invalid}
+    assert len(res.examples) == 1 and res.duplicates == 1
+    assert reasons[3] == ("instruction", "must be a string, got null")
+    assert reasons[4] == ("output", "must be a string, got int")
+    assert reasons[5] == ("instruction", "is empty")
+    assert reasons[6] == ("instruction", "missing")
+    assert reasons[7][1] == "contains a NUL character"
+    assert "surrogate" in reasons[8][1] and "UTF-8" in reasons[11][1]
+    assert "expected an object" in reasons[9][1]
+    assert res.rows == len(res.examples) + len(res.invalid) + res.duplicates
+
+
+def test_not_json_at_all(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("[{oops")
+    with pytest.raises(DataError, match="x.json: not valid JSON"):
+        read_examples(path)
+
+
+def test_csv_missing_column_named(tmp_path):
+    path = tmp_path / "d.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["instruction", "response_text"])
+        w.writerow(["hi", "there"])
+    with pytest.raises(DataError, match=r"d.csv, row 1, field 'output': missing"):
+        read_examples(path)
+
+
+def test_atomic_writer_keeps_old_file_on_crash(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_writer(path) as f:
+            f.write("half of the new")
+            raise RuntimeError("crash")
+    assert path.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [path]
