@@ -88,12 +88,15 @@ def test_server_speaks_the_openai_protocol(server):
         client.chat.completions.create(model="tiny-served", messages=[])
 
 
-def test_unreachable_server_errors_are_stored_not_scored(examples, tmp_path):
-    j = judges.get("openai:x", base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=2)
-    t = load_template("accuracy")
+def test_unreachable_server_pauses_then_stops_resumably(examples, tmp_path):
+    from alpagasus.judges.base import OutageError
     from alpagasus.rate import RateOptions
 
+    j = judges.get("openai:x", base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=2)
+    t = load_template("accuracy")
     with Store(tmp_path / "s.sqlite") as st:
-        s = rate(examples[:2], j, t, st, RateOptions(max_attempts=2, backoff_s=0.01))
-        assert s.error == 2 and s.ok == 0
-        assert st.done_ids(j.id, t.version) == set()  # a later run asks again
+        t0 = time.time()
+        with pytest.raises(OutageError, match="unreachable.*run the same command again"):
+            rate(examples[:2], j, t, st, RateOptions(max_outage_s=3, backoff_s=0.01))
+        assert 3 <= time.time() - t0 < 30
+        assert st.count() == 0  # connection refused is an outage, not a failed item

@@ -97,6 +97,8 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(row, record) pairs; a record that cannot be parsed is yielded as an InvalidRow."""
     p = Path(path)
     src = str(path)
+    if src.startswith("sample:"):
+        p = bundled_sample(src.removeprefix("sample:"))
     if p.is_dir():
         yield from _iter_hf_dir(p)
         return
@@ -116,6 +118,19 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
         yield from _iter_json_list(p)
     else:
         raise DataError(f"{src}: unknown format (use .json, .jsonl, .csv, .tsv, .parquet or a datasets directory)")
+
+
+def bundled_sample(name: str) -> Path:
+    """A dataset shipped in the package (see samples/README.md): `sample:alpaca_300`."""
+    from importlib import resources
+
+    base = Path(str(resources.files("alpagasus").joinpath("samples")))
+    name = {"alpaca": "alpaca_300"}.get(name, name)
+    path = base / f"{name}.json"
+    if not path.exists():
+        known = ", ".join(sorted(f.stem for f in base.glob("*.json")))
+        raise DataError(f"sample:{name}: no such bundled sample (known: {known})")
+    return path
 
 
 def _first_char(p: Path) -> str:
@@ -227,11 +242,18 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:

@@ -77,6 +77,7 @@ class Reply:
     extra: dict[str, Any] | None = None     # backend details worth keeping (label mass, argmax...)
     retry_after: float | None = None        # the server's Retry-After: no retry is sent before it
     retryable: bool = True                  # False for errors a retry cannot fix (e.g. HTTP 400)
+    outage: bool = False                    # the backend is unreachable: pause the run, charge no attempt
 
 
 @dataclass

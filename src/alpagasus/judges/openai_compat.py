@@ -83,8 +83,8 @@ class OpenAIJudge:
             # the request may have reached the server (and be billed): the loop logs it as ambiguous
             return Reply(error="timeout (the request may have reached the server)", latency_s=time.perf_counter() - t0,
                          extra={"ambiguous": True})
-        except openai.APIConnectionError as e:
-            return Reply(error=f"connection: {e.__cause__ or e}", latency_s=time.perf_counter() - t0)
+        except openai.APIConnectionError as e:  # refused / reset: the server is away, the run pauses
+            return Reply(error=f"connection: {e.__cause__ or e}", latency_s=time.perf_counter() - t0, outage=True)
         except (ValueError, KeyError, TypeError) as e:  # a 200 with a body that is not a completion
             return Reply(error=f"malformed response: {e}", latency_s=time.perf_counter() - t0)
         latency = time.perf_counter() - t0

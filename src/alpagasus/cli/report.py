@@ -1,0 +1,62 @@
+"""`alpagasus report`: an HTML page, plots and summary.json for a ratings file (and agreement with another)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alpagasus.cli import app
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(
+    ratings: Path = typer.Argument(..., help="Ratings file from `alpagasus rate` (.jsonl)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory for index.html, the PNGs and summary.json."),
+    keywords: Optional[str] = typer.Option(None, help="Comma-separated keywords, matched case-sensitively in "
+                                           "instruction, input or output (default: the paper's coding set "
+                                           "Java,java,C++,c++,C#,c#,Python,python)."),
+    compare: Optional[Path] = typer.Option(None, help="A second ratings file of the same data (another judge "
+                                           "or dimension): agreement on the common ids."),
+    threshold: float = typer.Option(4.5, help="Keep score >= threshold (the paper: 4.5); used for the kept "
+                                    "counts and Cohen's kappa."),
+    examples: int = typer.Option(3, min=0, help="Example rows shown per score bin."),
+) -> None:
+    """See the ratings before trusting them: score bins, kept per threshold, keywords, length, agreement."""
+    from alpagasus.report import DEFAULT_KEYWORDS, ReportError, build_report
+
+    words = [k.strip() for k in keywords.split(",")] if keywords is not None else list(DEFAULT_KEYWORDS)
+    try:
+        s = build_report(ratings, output, keywords=words, compare=compare, threshold=threshold,
+                         examples_per_bin=examples)
+    except (ReportError, OSError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    t = Table(title=f"{ratings}: scores per bin")
+    for b in s["bins"]:
+        t.add_column(b, justify="right")
+    t.add_row(*[str(v) for v in s["bins"].values()])
+    console.print(t)
+    th = f"{threshold:g}"
+    kw = s["keywords"]
+    lines = [f"rows {s['total']}, rated {s['rated']}, unparsed {s['unparsed']}, invalid {s['invalid']}, "
+             f"error {s['error']}, flagged {s['flagged']}",
+             f"kept at >= {th}: {s['kept_at'][th]} of {s['rated']} rated",
+             f"keyword rows: {kw['rows']} ({kw['kept_at'][th]} kept at >= {th}); rest: {kw['rest']['rows']} "
+             f"({kw['rest']['kept_at'][th]} kept)",
+             f"Spearman(score, response length): {_num(s['length_spearman'])}"]
+    if "agreement" in s:
+        a = s["agreement"]
+        lines.append(f"agreement with {compare}: {a['common']} common rows, Spearman {_num(a['spearman'])}, "
+                     f"Cohen's kappa at {th} {_num(a['kappa'])}")
+    for line in lines:
+        console.print(line)
+    typer.echo(str(Path(output) / "index.html"))
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

@@ -1,0 +1,306 @@
+"""The report page and its plots. Rated text is untrusted: every piece of it is HTML-escaped, and the page's
+Content-Security-Policy allows no script and no remote content, so a hostile example cannot act in a browser.
+Plots are PNG files beside the page and also embedded as data URIs, so index.html alone is the whole report.
+matplotlib is imported inside functions (Agg backend)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from decimal import ROUND_FLOOR, Decimal
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any, Sequence
+
+from alpagasus.data import atomic_writer
+from alpagasus.report import TEXT_FIELDS, clean, is_rated
+from alpagasus.select import BINS
+
+BLUE, ORANGE, GREY = "#4c72b0", "#dd8452", "#8c8c8c"
+CLIP = 600            # characters of a text field shown on the page
+PROBLEMS_SHOWN = 50   # rows listed per problem status
+
+
+def esc(value: Any, clip: int | None = CLIP) -> str:
+    text = clean("" if value is None else value)
+    if clip is not None and len(text) > clip:
+        text = text[:clip] + f"… [{len(text) - clip} more characters]"
+    return html.escape(text, quote=True)
+
+
+def fmt(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}".rstrip("0").rstrip(".") if abs(x) < 1e6 else f"{x:.3g}"
+    return str(x)
+
+
+def fmt_score(x: Any) -> str:
+    """Scores are cut, not rounded, to 2 decimals: 2.997 must not read "3" in the "<3" bin."""
+    if x is None:
+        return "–"
+    return f"{Decimal(repr(float(x))).quantize(Decimal('0.01'), rounding=ROUND_FLOOR).normalize():f}"
+
+
+def pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "–"
+
+
+# ---- plots -------------------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(plt, fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_histogram(bins: dict[str, int]) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    bars = ax.bar(list(bins), list(bins.values()), color=BLUE)
+    ax.bar_label(bars, labels=[str(v) for v in bins.values()], padding=2)
+    ax.set_xlabel("score bin")
+    ax.set_ylabel("rows")
+    ax.set_title("Scores in the paper's bins")
+    ax.margins(y=0.15)
+    return _png(plt, fig)
+
+
+def plot_kept(summary: dict[str, Any]) -> bytes:
+    """Rows kept per threshold; the keyword rows and the rest as fractions on a second panel."""
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ths = [float(t) for t in summary["kept_at"]]
+    ax.step(ths, list(summary["kept_at"].values()), where="post", color=BLUE)
+    ax.axvline(summary["threshold"], color=GREY, linestyle="--", linewidth=1, label=f"--threshold {summary['threshold']:g}")
+    ax.set_xlabel("threshold (keep score ≥ t)")
+    ax.set_ylabel("rows kept")
+    ax.set_title("Rows each threshold keeps")
+    ax.legend(loc="lower left", frameon=False)
+    kw = summary["keywords"]
+    for group, name, color in ((kw, "with a keyword", ORANGE), (kw["rest"], "the rest", BLUE)):
+        if group["rated"]:
+            ax2.step(ths, [100 * v / group["rated"] for v in group["kept_at"].values()], where="post", color=color,
+                     label=f"{name} ({group['rated']} rated)")
+    ax2.axvline(summary["threshold"], color=GREY, linestyle="--", linewidth=1)
+    ax2.set_xlabel("threshold")
+    ax2.set_ylabel("% of the group's rated rows kept")
+    ax2.set_title("Keyword rows against the rest")
+    ax2.set_ylim(-2, 102)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(loc="lower left", frameon=False)
+    return _png(plt, fig)
+
+
+def plot_keyword_bins(kw: dict[str, Any]) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    x = range(len(BINS))
+    for k, (group, name, color) in enumerate(((kw, "with a keyword", ORANGE), (kw["rest"], "the rest", BLUE))):
+        total = group["rated"] or 1
+        bars = ax.bar([i + (k - 0.5) * 0.4 for i in x], [100 * group["bins"][b] / total for b in BINS], width=0.4,
+                      color=color, label=f"{name} ({group['rated']} rated)")
+        ax.bar_label(bars, labels=[str(group["bins"][b]) for b in BINS], padding=1, fontsize=8)
+    ax.set_xticks(list(x), BINS)
+    ax.set_xlabel("score bin (bar labels: rows)")
+    ax.set_ylabel("% of the group's rated rows")
+    ax.set_title("Score bins: keyword rows against the rest")
+    ax.legend(frameon=False)
+    ax.margins(y=0.15)
+    return _png(plt, fig)
+
+
+def plot_length(rows: Sequence[dict[str, Any]], rho: float | None) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    rated = [r for r in rows if is_rated(r)]
+    lengths = [max(1, len(str(r.get("output") or ""))) for r in rated]
+    ax.scatter(lengths, [float(r["score"]) for r in rated], s=10, alpha=0.5, color=BLUE)
+    if lengths and max(lengths) / min(lengths) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("response length (characters)")
+    ax.set_ylabel("score")
+    ax.set_title(f"Score against response length (Spearman {fmt(rho, 3)})")
+    return _png(plt, fig)
+
+
+def plot_confusion(agr: dict[str, Any]) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    matrix = [[agr["confusion"][a][b] for b in BINS] for a in BINS]
+    ax.imshow(matrix, cmap="Blues")
+    top = max(max(r) for r in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
+    ax.set_xticks(range(len(BINS)), BINS)
+    ax.set_yticks(range(len(BINS)), BINS)
+    ax.set_xlabel("B's bin")
+    ax.set_ylabel("A's bin")
+    ax.set_title("Score bins: A against B")
+    return _png(plt, fig)
+
+
+# ---- page --------------------------------------------------------------------------------------------------
+
+def img(name: str, data: bytes, alt: str) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<figure><img id="img-{name}" src="{uri}" alt="{esc(alt)}"><figcaption>{name}.png</figcaption></figure>'
+
+
+def table(tid: str, head: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
+    th = "".join(f"<th>{esc(h)}</th>" for h in head)
+    rows = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if _numeric(c) else f"<td>{c}</td>" for c in r)
+                   + "</tr>" for r in body)
+    return f'<table id="{tid}"><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def _numeric(cell: Any) -> bool:
+    """Numbers are right-aligned; text (already escaped) is not."""
+    return isinstance(cell, (int, float)) or str(cell).rstrip("%").replace(".", "", 1).lstrip("-").isdigit()
+
+
+def _fields(r: dict[str, Any], with_output: bool = True) -> str:
+    out = []
+    for f in TEXT_FIELDS if with_output else TEXT_FIELDS[:2]:
+        if r.get(f):
+            out.append(f'<div class="field"><b>{f}</b><pre>{esc(r[f])}</pre></div>')
+    return "".join(out)
+
+
+def _card(r: dict[str, Any], extra: str = "") -> str:
+    flags = "".join(f'<span class="flag">{esc(f)}</span>' for f in r.get("flags") or [])
+    score = f"score {fmt_score(r.get('score'))}" if r.get("score") is not None else esc(r.get("status"))
+    expl = f'<div class="field"><b>judge</b><pre>{esc(r["explanation"])}</pre></div>' if r.get("explanation") else ""
+    if isinstance(r.get("probs"), dict) and r["probs"]:  # logprob judges: the distribution behind the score
+        probs = " ".join(f"{esc(k)}: {v:.2f}" for k, v in r["probs"].items() if isinstance(v, (int, float)))
+        expl += f'<div class="probs">judge probabilities {probs}</div>'
+
+    return (f'<div class="card"><div class="meta"><span class="score">{score}</span> id {esc(r.get("id"))}'
+            f'{flags}</div>{_fields(r)}{expl}{extra}</div>')
+
+
+def examples_html(examples: dict[str, list[dict]], bins: dict[str, int]) -> str:
+    parts = []
+    for b in reversed(BINS):
+        cards = "".join(_card(r) for r in examples[b]) or '<p class="none">no rows in this bin</p>'
+        parts.append(f'<details class="bin" {"open" if examples[b] else ""}><summary>bin {b}: {bins[b]} rows, '
+                     f'{len(examples[b])} shown</summary>{cards}</details>')
+    return "".join(parts)
+
+
+def problems_html(rows: Sequence[dict[str, Any]]) -> str:
+    parts = []
+    for status, what in (("unparsed", "raw reply"), ("error", "error"), ("invalid_input", "reason")):
+        bad = [r for r in rows if r.get("status") == status]
+        if not bad:
+            parts.append(f'<p id="problems-{status}">{status}: none</p>')
+            continue
+        body = []
+        for r in bad[:PROBLEMS_SHOWN]:
+            where = f"row {esc(r.get('row'))}, field {esc(r.get('field'))}" if status == "invalid_input" else esc(r.get("id"))
+            detail = r.get("raw") if status == "unparsed" and r.get("raw") else r.get("explanation")
+            body.append([where, esc(r.get("instruction"), 200), f"<pre>{esc(detail, 1000)}</pre>"])
+        more = f"<p>… and {len(bad) - PROBLEMS_SHOWN} more.</p>" if len(bad) > PROBLEMS_SHOWN else ""
+        parts.append(f"<h3>{status}: {len(bad)}</h3>" + table(f"problems-{status}", ["row / id", "instruction", what], body) + more)
+    return "".join(parts)
+
+
+def flagged_html(rows: Sequence[dict[str, Any]]) -> str:
+    flagged = [r for r in rows if r.get("flags")]
+    if not flagged:
+        return '<p id="flagged-none">No row was flagged.</p>'
+    more = f"<p>… and {len(flagged) - PROBLEMS_SHOWN} more.</p>" if len(flagged) > PROBLEMS_SHOWN else ""
+    return f'<div id="flagged">{"".join(_card(r) for r in flagged[:PROBLEMS_SHOWN])}</div>{more}'
+
+
+def keyword_html(s: dict[str, Any]) -> str:
+    kw, rest = s["keywords"], s["keywords"]["rest"]
+    words = ", ".join(f"{esc(k)} ({n})" for k, n in kw["per_keyword"].items())
+    bins = table("keyword-bins", ["group", "rows", "rated", "mean score", *BINS],
+                 [[name, g["rows"], g["rated"], fmt(g["mean_score"]), *(g["bins"][b] for b in BINS)]
+                  for name, g in (("with a keyword", kw), ("the rest", rest))])
+    kept = table("keyword-kept", ["threshold", "keyword rows kept", "% of rated", "rest kept", "% of rated"],
+                 [[t, kw["kept_at"][t], pct(kw["kept_at"][t], kw["rated"]), rest["kept_at"][t],
+                   pct(rest["kept_at"][t], rest["rated"])] for t in _main_thresholds(s)])
+    return (f"<p>Keywords (case-sensitive substrings of instruction, input or output): {words}.</p>"
+            f"{bins}<h3>Kept per threshold, by group</h3>{kept}")
+
+
+def _main_thresholds(s: dict[str, Any]) -> list[str]:
+    """The half points from 3 up, plus the chosen threshold: the rows of the page's threshold tables."""
+    return [k for k in s["kept_at"] if (float(k) >= 3 and (float(k) * 2).is_integer()) or float(k) == s["threshold"]]
+
+
+def agreement_html(agr: dict[str, Any], confusion_png: bytes) -> str:
+    k = agr["keep"]
+    stats = table("agreement-stats", ["measure", "value"], [
+        ["A", esc(agr["a"])], ["B", esc(agr["b"])], ["rows both rated", agr["common"]],
+        ["rated in A only / B only", f'{agr["only_a"]} / {agr["only_b"]}'],
+        ["Spearman of scores", fmt(agr["spearman"], 3)], [f"Cohen's kappa, keep at ≥ {agr['threshold']:g}", fmt(agr["kappa"], 3)],
+        ["same keep/drop decision", fmt(agr["decision_agreement"], 3)], ["mean |score difference|", fmt(agr["mean_abs_diff"], 3)]])
+    keep = table("agreement-keep", ["", "B keeps", "B drops"],
+                 [["A keeps", k["both"], k["a_only"]], ["A drops", k["b_only"], k["neither"]]])
+    conf = table("agreement-confusion", ["A \\ B", *BINS], [[a, *(agr["confusion"][a][b] for b in BINS)] for a in BINS])
+    worst = table("agreement-worst", ["id", "A", "B", "B − A", "instruction"],
+                  [[esc(w["id"]), fmt_score(w["score_a"]), fmt_score(w["score_b"]), fmt(w["diff"]), esc(w["instruction"])]
+                   for w in agr["most_disagreeing"]])
+    return (f'{stats}<h3>Keep/drop decisions</h3>{keep}<div class="row"><div><h3>Score bins</h3>{conf}</div>'
+            f'{img("agreement", confusion_png, "confusion matrix of score bins")}</div>'
+            f"<h3>Where they disagree most</h3>{worst}")
+
+
+def write_page(out: Path, s: dict[str, Any], rows: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]],
+               examples: dict[str, list[dict]]) -> None:
+    """Draw the plots, write them beside the page, and write index.html with them embedded."""
+    pngs = {"histogram": plot_histogram(s["bins"]), "kept": plot_kept(s),
+            "keywords": plot_keyword_bins(s["keywords"]), "length": plot_length(rows, s["length_spearman"])}
+    if "agreement" in s:
+        pngs["agreement"] = plot_confusion(s["agreement"])
+    for name, data in pngs.items():
+        with atomic_writer(out / f"{name}.png", "wb") as f:
+            f.write(data)
+    rated = s["rated"]
+    overview = table("overview", ["rows", "rated", "unparsed", "invalid input", "error", "flagged", "mean score",
+                                  "score range"],
+                     [[s["total"], rated, s["unparsed"], s["invalid"], s["error"], s["flagged"], fmt(s["mean_score"]),
+                       " – ".join(fmt_score(x) for x in s["score_range"]) if s["score_range"] else "–"]])
+    warn = ('<p class="warn">Scores above 5: this judge used a wider scale, and the paper\'s bins put them all '
+            'in "5".</p>' if s["score_range"] and s["score_range"][1] > 5 else "")
+    bins = table("bins", ["bin", "rows", "% of rated"], [[b, n, pct(n, rated)] for b, n in s["bins"].items()])
+    kept = table("kept", ["threshold", "rows kept", "% of rated"],
+                 [[t, s["kept_at"][t], pct(s["kept_at"][t], rated)] for t in _main_thresholds(s)])
+    length = s["length"]
+    medians = ", ".join(f"{b}: {fmt(v)}" for b, v in length["median_length_by_bin"].items())
+    fill = {
+        "title": esc(f"Ratings report: {s['label']}", None),
+        "label": esc(s["label"], None),
+        "overview": overview + warn,
+        "histogram": f'<div class="row">{bins}{img("histogram", pngs["histogram"], "score histogram")}</div>',
+        "kept": f'<div class="row">{kept}</div>{img("kept", pngs["kept"], "rows kept per threshold")}',
+        "keywords": keyword_html(s) + img("keywords", pngs["keywords"], "score bins of keyword rows"),
+        "length": (f'<p>Spearman of score against response length: <b id="length-spearman">'
+                   f'{fmt(length["spearman"], 3)}</b> over {length["n"]} rated rows. Median length per bin: '
+                   f'{medians}.</p>' + img("length", pngs["length"], "score against length")),
+        "examples": examples_html(examples, s["bins"]),
+        "problems": problems_html(rows),
+        "flagged": flagged_html(rows),
+        "agreement": (f"<h2>Agreement with a second rating</h2>{agreement_html(s['agreement'], pngs['agreement'])}"
+                      if "agreement" in s else ""),
+    }
+    page = Template(resources.files("alpagasus").joinpath("templates/report.html").read_text("utf-8"))
+    with atomic_writer(out / "index.html") as f:
+        f.write(page.substitute(fill))
