@@ -1,0 +1,137 @@
+"""`alpagasus compare`: two models judged against each other in both orders (win / tie / lose)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from alpagasus.cli import app
+
+console = Console(stderr=True)
+
+
+@app.command("compare")
+def compare_cmd(
+    answers: List[Path] = typer.Argument(None, help="ANSWERS_A ANSWERS_B (e.g. two outputs of `alpagasus "
+                                         "generate`), or files holding both models' answers in two columns "
+                                         "named by --model-a / --model-b."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory for summary.json, outcomes.jsonl and "
+                                "the charts."),
+    judge: Optional[str] = typer.Option(None, help="openai:MODEL | hf:PATH_OR_ID | vllm:MODEL (generate mode). "
+                                        "Default: the embedded SmolLM2-135M-Instruct (weak; for trying things)."),
+    model_a: Optional[str] = typer.Option(None, help="Model A's name: its column in a two-column file, its "
+                                          "`model` value in a file of several models, or a display name."),
+    model_b: Optional[str] = typer.Option(None, help="Model B's name (as --model-a)."),
+    testset: Optional[str] = typer.Option(None, help="Test set name for rows that carry none (default: from the "
+                                          "file name, e.g. vicuna_..json -> vicuna)."),
+    reviews_ab: List[Path] = typer.Option([], "--reviews-ab", help="Re-aggregate judge replies made elsewhere "
+                                           "(official AlpaGasus format), model A as Assistant 1 (repeatable: one "
+                                           "file per test set)."),
+    reviews_ba: List[Path] = typer.Option([], "--reviews-ba", help="The same with model B as Assistant 1."),
+    store: Optional[Path] = typer.Option(None, help="SQLite store of judgments (default: in the user cache)."),
+    limit: Optional[int] = typer.Option(None, help="Judge only the first N questions of each test set."),
+    max_tokens: int = typer.Option(256, help="Judge reply length cap (the paper: 256)."),
+    max_reasks: int = typer.Option(2, help="Extra asks after a reply without two scores."),
+    retry_unparsed: bool = typer.Option(False, help="Ask again for judgments stored as unparsed."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (or $OPENAI_BASE_URL)."),
+    concurrency: Optional[int] = typer.Option(None, help="Requests in flight (API judges; default 16)."),
+    batch_size: Optional[int] = typer.Option(None, help="Prompts per generate call (local judges)."),
+    device: Optional[str] = typer.Option(None, help="Local judges: cpu, cuda, cuda:1..."),
+    price_in: Optional[float] = typer.Option(None, help="Price per million input tokens."),
+    price_out: Optional[float] = typer.Option(None, help="Price per million output tokens."),
+    dry_run: bool = typer.Option(False, help="Print requests, tokens and cost; send nothing."),
+    wait: bool = typer.Option(False, help="If another run holds the store, wait instead of refusing."),
+    capacity: bool = typer.Option(False, "--capacity", help="Also judge each model against --reference and "
+                                  "report its score per skill as a % of the reference's."),
+    reference: Optional[Path] = typer.Option(None, help="The reference model's answers (for --capacity)."),
+    reference_model: Optional[str] = typer.Option(None, help="Its `model` value if the file holds several."),
+    skills: Optional[Path] = typer.Option(None, help="Skill per question ({idx, Skill}, like the WizardLM test "
+                                          "set) when the answers carry none (default: the bundled WizardLM set)."),
+) -> None:
+    """Compare two models with an LLM judge in both orders, as the AlpaGasus paper does."""
+    from alpagasus.api import UserError
+    from alpagasus import compare_run
+
+    try:
+        if reviews_ab or reviews_ba:
+            if not (model_a and model_b):
+                raise UserError("--reviews-ab/--reviews-ba need --model-a and --model-b (the answers' field names)")
+            report = compare_run.reaggregate_files(reviews_ab, reviews_ba, model_a, model_b, output, testset)
+        else:
+            factory, stop = compare_run.progress_bar(console)
+            try:
+                report = compare_run.compare_files(
+                    answers or [], output, judge=judge, model_a=model_a, model_b=model_b, testset=testset,
+                    store_path=store, limit=limit, max_tokens=max_tokens, max_reasks=max_reasks,
+                    retry_unparsed=retry_unparsed, price_in=price_in, price_out=price_out, wait=wait,
+                    judge_options=dict(base_url=base_url, concurrency=concurrency, batch_size=batch_size,
+                                       device=device),
+                    dry_run=dry_run, with_capacity=capacity, reference=reference, reference_model=reference_model,
+                    skills=skills, progress=factory)
+            finally:
+                stop()
+    except UserError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2)
+    if dry_run:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print(report)
+
+
+def _print(report) -> None:
+    s = report.summary
+    t = Table(title=escape(f"A = {s['model_a']}, B = {s['model_b']}; judge {s['judge']}"), box=box.SIMPLE_HEAD,
+              pad_edge=False, collapse_padding=True)
+    rows = {name: r for name, r in s["results"].items() if r["questions"]}
+    failed = any(r["failed"] for r in rows.values())
+    cols = ["test set", "n", "A wins", "tie", "B wins", "WS", "disagree", "unparsed"] + (["failed"] if failed else [])
+    for col in cols + ["words A/B"]:
+        t.add_column(col, justify="left" if col == "test set" else "right", no_wrap=True)
+    for name, r in rows.items():
+        cells = [name, str(r["questions"]), str(r["win"]), str(r["tie"]), str(r["lose"]),
+                 _fmt(r["winning_score"], "{:.3f}"), _fmt(r["disagreement"], "{:.0%}"), str(r["unparsed"])]
+        cells += [str(r["failed"])] if failed else []
+        cells.append(f"{_fmt(r.get('mean_words_a'), '{:.0f}')}/{_fmt(r.get('mean_words_b'), '{:.0f}')}")
+        t.add_row(escape(cells[0]), *cells[1:])
+    console.print(t)
+    console.print("WS: winning score, (A wins - B wins) / judged + 1; disagree: the two orders' verdicts differ")
+    if s["mismatches"]:
+        console.print(f"[yellow]{len(s['mismatches'])} question(s) not compared:[/yellow]")
+        for m in s["mismatches"][:20]:
+            console.print(f"  {m}", markup=False, highlight=False)
+    req = s.get("requests")
+    if req:
+        console.print(f"judge requests: {req['sent']} sent, {req['already_in_store']} found in the store; "
+                      f"unparsed {req['unparsed']}, errors {req['error']}")
+    if report.capacity:
+        _print_capacity(report.capacity)
+    console.print("written: " + ", ".join(str(p) for p in report.files), markup=False, highlight=False)
+
+
+def _print_capacity(cap: dict) -> None:
+    t = Table(title=escape(f"capacity per skill, % of {cap['reference']}'s score"))
+    models = list(cap["models"])
+    t.add_column("skill")
+    for m in models:
+        t.add_column(escape(m), justify="right")
+    skills: list[str] = []
+    for m in models:
+        skills += [k for k in cap["models"][m]["skills"] if k not in skills]
+    for k in skills + ["all"]:
+        cells = []
+        for m in models:
+            row = cap["models"][m]["all"] if k == "all" else cap["models"][m]["skills"].get(k, {})
+            cells.append(_fmt(row.get("percent"), "{:.1f}%") + f" (n={row.get('judged', 0)})")
+        t.add_row(escape(k), *cells)
+    console.print(t)
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else spec.format(v)

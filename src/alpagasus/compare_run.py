@@ -1,0 +1,183 @@
+"""File-level calls behind `alpagasus compare`: read the answers, judge, write summary.json, outcomes.jsonl
+and the charts. Usable from Python as they are; `UserError` carries problems the user can fix."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from alpagasus import judges
+from alpagasus.api import UserError
+from alpagasus.compare import CompareResult, compare, outcome_rows, plan, reaggregate, summary_json
+from alpagasus.compare_capacity import CapacityError, attach_skills, capacity
+from alpagasus.compare_io import (AnswerRow, bundled_skills, columns, read_answers, read_reviews, read_skills,
+                                  read_two_columns)
+from alpagasus.data import DataError, write_json, write_jsonl
+from alpagasus.judges.base import JudgeError
+from alpagasus.paths import default_store
+from alpagasus.prompts import TemplateError, load_template
+from alpagasus.rate import RateOptions, RateSummary
+from alpagasus.store import Store, StoreBusy
+
+SUMMARY, OUTCOMES, CHART = "summary.json", "outcomes.jsonl", "win_tie_lose.png"
+CAPACITY, CAPACITY_CHART = "capacity.json", "capacity.png"
+
+
+@dataclass
+class CompareReport:
+    summary: dict                               # what summary.json holds
+    result: CompareResult
+    capacity: dict | None = None                # what capacity.json holds
+    files: list[Path] = field(default_factory=list)
+
+
+def load_answers(files: Sequence[str | Path], model_a: str | None = None, model_b: str | None = None,
+                 testset: str | None = None) -> tuple[list[AnswerRow], list[AnswerRow]]:
+    """Two files (A's answers, B's), or files holding both models in columns named --model-a/--model-b."""
+    try:
+        if files and model_a and model_b and all({model_a, model_b} <= columns(f) for f in files):
+            rows_a: list[AnswerRow] = []
+            rows_b: list[AnswerRow] = []
+            for f in files:
+                a, b = read_two_columns(f, model_a, model_b, testset)
+                rows_a += a
+                rows_b += b
+            return rows_a, rows_b
+        if len(files) != 2:
+            raise UserError("give two answer files (model A's, model B's), or files with both models' answers in "
+                            "two columns named by --model-a and --model-b")
+        return read_answers(files[0], model_a, testset), read_answers(files[1], model_b, testset)
+    except (DataError, OSError) as e:
+        raise UserError(str(e)) from e
+
+
+def compare_files(files: Sequence[str | Path], out_dir: str | Path, *, judge: str | None = None,
+                  model_a: str | None = None, model_b: str | None = None, testset: str | None = None,
+                  store_path: str | Path | None = None, limit: int | None = None, max_tokens: int = 256,
+                  max_reasks: int = 2, retry_unparsed: bool = False, judge_options: dict[str, Any] | None = None,
+                  price_in: float | None = None, price_out: float | None = None, wait: bool = False,
+                  dry_run: bool = False, with_capacity: bool = False, reference: str | Path | None = None,
+                  reference_model: str | None = None, skills: str | Path | None = None,
+                  progress: Any = None) -> CompareReport | dict:
+    """Judge model A against model B in both orders and write the outputs into `out_dir`. With
+    `with_capacity`, also each model against `reference` per skill. `progress(label)` -> a callback fed with
+    the run's RateSummary (the CLI's progress bar). With `dry_run`, a dict of what would be sent."""
+    rows_a, rows_b = load_answers(files, model_a, model_b, testset)
+    ref_rows: list[AnswerRow] = []
+    if with_capacity:
+        if reference is None:
+            raise UserError("--capacity needs --reference FILE (the reference model's answers)")
+        try:
+            ref_rows = read_answers(reference, reference_model, testset)
+            table = read_skills(skills, testset) if skills else bundled_skills()
+        except (DataError, OSError) as e:
+            raise UserError(str(e)) from e
+        for rows in (rows_a, rows_b, ref_rows):
+            attach_skills(rows, table)
+    try:
+        template = load_template("pairwise")
+        cap_template = load_template("capacity")
+        j = judges.get(judge, mode="generate", **{k: v for k, v in (judge_options or {}).items() if v is not None})
+    except (TemplateError, JudgeError) as e:
+        raise UserError(str(e)) from e
+    opts = RateOptions(max_reasks=max_reasks, retry_unparsed=retry_unparsed, price_in=price_in,
+                       price_out=price_out, max_tokens=max_tokens)
+    store = Store(store_path or default_store())
+    inputs = {"files": [str(f) for f in files], "reference": str(reference) if reference else None,
+              "max_tokens": max_tokens, "limit": limit}
+    try:
+        if dry_run:
+            return _dry_run(rows_a, rows_b, template, store, j.id, opts, limit)
+        with store.exclusive(wait=wait):
+            result = compare(rows_a, rows_b, j, store, template, opts, limit,
+                             progress("judging both orders") if progress else None)
+            cap = None
+            if with_capacity:
+                if rows_a[0].model == rows_b[0].model:
+                    raise UserError(f"both models are named {rows_a[0].model!r}: name them with --model-a and "
+                                    "--model-b for the capacity table")
+                cap = capacity({rows_a[0].model: rows_a, rows_b[0].model: rows_b}, ref_rows, j, store,
+                               cap_template, opts, limit, progress("capacity") if progress else None).to_json()
+    except (StoreBusy, JudgeError, CapacityError) as e:
+        raise UserError(str(e)) from e
+    finally:
+        store.close()
+        j.close()
+    if not result.pairs:
+        raise UserError("no question is in both answer files (see the mismatches): "
+                        + "; ".join(str(m) for m in result.mismatches[:5]))
+    return write_outputs(result, out_dir, inputs, cap)
+
+
+def _dry_run(rows_a: list[AnswerRow], rows_b: list[AnswerRow], template, store: Store, judge_id: str,
+             opts: RateOptions, limit: int | None) -> dict:
+    from alpagasus.compare import match
+
+    pairs, mismatches = match(rows_a, rows_b, limit)
+    todo, done = plan(pairs, template, store, judge_id, retry_unparsed=opts.retry_unparsed,
+                      max_tokens=opts.max_tokens)
+    tokens_in = sum(max(1, len(it.request.system + it.request.user) // 4) + 8 for it in todo)
+    tokens_out = len(todo) * min(opts.max_tokens, 200)
+    cost = None
+    if opts.price_in is not None or opts.price_out is not None:
+        cost = (tokens_in * (opts.price_in or 0) + tokens_out * (opts.price_out or 0)) / 1e6
+    return {"judge": judge_id, "prompt_version": template.version, "questions": len(pairs),
+            "mismatches": len(mismatches), "already_in_store": done, "requests": len(todo),
+            "tokens_in_estimate": tokens_in, "tokens_out_estimate": tokens_out, "cost_estimate": cost}
+
+
+def reaggregate_files(reviews_ab: Sequence[str | Path], reviews_ba: Sequence[str | Path], model_a: str,
+                      model_b: str, out_dir: str | Path, testset: str | None = None) -> CompareReport:
+    """Win/tie/lose from review files in the official AlpaGasus format (one per test set and order)."""
+    if not reviews_ab or len(reviews_ab) != len(reviews_ba):
+        raise UserError("give as many --reviews-ba files as --reviews-ab files (one of each per test set)")
+    try:
+        ab = [r for f in reviews_ab for r in read_reviews(f, model_a, model_b, testset)]
+        ba = [r for f in reviews_ba for r in read_reviews(f, model_b, model_a, testset)]
+    except (DataError, OSError) as e:
+        raise UserError(str(e)) from e
+    result = reaggregate(ab, ba, model_a, model_b)
+    if not result.pairs:
+        raise UserError("no question is in both review files: "
+                        + "; ".join(str(m) for m in result.mismatches[:5]))
+    inputs = {"reviews_ab": [str(f) for f in reviews_ab], "reviews_ba": [str(f) for f in reviews_ba]}
+    return write_outputs(result, out_dir, inputs)
+
+
+def write_outputs(result: CompareResult, out_dir: str | Path, inputs: dict | None = None,
+                  cap: dict | None = None) -> CompareReport:
+    """summary.json, outcomes.jsonl, win_tie_lose.png (and capacity.json, capacity.png), written atomically."""
+    from alpagasus.compare_plots import capacity_bars, win_tie_lose
+
+    out = Path(out_dir)
+    summary = summary_json(result, inputs)
+    write_json(out / SUMMARY, summary)
+    write_jsonl(out / OUTCOMES, outcome_rows(result))
+    win_tie_lose({k: v for k, v in result.summary.items() if v["questions"]}, result.model_a, result.model_b,
+                 out / CHART)
+    files = [out / SUMMARY, out / OUTCOMES, out / CHART]
+    if cap is not None:
+        write_json(out / CAPACITY, cap)
+        capacity_bars(cap, out / CAPACITY_CHART)
+        files += [out / CAPACITY, out / CAPACITY_CHART]
+    return CompareReport(summary, result, cap, files)
+
+
+def progress_bar(console: Any):
+    """A factory of rich progress callbacks (one bar per judging phase), and a stop function."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("unparsed {task.fields[unparsed]}"), console=console, transient=False)
+
+    def factory(label: str):
+        task = None
+
+        def update(s: RateSummary) -> None:
+            nonlocal task
+            if task is None:
+                bar.start()
+                task = bar.add_task(label, total=s.to_rate, unparsed=0)
+            bar.update(task, completed=s.done, unparsed=s.unparsed)
+        return update
+    return factory, bar.stop
