@@ -1,0 +1,89 @@
+"""vLLM in process as judge: `vllm:MODEL` (GPU machines; `pip install 'alpagasus[vllm]'`).
+
+Prompts are built exactly as for the transformers judge (chat template + the logprob prefix), so the two
+agree on what the judge sees; prefix caching is on, so the long fixed rubric is computed once per batch.
+logprob mode reads the top-k log-probabilities of the first answer token (k=20 by default).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from alpagasus.judges.base import JudgeError
+from alpagasus.judges.hf_local import HFJudge
+from alpagasus.records import Reply, Request
+
+
+def label_distribution(top: dict[int, float], candidates: list[list[int]], labels: tuple[str, ...]
+                       ) -> tuple[dict[str, float] | None, float]:
+    """(normalized label probabilities or None, label mass) from {token id: logprob} of the answer's first token."""
+    probs = [sum(math.exp(top[i]) for i in ids if i in top) for ids in candidates]
+    mass = sum(probs)
+    if mass <= 0:
+        return None, 0.0
+    return {lab: p / mass for lab, p in zip(labels, probs)}, mass
+
+
+class VLLMJudge(HFJudge):
+    def __init__(self, arg: str, mode: str | None = None, backend: str = "vllm", batch_size: int | None = None,
+                 top_logprobs: int = 20, gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1,
+                 max_model_len: int | None = None, **kw: Any):
+        super().__init__(arg, mode=mode, backend="hf", batch_size=batch_size or 256, **kw)
+        self.spec, self.model_ref = f"vllm:{arg}", arg
+        self.top_logprobs = top_logprobs
+        self.engine_args = {"gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True,
+                            "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len}
+
+    @property
+    def sort_by_length(self) -> bool:
+        return False  # vLLM schedules by itself
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise JudgeError("the vllm judge needs vLLM on a GPU machine: pip install 'alpagasus[vllm]'") from e
+        from alpagasus.models import resolve
+
+        args = {k: v for k, v in self.engine_args.items() if v is not None}
+        self.model = LLM(model=resolve(self.model_ref), **args)
+        self.tok = self.model.get_tokenizer()
+
+    @property
+    def max_context(self) -> int | None:
+        if self.model is None:
+            return None
+        return int(self.model.llm_engine.model_config.max_model_len)
+
+    def score_sync(self, requests: list[Request]) -> list[Reply]:
+        from vllm import SamplingParams
+
+        self.load()
+        prompts = [self.prompt_text(r) for r in requests]
+        if self.mode == "logprob":
+            params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
+        else:
+            temp = max(r.temperature for r in requests)
+            params = SamplingParams(max_tokens=max(r.max_tokens for r in requests), temperature=temp)
+        t0 = time.perf_counter()
+        outs = self.model.generate(prompts, params, use_tqdm=False)
+        per = (time.perf_counter() - t0) / max(1, len(requests))
+        replies = []
+        for r, out in zip(requests, outs):
+            comp = out.outputs[0]
+            rep = Reply(model=self.model_ref, tokens_in=len(out.prompt_token_ids), tokens_out=len(comp.token_ids),
+                        latency_s=per)
+            if self.mode == "generate":
+                rep.text = comp.text
+            else:
+                top = {tid: lp.logprob for tid, lp in (comp.logprobs or [{}])[0].items()}
+                dist, mass = label_distribution(top, self._candidates(r.labels), r.labels)
+                rep.probs, rep.extra = dist, {"label_mass": mass}
+                if dist:
+                    rep.score = sum(float(k) * v for k, v in dist.items())
+                    rep.extra["argmax"] = max(dist, key=dist.get)
+            replies.append(rep)
+        return replies
