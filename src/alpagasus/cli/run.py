@@ -1,0 +1,33 @@
+"""`alpagasus run RECIPE.yaml`: the whole experiment, resumable stage by stage."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from alpagasus.cli import app
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="YAML recipe (see recipes/)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where everything goes (default runs/NAME)."),
+    until: Optional[str] = typer.Option(None, help="Stop after this stage: rate, select, train, generate, compare, report."),
+    only: Optional[str] = typer.Option(None, help="Run just this stage (again)."),
+) -> None:
+    """Rate -> select (filtered, random, longest, all) -> train -> generate -> compare -> report, from one recipe."""
+    from rich.console import Console
+
+    from alpagasus.api import UserError
+    from alpagasus.run import RecipeError, run_recipe
+
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        results = run_recipe(recipe, run_dir, until=until, only=only, log=lambda m: console.print(m, markup=False, highlight=False))
+    except (RecipeError, UserError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    final = (results.get("report") or {}).get("final")
+    if final:
+        typer.echo(final)

@@ -1,0 +1,132 @@
+"""`alpagasus train` and `alpagasus generate`: flags -> config -> one library call."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from alpagasus.cli import app
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Training data: JSON/JSONL/CSV/Parquet/datasets dir of "
+                                          "{instruction, input, output} (e.g. the output of `alpagasus select`)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Run directory: checkpoints, final model, metrics.json."),
+    base: Optional[str] = typer.Option(None, help="Base model: directory, hub id, .gguf or embedded name "
+                                                  "(default: embedded:gemma3-270m)."),
+    recipe: Optional[Path] = typer.Option(None, help="YAML recipe of TrainConfig fields (flags win over it)."),
+    epochs: Optional[float] = typer.Option(None, help="Epochs (default: 3)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 2e-5)."),
+    batch_size: Optional[int] = typer.Option(None, help="Effective batch size, reached by gradient accumulation "
+                                                        "(default: 128)."),
+    per_device_batch_size: Optional[int] = typer.Option(None, help="Micro-batch per device (default: 4)."),
+    max_length: Optional[int] = typer.Option(None, help="Max tokens per example (default: 512)."),
+    scheduler: Optional[str] = typer.Option(None, help="LR schedule (transformers name) (default: cosine)."),
+    warmup_ratio: Optional[float] = typer.Option(None, help="Warm-up fraction of the steps (default: 0.03)."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (default: 0)."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after N optimizer steps (smoke runs)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default: 42)."),
+    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16 (default: auto: bf16 on a "
+                                                       "GPU that has it, else fp32)."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                                          help="(default: on for GPU training)"),
+    lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA adapters instead of full fine-tuning."),
+    lora_r: Optional[int] = typer.Option(None, help="LoRA rank (default: 16)."),
+    lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default: 32)."),
+    lora_dropout: Optional[float] = typer.Option(None, help="LoRA dropout (default: 0.05)."),
+    lora_targets: Optional[str] = typer.Option(None, help="'all-linear' or comma-separated module names."),
+    save_steps: Optional[float] = typer.Option(None, help="Checkpoint every N steps (default: 50)."),
+    keep_checkpoints: Optional[bool] = typer.Option(None, "--keep-checkpoints/--delete-checkpoints",
+                                                    help="Keep checkpoints after the final save (default: delete)."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume",
+                                          help="Continue from the last checkpoint in the run directory (default: on)."),
+    skip_invalid: Optional[bool] = typer.Option(None, "--skip-invalid", help="Train on the valid rows only."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run directory first."),
+) -> None:
+    """Fine-tune a base model on instruction data in the Alpaca format (loss on the responses only)."""
+    from alpagasus.data import DataError
+    from alpagasus.models import ModelNotFound
+    from alpagasus.train import TrainError, make_config, train as run_train
+
+    try:
+        config = make_config(
+            recipe, base=base, epochs=epochs, learning_rate=lr, batch_size=batch_size,
+            per_device_batch_size=per_device_batch_size, max_length=max_length, lr_scheduler=scheduler,
+            warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_steps=max_steps, seed=seed,
+            precision=precision, gradient_checkpointing=gradient_checkpointing, lora=lora, lora_r=lora_r,
+            lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets, save_steps=save_steps,
+            keep_checkpoints=keep_checkpoints, resume=resume, skip_invalid=skip_invalid,
+        )
+        metrics = run_train(data, output, config, overwrite=overwrite)
+    except (DataError, TrainError, ModelNotFound, ValueError) as e:
+        _fail(str(e))
+        return
+    if os.environ.get("RANK", "0") != "0":  # one summary for a multi-process run
+        return
+    summary = {k: metrics.get(k) for k in ("steps", "examples_trained", "tokens_seen", "final_loss",
+                                           "wall_time_s", "resumed_from")}
+    typer.echo(json.dumps(summary))
+    typer.echo(f"model saved in {output} (metrics.json, config.yaml)")
+
+
+@app.command()
+def generate(
+    model: str = typer.Argument(..., help="A run directory, model directory, .gguf or embedded name; with "
+                                          "--backend openai, the served model's name."),
+    testset: List[str] = typer.Option(["all"], "--testset", "-t",
+                                      help="vicuna | koala | sinstruct | wizardlm | all | a JSONL of questions "
+                                           "(repeatable, or comma-separated)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Answers JSONL (appended; answered questions are "
+                                                          "skipped on a re-run)."),
+    backend: str = typer.Option("transformers", help="transformers | openai | vllm."),
+    chat_template: bool = typer.Option(False, "--chat-template", help="Prompt with the model's chat template "
+                                                                      "instead of the Alpaca format."),
+    max_new_tokens: int = typer.Option(512, help="Max tokens per answer."),
+    temperature: float = typer.Option(0.0, help="0 = greedy decoding; > 0 samples."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temperature > 0)."),
+    seed: Optional[int] = typer.Option(None, help="Sampling seed."),
+    batch_size: Optional[int] = typer.Option(None, help="Questions per batch (default: 8 transformers, "
+                                                        "256 vllm, --concurrency openai)."),
+    limit: Optional[int] = typer.Option(None, help="Answer only the first N questions of each test set."),
+    name: Optional[str] = typer.Option(None, help="Model name written in the rows (default: MODEL)."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
+    api_key: Optional[str] = typer.Option(None, envvar="OPENAI_API_KEY", show_envvar=False,
+                                          help="API key for --backend openai (default: $OPENAI_API_KEY)."),
+    concurrency: int = typer.Option(8, help="Concurrent requests (openai backend)."),
+    device: Optional[str] = typer.Option(None, help="transformers backend device (default: cuda if available)."),
+) -> None:
+    """Answer the evaluation questions with a model; one JSONL row per answer."""
+    from rich.progress import Progress
+
+    from alpagasus.data import DataError
+    from alpagasus.generate import GenerateConfig, generate as run_generate
+    from alpagasus.generate_backends import BackendError
+    from alpagasus.models import ModelNotFound
+
+    config = GenerateConfig(backend=backend, prompt_format="chat" if chat_template else "alpaca",
+                            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                            batch_size=batch_size, limit=limit, name=name, base_url=base_url, api_key=api_key,
+                            concurrency=concurrency, device=device)
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("answering", total=None)
+            result = run_generate(model, testset, output, config,
+                                  on_batch=lambda done, total: progress.update(task, completed=done, total=total))
+    except (DataError, BackendError, ModelNotFound, ValueError) as e:
+        _fail(str(e))
+        return
+    typer.echo(f"{result.generated} new answers, {result.reused} already in {output}, "
+               f"{len(result.failed)} failed")
+    for testset_name, qid, error in result.failed[:10]:
+        typer.secho(f"  {testset_name}/{qid}: {error}", err=True, fg=typer.colors.YELLOW)
+    if result.failed:
+        _fail(f"{len(result.failed)} questions have no answer; run the same command again to retry them")

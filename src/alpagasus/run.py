@@ -1,0 +1,195 @@
+"""The paper's whole experiment from one recipe: rate -> select (filtered, random, longest, all) -> train one
+model per set -> answer the test sets -> compare the filtered model with each baseline -> report.
+
+Each stage writes its outputs and a done-marker (RUN_DIR/.done/STAGE.json) into the run directory; re-running
+skips finished stages and resumes unfinished ones with their own mechanisms (the rating store, training
+checkpoints, the answers already written, the judgment store).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from alpagasus.data import write_json
+
+STAGES = ("rate", "select", "train", "generate", "compare", "report")
+DEFAULTS: dict[str, Any] = {
+    "name": "experiment",
+    "data": {"path": None, "limit": None, "sample": None, "seed": 0, "skip_invalid": True, "fields": {}},
+    "rate": {"judge": None, "mode": None, "dimension": "accuracy", "store": None, "concurrency": None,
+             "batch_size": None, "base_url": None, "max_tokens": 256},
+    "select": {"threshold": 4.5, "top_k": None, "keep_fraction": None, "baselines": ["random", "longest", "all"],
+               "seed": 0},
+    "train": {},
+    "generate": {"testsets": ["vicuna", "koala", "sinstruct", "wizardlm"], "limit": None, "max_new_tokens": 512,
+                 "batch_size": None},
+    "compare": {"judge": None, "store": None, "max_tokens": 256, "max_reasks": 2, "base_url": None,
+                "concurrency": None},
+    "report": {"keywords": None, "threshold": None},
+}
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """The recipe merged over the defaults; unknown sections or keys are errors (typos cost GPU hours)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise RecipeError(f"{path}: cannot read the recipe ({e})") from e
+    recipe = copy.deepcopy(DEFAULTS)
+    for key, value in raw.items():
+        if key not in recipe:
+            raise RecipeError(f"{path}: unknown section {key!r} (known: {', '.join(DEFAULTS)})")
+        if isinstance(recipe[key], dict):
+            if not isinstance(value, dict):
+                raise RecipeError(f"{path}: section {key!r} must be a mapping")
+            unknown = set(value) - set(recipe[key]) if key != "train" else set()
+            if unknown:
+                raise RecipeError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} in {key!r}")
+            recipe[key].update(value)
+        else:
+            recipe[key] = value
+    if not recipe["data"]["path"]:
+        raise RecipeError(f"{path}: data.path is required")
+    return recipe
+
+
+class Experiment:
+    def __init__(self, recipe: dict[str, Any], run_dir: str | Path, log: Callable[[str], None] = print):
+        self.r, self.dir, self.log = recipe, Path(run_dir), log
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / ".done").mkdir(exist_ok=True)
+        write_json(self.dir / "recipe.resolved.json", recipe)
+
+    def done(self, stage: str) -> dict | None:
+        f = self.dir / ".done" / f"{stage}.json"
+        return json.loads(f.read_text()) if f.exists() else None
+
+    def mark(self, stage: str, info: dict) -> None:
+        write_json(self.dir / ".done" / f"{stage}.json", {"stage": stage, "finished_at": time.time(), **info})
+
+    def sets(self) -> list[str]:
+        return ["filtered", *self.r["select"]["baselines"]]
+
+    # ---- stages ---------------------------------------------------------------------------------
+    def rate(self) -> dict:
+        from alpagasus import api
+
+        d, c = self.r["data"], self.r["rate"]
+        s = api.rate_file(d["path"], self.dir / "ratings.jsonl", judge=c["judge"], mode=c["mode"],
+                          dimension=c["dimension"], store_path=c["store"], field_map=d["fields"] or None,
+                          skip_invalid=d["skip_invalid"], limit=d["limit"], sample=d["sample"], seed=d["seed"],
+                          concurrency=c["concurrency"], batch_size=c["batch_size"], base_url=c["base_url"],
+                          max_tokens=c["max_tokens"])
+        return {"judge": s.judge, "ok": s.ok, "unparsed": s.unparsed, "requests_sent": s.requests_sent,
+                "seconds": round(s.elapsed_s, 1)}
+
+    def select(self) -> dict:
+        from alpagasus.data import read_jsonl, write_json as wj
+        from alpagasus.select import select, training_rows
+
+        c = self.r["select"]
+        rows = list(read_jsonl(self.dir / "ratings.jsonl"))
+        if c["top_k"] is not None:
+            kept = select(rows, "top_k", k=int(c["top_k"]))
+        elif c["keep_fraction"] is not None:
+            kept = select(rows, "keep_fraction", fraction=float(c["keep_fraction"]))
+        else:
+            kept = select(rows, "threshold", threshold=float(c["threshold"]))
+        if not kept:
+            raise RecipeError("the selection rule kept no example: lower select.threshold, or use select.top_k / "
+                              "select.keep_fraction (a weak judge rarely gives 4.5)")
+        n = len(kept)
+        sets = {"filtered": kept}
+        for b in c["baselines"]:
+            sets[b] = select(rows, b, k=n, seed=int(c["seed"])) if b != "all" else select(rows, "all")
+        sizes = {}
+        for name, picked in sets.items():
+            wj(self.dir / "sets" / f"{name}.json", training_rows(picked))
+            sizes[name] = len(picked)
+        return {"sizes": sizes}
+
+    def train(self) -> dict:
+        from alpagasus.train import make_config, train
+
+        out = {}
+        for name in self.sets():
+            run = self.dir / "models" / name
+            marker = f"train-{name}"
+            if not self.done(marker):
+                self.log(f"training on {name}")
+                metrics = train(self.dir / "sets" / f"{name}.json", run, make_config(**self.r["train"]))
+                self.mark(marker, {"metrics": metrics})
+            out[name] = self.done(marker)["metrics"]
+        return {"wall_time_s": {k: v.get("wall_time_s") for k, v in out.items()},
+                "steps": {k: v.get("steps") for k, v in out.items()}}
+
+    def generate(self) -> dict:
+        from alpagasus.generate import GenerateConfig, generate
+
+        g = self.r["generate"]
+        out = {}
+        for name in self.sets():
+            cfg = GenerateConfig(limit=g["limit"], max_new_tokens=int(g["max_new_tokens"]),
+                                 batch_size=g["batch_size"], name=name)
+            res = generate(str(self.dir / "models" / name), g["testsets"], self.dir / "answers" / f"{name}.jsonl", cfg)
+            out[name] = {"answers": len(res.answers), "generated": res.generated, "failed": len(res.failed)}
+        return out
+
+    def compare(self) -> dict:
+        from alpagasus.compare_run import compare_files
+
+        c = self.r["compare"]
+        opts = {k: c[k] for k in ("base_url", "concurrency") if c.get(k) is not None}
+        out = {}
+        for b in self.sets()[1:]:
+            rep = compare_files([self.dir / "answers" / "filtered.jsonl", self.dir / "answers" / f"{b}.jsonl"],
+                                self.dir / "compare" / f"filtered_vs_{b}", judge=c["judge"], store_path=c["store"],
+                                max_tokens=int(c["max_tokens"]), max_reasks=int(c["max_reasks"]), judge_options=opts)
+            out[b] = rep.summary
+        return {"comparisons": list(out)}
+
+    def report(self) -> dict:
+        from alpagasus.report import DEFAULT_KEYWORDS, build_report
+        from alpagasus.run_report import write_final_report
+
+        c = self.r["report"]
+        threshold = c["threshold"] if c["threshold"] is not None else float(self.r["select"]["threshold"])
+        build_report(self.dir / "ratings.jsonl", self.dir / "report", keywords=c["keywords"] or DEFAULT_KEYWORDS,
+                     threshold=threshold)
+        return write_final_report(self)
+
+    # ---- driver ---------------------------------------------------------------------------------
+    def run(self, until: str | None = None, only: str | None = None) -> dict:
+        for name in (until, only):
+            if name is not None and name not in STAGES:
+                raise RecipeError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        stages = [only] if only else list(STAGES[: STAGES.index(until) + 1] if until else STAGES)
+        results = {}
+        for stage in stages:
+            if self.done(stage) and not only:
+                self.log(f"[{stage}] done already, skipped")
+                results[stage] = self.done(stage)
+                continue
+            self.log(f"[{stage}] running")
+            t0 = time.perf_counter()
+            info = getattr(self, stage)()
+            info["seconds"] = round(time.perf_counter() - t0, 1)
+            self.mark(stage, info)
+            results[stage] = info
+        return results
+
+
+def run_recipe(recipe_path: str | Path, run_dir: str | Path | None = None, until: str | None = None,
+               only: str | None = None, log: Callable[[str], None] = print) -> dict:
+    recipe = load_recipe(recipe_path)
+    run_dir = run_dir or Path("runs") / recipe["name"]
+    return Experiment(recipe, run_dir, log).run(until=until, only=only)

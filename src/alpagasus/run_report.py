@@ -1,0 +1,99 @@
+"""The final report of an experiment (`alpagasus run`): comparisons, training times, selection sizes, plots."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from alpagasus.data import atomic_writer, write_json
+
+COLUMNS = ("win", "tie", "lose", "winning_score", "questions", "unparsed", "disagreement")
+
+
+def collect(exp: Any) -> dict[str, Any]:
+    """The numbers, from what the stages wrote (never recomputed)."""
+    d: Path = exp.dir
+    sel = exp.done("select") or {}
+    sizes = sel.get("sizes", {})
+    times = {}
+    for name in exp.sets():
+        marker = exp.done(f"train-{name}") or {}
+        times[name] = (marker.get("metrics") or {}).get("wall_time_s")
+    full = times.get("all")
+    ratio = {k: (round(v / full, 3) if v and full else None) for k, v in times.items()}
+    comparisons = {}
+    for b in exp.sets()[1:]:
+        f = d / "compare" / f"filtered_vs_{b}" / "summary.json"
+        if f.exists():
+            s = json.loads(f.read_text())
+            comparisons[f"filtered vs {b}"] = {"dir": str(f.parent.relative_to(d)), "judge": s.get("judge"),
+                                                "results": s.get("results", {})}
+    rate = exp.done("rate") or {}
+    return {"name": exp.r["name"], "judge": rate.get("judge"), "selection_sizes": sizes,
+            "train_wall_time_s": times, "train_time_ratio_to_all": ratio, "comparisons": comparisons}
+
+
+def write_final_report(exp: Any) -> dict:
+    """RUN_DIR/final.json, final.md and final.html (plots embedded); returns the numbers."""
+    data = collect(exp)
+    write_json(exp.dir / "final.json", data)
+    with atomic_writer(exp.dir / "final.md") as f:
+        f.write(_markdown(data))
+    with atomic_writer(exp.dir / "final.html") as f:
+        f.write(_html(data, exp.dir))
+    return {"final": str(exp.dir / "final.html"), "comparisons": list(data["comparisons"])}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _rows(results: dict) -> list[list[str]]:
+    return [[ts] + [_fmt(r.get(c)) for c in COLUMNS] for ts, r in results.items()]
+
+
+def _markdown(d: dict) -> str:
+    out = [f"# {d['name']}: filtered vs baselines", "", f"Rating judge: `{d['judge']}`", "",
+           "## Selection and training", "", "| set | examples | training s | ratio to all |", "|---|---|---|---|"]
+    for k, n in d["selection_sizes"].items():
+        out.append(f"| {k} | {n} | {_fmt(d['train_wall_time_s'].get(k))} | {_fmt(d['train_time_ratio_to_all'].get(k))} |")
+    for title, c in d["comparisons"].items():
+        out += ["", f"## {title} (judge `{c['judge']}`)", "", "| test set | " + " | ".join(COLUMNS) + " |",
+                "|---" * (len(COLUMNS) + 1) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in _rows(c["results"])]
+    out += ["", "Winning score = (#win - #lose) / #questions + 1; above 1 the filtered model wins.", ""]
+    return "\n".join(out)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path: Path) -> str:
+    if not path.exists():
+        return ""
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.parent.name)}" src="data:image/png;base64,{b64}">'
+
+
+def _html(d: dict, run_dir: Path) -> str:
+    parts = [f"<h1>{html.escape(d['name'])}: filtered vs baselines</h1>",
+             f"<p>Rating judge: <code>{html.escape(str(d['judge']))}</code>. "
+             '<a href="report/index.html">The ratings report</a>.</p>', "<h2>Selection and training</h2>",
+             _table(["set", "examples", "training s", "ratio to all"],
+                    [[k, str(n), _fmt(d["train_wall_time_s"].get(k)), _fmt(d["train_time_ratio_to_all"].get(k))]
+                     for k, n in d["selection_sizes"].items()])]
+    for title, c in d["comparisons"].items():
+        parts += [f"<h2>{html.escape(title)}</h2>", f"<p>judge <code>{html.escape(str(c['judge']))}</code></p>",
+                  _table(["test set", *COLUMNS], _rows(c["results"])),
+                  _img(run_dir / c["dir"] / "win_tie_lose.png")]
+    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(d['name'])}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")

@@ -1,0 +1,73 @@
+"""`alpagasus run` on the tiny offline recipe: end to end, interrupted once and resumed, with the final report.
+
+This is the slowest test (embedded judge + Gemma 3 270M, a few training steps per set): a few minutes on 2 cores.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alpagasus.run import RecipeError, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_recipe_validation(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("name: x\ndata: {path: sample:alpaca}\nselect: {treshold: 4}\n")
+    with pytest.raises(RecipeError, match="unknown key.*treshold"):
+        load_recipe(bad)
+    bad.write_text("name: x\n")
+    with pytest.raises(RecipeError, match="data.path is required"):
+        load_recipe(bad)
+    r = load_recipe(REPO / "recipes" / "paper.yaml")
+    assert r["select"]["threshold"] == 4.5 and r["train"]["learning_rate"] == 2e-5
+
+
+def test_tiny_recipe_interrupted_and_resumed(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "alpagasus.cli", "run", str(REPO / "recipes" / "tiny_offline.yaml"),
+           "--run-dir", str(run_dir)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    # interrupt once training has begun (the rate and select stages are then done)
+    deadline = time.time() + 1200
+    while time.time() < deadline and not (run_dir / ".done" / "select.json").exists():
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(1)
+    time.sleep(5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    rate_marker = json.loads((run_dir / ".done" / "rate.json").read_text())
+    assert not (run_dir / ".done" / "report.json").exists()
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    err = " ".join(done.stderr.split())
+    assert "[rate] done already, skipped" in err and "[select] done already, skipped" in err
+    assert json.loads((run_dir / ".done" / "rate.json").read_text()) == rate_marker  # not redone
+
+    final = json.loads((run_dir / "final.json").read_text())
+    sizes = final["selection_sizes"]
+    assert sizes["filtered"] == sizes["random"] == sizes["longest"] == 24 and sizes["all"] == 120
+    assert set(final["comparisons"]) == {"filtered vs random", "filtered vs longest", "filtered vs all"}
+    for c in final["comparisons"].values():
+        res = c["results"]
+        assert set(res) >= {"vicuna", "koala", "sinstruct", "wizardlm", "all"}
+        # every question was judged in both orders: it has an outcome or is counted unparsed
+        assert res["all"]["questions"] + res["all"]["unparsed"] == 4
+    assert all(t and t > 0 for t in final["train_wall_time_s"].values())
+    assert final["train_time_ratio_to_all"]["all"] == 1.0
+    for name in ("filtered", "random", "longest", "all"):
+        metrics = json.loads((run_dir / "models" / name / "metrics.json").read_text())
+        assert metrics["steps"] == 2
+        answers = [json.loads(l) for l in (run_dir / "answers" / f"{name}.jsonl").read_text().splitlines()]
+        assert len(answers) == 4 and {a["testset"] for a in answers} == {"vicuna", "koala", "sinstruct", "wizardlm"}
+    page = (run_dir / "final.html").read_text()
+    assert "filtered vs random" in page and "data:image/png;base64," in page
+    assert (run_dir / "report" / "index.html").exists() and done.stdout.strip().endswith("final.html")
