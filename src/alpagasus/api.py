@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from alpagasus import judges
 from alpagasus.data import DataError, parse_field_map, read_examples, read_jsonl, write_jsonl, write_rows
-from alpagasus.judges.base import JudgeError
+from alpagasus.judges.base import JudgeError, OutageError
 from alpagasus.paths import default_store
 from alpagasus.prompts import TemplateError, load_template
-from alpagasus.rate import RateOptions, RateSummary, estimate, output_rows, rate
+from alpagasus.rate import RateOptions, RateSummary, StoreWriteError, estimate, output_rows, rate
 from alpagasus.select import SelectError, bin_counts, select, training_rows
 from alpagasus.store import Store, StoreBusy
 
@@ -27,14 +28,17 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
               skip_invalid: bool = False, limit: int | None = None, sample: int | None = None, seed: int = 0,
               dry_run: bool = False, price_in: float | None = None, price_out: float | None = None,
               max_tokens: int = 256, retry_unparsed: bool = False, wait: bool = False, device: str | None = None,
-              console: Any = None) -> RateSummary | dict:
-    """Rate a dataset file and write the ratings file (a view of the store). Returns the summary."""
+              context: int | None = None, timeout: float | None = None, max_attempts: int | None = None,
+              max_outage: float | None = None, console: Any = None) -> RateSummary | dict:
+    """Rate a dataset file and write the ratings file (a view of the store). Returns the summary.
+    Raises UserError for what the user can fix, and `Interrupted` (a KeyboardInterrupt) after Ctrl-C once the
+    replies in flight are stored; a stopped run resumes by running the same call again."""
     try:
         fmap = field_map if isinstance(field_map, dict) else parse_field_map(field_map)
         data = read_examples(input, fmap, skip_invalid=skip_invalid)
         template = load_template(prompt or dimension, scale=scale)
         options = {k: v for k, v in dict(base_url=base_url, concurrency=concurrency, batch_size=batch_size,
-                                         device=device).items() if v is not None}
+                                         device=device, context=context, timeout=timeout).items() if v is not None}
         j = judges.get(judge, mode=mode, **options)
     except (DataError, TemplateError, JudgeError, OSError) as e:
         raise UserError(str(e)) from e
@@ -45,7 +49,11 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
     if limit is not None:
         examples = examples[:limit]
     opts = RateOptions(retry_unparsed=retry_unparsed, price_in=price_in, price_out=price_out, max_tokens=max_tokens)
-    store = Store(store_path or default_store())
+    if max_attempts is not None:
+        opts.max_attempts = max_attempts
+    if max_outage is not None:
+        opts.max_outage_s = max_outage
+    store = open_store(store_path or default_store())
     summary = RateSummary(rows=data.rows, unique=len(examples), duplicates=data.duplicates, invalid=data.invalid)
     try:
         if dry_run:
@@ -58,13 +66,24 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
         with store.exclusive(wait=wait):
             with _progress(console, len(examples)) as update:
                 summary = rate(examples, j, template, store, opts, summary, progress=update)
-            write_jsonl(output, output_rows(examples, store, j.id, template.version, data.invalid))
-    except StoreBusy as e:
+            try:
+                write_jsonl(output, output_rows(examples, store, j.id, template.version, data.invalid, summary))
+            except OSError as e:
+                raise UserError(f"cannot write {output}: {e}. The ratings are safe in the store {store.path}: "
+                                "run the same command again to write the file") from e
+    except (StoreBusy, StoreWriteError, OutageError) as e:
         raise UserError(str(e)) from e
     finally:
         store.close()
         j.close()
     return summary
+
+
+def open_store(path: str | Path) -> Store:
+    try:
+        return Store(path)
+    except (sqlite3.Error, OSError) as e:
+        raise UserError(f"cannot open the store {path}: {e}") from e
 
 
 class _progress:
@@ -85,7 +104,15 @@ class _progress:
         self.bar.start()
         self.task = self.bar.add_task("rate", total=self.total, rate="-", unparsed=0, tokens=0, cost="")
 
+        self.note = ""
+
         def update(s: RateSummary) -> None:
+            if s.note != self.note:  # an outage or an interrupt: say so on its own line
+                if s.note:
+                    self.console.print(f"[yellow]{s.note}[/yellow]")
+                elif self.note:
+                    self.console.print("[green]the judge answers again: resuming[/green]")
+                self.note = s.note
             rate_s = f"{s.done / s.elapsed_s:.2f}" if s.elapsed_s else "-"
             self.bar.update(self.task, completed=s.already_rated + s.done, rate=rate_s, unparsed=s.unparsed,
                             tokens=s.tokens_in + s.tokens_out, cost="" if s.cost is None else f"cost {s.cost:.4f}")

@@ -86,7 +86,24 @@ def to_example(record: Any, row: int, source: str, field_map: Mapping[str, str] 
             return InvalidRow(source, row, column, "is empty")
         values[name] = value
     extra = {k: v for k, v in record.items() if k not in used}
+    for k, v in extra.items():  # other columns are carried to the outputs: they must be writable as UTF-8
+        if not _encodable(k) or not _encodable(v):
+            return InvalidRow(source, row, str(k).encode("utf-8", "backslashreplace").decode(),
+                              "contains invalid UTF-8 (or a lone surrogate)")
     return Example(values["instruction"], values["input"], values["output"], extra=extra, row=row)
+
+
+def _encodable(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    elif isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 def _type_name(value: Any) -> str:
@@ -145,6 +162,8 @@ def _iter_jsonl(p: Path) -> Iterator[tuple[int, Any]]:
             if not raw.strip():
                 continue
             text = raw.decode("utf-8", "surrogateescape")  # invalid bytes surface as a field error
+            if lineno == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first row
             try:
                 yield lineno, json.loads(text)
             except json.JSONDecodeError as e:

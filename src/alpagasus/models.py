@@ -70,19 +70,25 @@ def converted_gguf_dir(gguf: Path) -> Path:
     return models_dir() / f"{gguf.stem}-{_file_digest(gguf)}"
 
 
-def load_causal_lm(model: str, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) for a directory, hub id, .gguf file or embedded name."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def loadable(model: str) -> str:
+    """A directory (or hub id) transformers can load: embedded names and .gguf files are converted once."""
     src = resolve(model)
     path = Path(src)
     if path.suffix == ".gguf":
         if not path.exists():
             raise ModelNotFound(f"{path}: no such GGUF file")
-        src = str(_convert_gguf(path))
-    elif not path.exists() and (src.startswith((".", "/")) or src.count("/") > 1):
+        return str(_convert_gguf(path))
+    if not path.exists() and (src.startswith((".", "/")) or src.count("/") > 1):
         raise ModelNotFound(f"{src}: no such model directory")
+    return src
+
+
+def load_causal_lm(model: str, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) for a directory, hub id, .gguf file or embedded name."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = loadable(model)
     torch_dtype = {"auto": torch.float32 if (device or "cpu") == "cpu" and not torch.cuda.is_available()
                    else "auto", "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     tok = AutoTokenizer.from_pretrained(src)

@@ -5,10 +5,13 @@ is not even loaded. Replies without a score are asked again (bounded), then stor
 from __future__ import annotations
 
 import asyncio
+import re
+import sqlite3
 import time
 from typing import Callable, Iterable
 
-from alpagasus.engine import Item, RateOptions, RateSummary, StoreWriteError, run_requests
+from alpagasus.engine import Interrupted, Item, RateOptions, RateSummary, StoreWriteError, run_requests
+from alpagasus.flags import flags
 from alpagasus.judges.base import Judge
 from alpagasus.prompts import Template
 from alpagasus.prompts.parse import parse_score
@@ -16,13 +19,23 @@ from alpagasus.records import Example, InvalidRow, Rating, Request
 from alpagasus.store import FINAL, Store
 
 __all__ = ["rate", "rate_async", "pending", "build_request", "output_rows", "estimate", "Item", "RateOptions",
-           "RateSummary", "StoreWriteError", "run_requests"]
+           "RateSummary", "StoreWriteError", "Interrupted", "run_requests"]
 
 
 def build_request(example: Example, template: Template, mode: str) -> Request:
-    return Request(key=example.id, system=template.system, user=template.render(example.fields()),
+    values = example.fields()
+    fence = template.meta.get("fence")  # guarded templates: the data cannot close the tags that delimit it
+    if fence:
+        values = {k: neutralize_tags(v, fence.split(",")) if isinstance(v, str) else v for k, v in values.items()}
+    return Request(key=example.id, system=template.system, user=template.render(values),
                    assistant_prefix=template.logprob_prefix if mode == "logprob" else "",
                    labels=template.labels, example=example)
+
+
+def neutralize_tags(text: str, tags: list[str]) -> str:
+    """`</data>` inside the data becomes `‹/data›`: visible to the judge, but no longer our delimiter."""
+    names = "|".join(re.escape(t.strip()) for t in tags if t.strip())
+    return re.sub(rf"<(/?\s*(?:{names})\b[^<>]{{0,40}})>", "‹\\1›", text, flags=re.I) if names else text
 
 
 def pending(examples: Iterable[Example], store: Store, judge_id: str, prompt_version: str,
@@ -73,11 +86,16 @@ def _reject_too_long(items: list[Item], judge: Judge, store: Store, s: RateSumma
         n = judge.count_tokens(it.request.system + it.request.user) + 16  # + chat markup
         if n > room:
             rejected.append(Rating(it.key, judge.id, prompt_version, None, "invalid_input",
-                                   explanation=f"prompt has about {n} tokens; the judge's context allows {room}",
+                                   explanation=f"too long for the judge: the prompt has about {n} tokens, the "
+                                               f"judge's context allows {room}; not sent",
                                    attempts=0, created_at=time.time()))
         else:
             keep.append(it)
-    store.put_many(rejected)
+    try:
+        store.put_many(rejected)
+    except (sqlite3.Error, OSError) as e:
+        raise StoreWriteError(f"cannot write the store {store.path}: {e}. Nothing stored was lost; free space "
+                              "(or fix the path) and run the same command again to resume") from e
     s.invalid_input += len(rejected)
     return keep
 
@@ -94,8 +112,9 @@ def estimate(examples: list[Example], template: Template, mode: str, count_token
 
 
 def output_rows(examples: Iterable[Example], store: Store, judge_id: str, prompt_version: str,
-                invalid: Iterable[InvalidRow] = ()) -> Iterable[dict]:
-    """The ratings file, a view of the store in input order: example fields + the rating."""
+                invalid: Iterable[InvalidRow] = (), summary: RateSummary | None = None) -> Iterable[dict]:
+    """The ratings file, a view of the store in input order: example fields + the rating + `flags` (possible
+    prompt injection in the data, see flags.py; [] when clean), whatever score the row got."""
     batch: list[Example] = []
 
     def flush() -> Iterable[dict]:
@@ -103,10 +122,12 @@ def output_rows(examples: Iterable[Example], store: Store, judge_id: str, prompt
         for e in batch:
             r = got.get(e.id)
             row = e.fields()
-            row.update(id=e.id, score=r.score if r else None, status=r.status if r else "error",
+            row.update(id=e.id, row=e.row, score=r.score if r else None, status=r.status if r else "error",
                        judge=judge_id, prompt_version=prompt_version, model=r.model if r else "",
                        explanation=r.explanation if r else "not rated (run interrupted?)",
-                       raw=r.raw if r else None, probs=r.probs if r else None)
+                       raw=r.raw if r else None, probs=r.probs if r else None, flags=flags(row))
+            if summary is not None and row["flags"]:
+                summary.flagged += 1
             yield row
 
     for e in examples:
@@ -118,4 +139,5 @@ def output_rows(examples: Iterable[Example], store: Store, judge_id: str, prompt
         yield from flush()
     for bad in invalid:
         yield {"id": None, "row": bad.row, "field": bad.field, "score": None, "status": "invalid_input",
-               "judge": judge_id, "prompt_version": prompt_version, "explanation": bad.reason, "raw": None}
+               "judge": judge_id, "prompt_version": prompt_version, "explanation": bad.reason, "raw": None,
+               "flags": []}

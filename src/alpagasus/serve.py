@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,7 +22,10 @@ class ModelRunner:
 
         self.model, self.tok = load_causal_lm(model, device=device)
         self.name = name or model
-        self.lock = threading.Lock()
+        # every model call runs on this one thread: the model is not re-entrant, and torch starts a new OpenMP
+        # team for each new calling thread (about a second on a busy CPU), while the HTTP server starts a
+        # thread per connection (every request, for clients without keep-alive)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     def prompt(self, messages: list[dict]) -> str:
         prefix = ""
@@ -34,6 +38,9 @@ class ModelRunner:
         return text + prefix
 
     def complete(self, body: dict) -> dict:
+        return self.worker.submit(self._complete, body).result()
+
+    def _complete(self, body: dict) -> dict:
         import torch
 
         text = self.prompt(body.get("messages") or [])
@@ -50,7 +57,7 @@ class ModelRunner:
             kwargs.update(do_sample=True, temperature=temperature, top_p=float(body.get("top_p") or 1.0))
         else:
             kwargs.update(do_sample=False)
-        with self.lock, torch.inference_mode():
+        with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new = out.sequences[0, enc["input_ids"].shape[1]:]
         eos = self.tok.eos_token_id
@@ -118,10 +125,21 @@ def make_handler(runner: ModelRunner) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away (killed, timed out): nothing to report
+        super().handle_error(request, client_address)
+
+
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
           device: str | None = None, ready: threading.Event | None = None) -> None:
     runner = ModelRunner(model, name=name, device=device)
-    server = ThreadingHTTPServer((host, port), make_handler(runner))
+    server = _Server((host, port), make_handler(runner))
     print(f"serving {runner.name} on http://{host}:{server.server_address[1]}/v1", flush=True)
     if ready:
         ready.set()

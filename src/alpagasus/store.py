@@ -87,9 +87,17 @@ class Store:
                 rows)
 
     def log_attempt(self, item_id: str, judge: str, prompt_version: str, outcome: str, detail: str = "") -> None:
-        with self._tx():
-            self.db.execute("INSERT INTO attempts VALUES (?,?,?,?,?,?)",
-                            (item_id, judge, prompt_version, time.time(), outcome, detail[:500]))
+        self.log_attempts([(item_id, judge, prompt_version, outcome, detail)])
+
+    def log_attempts(self, rows: Iterable[tuple[str, str, str, str, str | None]]) -> None:
+        """Requests that settled nothing: (item, judge, prompt version, outcome, detail). Outcomes: `reask`
+        (no score in the reply), `error` (retried), `ambiguous` (timed out or cut off: it may have reached the
+        server and be billed), `throttled` (429, not charged), `outage` (server away, not charged)."""
+        now = time.time()
+        data = [(i, j, p, now, o, (d or "")[:500]) for i, j, p, o, d in rows]
+        if data:
+            with self._tx():
+                self.db.executemany("INSERT INTO attempts VALUES (?,?,?,?,?,?)", data)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -97,9 +105,15 @@ class Store:
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (disk full)
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise
 
     # ---- reads ----------------------------------------------------------------------------------
     def done_ids(self, judge: str, prompt_version: str, ids: Iterable[str] | None = None,

@@ -139,16 +139,9 @@ def load_examples(data: str | Path | Iterable[Example | Mapping[str, Any]],
 
 def model_dir(model: str) -> str:
     """A directory (or hub id) transformers can load: embedded names and .gguf files are converted once."""
-    from alpagasus.models import ModelNotFound, _convert_gguf, resolve
+    from alpagasus.models import loadable
 
-    src = resolve(model)
-    if src.endswith(".gguf"):
-        if not Path(src).exists():
-            raise ModelNotFound(f"{src}: no such GGUF file")
-        return str(_convert_gguf(Path(src)))
-    if not Path(src).exists() and (src.startswith((".", "/")) or src.count("/") > 1):
-        raise ModelNotFound(f"{src}: no such model directory")
-    return src
+    return loadable(model)
 
 
 def _data_digest(examples: list[Example]) -> str:

@@ -29,7 +29,8 @@ def rate(
                                         "Default: the embedded SmolLM2-135M-Instruct."),
     mode: Optional[str] = typer.Option(None, help="generate (reply + explanation) or logprob (expected score). "
                                        "Default: logprob for local judges, generate for API judges."),
-    dimension: str = typer.Option("accuracy", help="accuracy or helpfulness (the paper's two prompts)."),
+    dimension: str = typer.Option("accuracy", help="accuracy or helpfulness (the paper's two prompts), or "
+                                  "accuracy-guarded / helpfulness-guarded (data fenced against prompt injection)."),
     prompt: Optional[str] = typer.Option(None, help="Your own template file (see prompts/rate_accuracy.txt)."),
     scale: Optional[str] = typer.Option(None, help="Score range LO-HI, overriding the template's (e.g. 1-10)."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (or $OPENAI_BASE_URL)."),
@@ -48,6 +49,13 @@ def rate(
     retry_unparsed: bool = typer.Option(False, help="Ask again for examples stored as unparsed."),
     wait: bool = typer.Option(False, help="If another run holds the store, wait instead of refusing."),
     device: Optional[str] = typer.Option(None, help="Local judges: cpu, cuda, cuda:1..."),
+    context: Optional[int] = typer.Option(None, help="API judges: the model's context in tokens; longer examples "
+                                          "are stored as invalid_input without a request."),
+    timeout: Optional[float] = typer.Option(None, help="API judges: seconds to wait for one reply (default 120)."),
+    max_attempts: Optional[int] = typer.Option(None, help="Requests per example before it is stored as error "
+                                               "(default 5; outages and 429s are not counted)."),
+    max_outage: Optional[float] = typer.Option(None, help="Seconds to pause while the judge is unreachable "
+                                               "before stopping (default 3600); rerun to resume."),
 ) -> None:
     """Rate every example with an LLM judge (0-5, the paper's prompt); every rating is stored as it returns."""
     from alpagasus import api
@@ -58,9 +66,16 @@ def rate(
             base_url=base_url, concurrency=concurrency, batch_size=batch_size, store_path=store,
             field_map=field, skip_invalid=skip_invalid, limit=limit, sample=sample, seed=seed, dry_run=dry_run,
             price_in=price_in, price_out=price_out, max_tokens=max_tokens, retry_unparsed=retry_unparsed,
-            wait=wait, device=device, console=console)
+            wait=wait, device=device, context=context, timeout=timeout, max_attempts=max_attempts,
+            max_outage=max_outage, console=console)
     except api.UserError as e:
         fail(str(e))
+    except KeyboardInterrupt as e:
+        s = getattr(e, "summary", None)
+        done = f"{s.done} ratings stored by this run, " if s is not None else ""
+        console.print(f"[yellow]interrupted:[/yellow] {done}nothing stored is lost; run the same command again to "
+                      f"resume ({output} was not written)")
+        raise typer.Exit(130)
     if dry_run:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -69,7 +84,9 @@ def rate(
     for k, v in [("rows read", s.rows), ("unique examples", s.unique), ("duplicates (rated once)", s.duplicates),
                  ("invalid rows", len(s.invalid)), ("already in the store", s.already_rated),
                  ("requests sent", s.requests_sent), ("ok", s.ok), ("unparsed", s.unparsed),
-                 ("invalid_input", s.invalid_input), ("error", s.error), ("tokens in/out", f"{s.tokens_in}/{s.tokens_out}"),
+                 ("invalid_input", s.invalid_input), ("error", s.error), ("rate limited (429, waited)", s.throttled),
+                 ("ambiguous attempts (timed out)", s.ambiguous), ("paused for outages (s)", f"{s.outage_s:.0f}"),
+                 ("flagged (possible prompt injection)", s.flagged), ("tokens in/out", f"{s.tokens_in}/{s.tokens_out}"),
                  ("cost", "-" if s.cost is None else f"{s.cost:.4f}"), ("seconds", f"{s.elapsed_s:.1f}")]:
         t.add_row(k, str(v))
     console.print(t)

@@ -13,6 +13,9 @@ from typing import Any
 from alpagasus.judges.base import JudgeError
 from alpagasus.records import Reply, Request
 
+# transport errors raised before the request left: nothing can have reached the server
+NOT_SENT = ("ConnectError", "ConnectTimeout")
+
 
 class OpenAIJudge:
     batch_size = 1
@@ -78,18 +81,24 @@ class OpenAIJudge:
             retry_after = _retry_after(e.response.headers)
             retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
             return Reply(error=f"HTTP {e.status_code}: {str(e)[:300]}", retry_after=retry_after,
-                         retryable=retryable, latency_s=time.perf_counter() - t0)
-        except openai.APITimeoutError:
-            # the request may have reached the server (and be billed): the loop logs it as ambiguous
-            return Reply(error="timeout (the request may have reached the server)", latency_s=time.perf_counter() - t0,
-                         extra={"ambiguous": True})
-        except openai.APIConnectionError as e:  # refused / reset: the server is away, the run pauses
-            return Reply(error=f"connection: {e.__cause__ or e}", latency_s=time.perf_counter() - t0, outage=True)
-        except (ValueError, KeyError, TypeError) as e:  # a 200 with a body that is not a completion
-            return Reply(error=f"malformed response: {e}", latency_s=time.perf_counter() - t0)
+                         retryable=retryable, latency_s=time.perf_counter() - t0,
+                         extra={"http_status": e.status_code, "throttled": e.status_code == 429})
+        except (openai.APITimeoutError, openai.APIConnectionError) as e:
+            cause = e.__cause__ or e
+            latency = time.perf_counter() - t0
+            if type(cause).__name__ in NOT_SENT:  # refused / no route: the server is away, the run pauses
+                return Reply(error=f"connection: {type(cause).__name__}: {cause}", latency_s=latency, outage=True)
+            # timed out or cut off after the request was sent: it may have reached the server (and be billed);
+            # the loop logs it as an ambiguous attempt, charged to the item, and retries
+            what = "timeout" if isinstance(e, openai.APITimeoutError) else "connection lost"
+            return Reply(error=f"{what} (the request may have reached the server): {type(cause).__name__}: {cause}",
+                         latency_s=latency, extra={"ambiguous": True})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # a 200 whose body is not a completion
+            return Reply(error=f"malformed response: {type(e).__name__}: {str(e)[:200]}",
+                         latency_s=time.perf_counter() - t0)
         latency = time.perf_counter() - t0
-        if not getattr(resp, "choices", None):
-            return Reply(error="malformed response: no choices", latency_s=latency)
+        if not getattr(resp, "choices", None) or getattr(resp.choices[0], "message", None) is None:
+            return Reply(error=f"malformed response: no choices ({str(resp)[:200]!r})", latency_s=latency)
         usage = getattr(resp, "usage", None)
         choice = resp.choices[0]
         reply = Reply(model=getattr(resp, "model", "") or self.model_name, latency_s=latency,

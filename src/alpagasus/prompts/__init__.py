@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 SECTION = re.compile(r"^<<<(\w+)>>>\n", re.M)
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
-BUILTIN_RATING = {"accuracy": "rate_accuracy", "helpfulness": "rate_helpfulness"}
+BUILTIN_RATING = {"accuracy": "rate_accuracy", "helpfulness": "rate_helpfulness",
+                  "accuracy-guarded": "rate_accuracy_guarded", "helpfulness-guarded": "rate_helpfulness_guarded"}
 
 
 class TemplateError(ValueError):

@@ -1,0 +1,1 @@
+"""Tools for testing and benchmarking alpagasus itself (not needed to use it): see faultproxy."""
