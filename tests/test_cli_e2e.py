@@ -21,7 +21,8 @@ def test_rate_then_select_with_embedded_judge(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     store = tmp_path / "store.sqlite"
     out = tmp_path / "ratings.jsonl"
-    r = run("rate", str(data), "-o", str(out), "--store", str(store), "--skip-invalid", env=env)
+    emb = ("--judge", "embedded:smollm2")
+    r = run("rate", str(data), "-o", str(out), "--store", str(store), "--skip-invalid", *emb, env=env)
     assert r.returncode == 0, r.stderr
     got = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(got) == 21  # 20 unique + 1 invalid row
@@ -35,7 +36,8 @@ def test_rate_then_select_with_embedded_judge(tmp_path):
     assert "row 22, field 'output': is empty" in err and "duplicates (rated once) │ 1" in err
 
     # a second run finds everything in the store and loads no model
-    r2 = run("rate", str(data), "-o", str(tmp_path / "again.jsonl"), "--store", str(store), "--skip-invalid", env=env)
+    r2 = run("rate", str(data), "-o", str(tmp_path / "again.jsonl"), "--store", str(store), "--skip-invalid", *emb,
+             env=env)
     assert r2.returncode == 0 and "requests sent │ 0" in " ".join(r2.stderr.split())
     assert "Loading weights" not in r2.stderr
 
@@ -49,6 +51,24 @@ def test_rate_then_select_with_embedded_judge(tmp_path):
     assert "kept 5 of 21" in " ".join(r3.stderr.split())
 
     # bad input without --skip-invalid: a clear error naming the file, the row and the field
-    r4 = run("rate", str(data), "-o", str(tmp_path / "x.jsonl"), "--store", str(store), env=env)
+    r4 = run("rate", str(data), "-o", str(tmp_path / "x.jsonl"), "--store", str(store), *emb, env=env)
     assert r4.returncode == 2 and "row 22, field 'output'" in " ".join(r4.stderr.split())
     assert "Traceback" not in r4.stderr
+
+
+def test_default_judge_is_the_distilled_predictor(tmp_path):
+    from alpagasus import judges
+
+    assert judges.default_rating_judge("accuracy") == "predictor:alpaca-claude-accuracy"
+    assert judges.default_rating_judge("helpfulness") == "predictor:alpaca-chatgpt-helpfulness"
+    assert judges.default_rating_judge("accuracy", mode="logprob") == "embedded:smollm2"
+    assert judges.default_rating_judge("accuracy", prompt="mine.txt") == "embedded:smollm2"
+    rows = json.loads((SHARED_DATA / "alpaca" / "alpaca_random_9k.json").read_text())[:30]
+    data = tmp_path / "a.json"
+    data.write_text(json.dumps(rows))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = run("rate", str(data), "-o", str(tmp_path / "r.jsonl"), "--store", str(tmp_path / "s.sqlite"), env=env)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads(l) for l in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert {g["judge"].split("@")[0] for g in got} == {"predictor:alpaca-claude-accuracy"}
+    assert all(g["status"] == "ok" and 0 <= g["score"] <= 5 for g in got)

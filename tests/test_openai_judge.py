@@ -27,7 +27,8 @@ def server(tiny_model):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "alpagasus.cli", "serve", "--model", str(tiny_model),
                              "--port", str(port), "--name", "tiny-served"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -36,7 +37,7 @@ def server(tiny_model):
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode())
+                raise RuntimeError(f"alpagasus serve exited with {proc.returncode}")
             time.sleep(0.3)
     yield url
     proc.terminate()

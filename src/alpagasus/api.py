@@ -39,7 +39,7 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
         template = load_template(prompt or dimension, scale=scale)
         options = {k: v for k, v in dict(base_url=base_url, concurrency=concurrency, batch_size=batch_size,
                                          device=device, context=context, timeout=timeout).items() if v is not None}
-        j = judges.get(judge, mode=mode, **options)
+        j = judges.get(judge or judges.default_rating_judge(dimension, prompt, scale, mode), mode=mode, **options)
     except (DataError, TemplateError, JudgeError, OSError) as e:
         raise UserError(str(e)) from e
     examples = data.examples

@@ -26,7 +26,7 @@ def rate(
     input: str = typer.Argument(..., help="Dataset: .json/.jsonl/.csv/.tsv/.parquet, a datasets directory or hub name."),
     output: Path = typer.Option(..., "-o", "--output", help="Ratings file to write (.jsonl)."),
     judge: Optional[str] = typer.Option(None, help="openai:MODEL | hf:PATH_OR_ID | predictor:NAME | vllm:MODEL. "
-                                        "Default: the embedded SmolLM2-135M-Instruct."),
+                                        "Default: the distilled predictor of the dimension (predictor:alpaca-claude-accuracy / -chatgpt-helpfulness); with --prompt, --scale or --mode, the embedded SmolLM2-135M-Instruct."),
     mode: Optional[str] = typer.Option(None, help="generate (reply + explanation) or logprob (expected score). "
                                        "Default: logprob for local judges, generate for API judges."),
     dimension: str = typer.Option("accuracy", help="accuracy or helpfulness (the paper's two prompts), or "

