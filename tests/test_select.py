@@ -59,3 +59,14 @@ def test_select_file(tmp_path):
     assert len(json.loads((tmp_path / "sel.json").read_text())) == 4
     with pytest.raises(UserError, match="needs a size"):
         select_file(src, tmp_path / "x.json", "top_k", None)
+
+
+def test_exclude_flagged(tmp_path):
+    rs = rows()
+    rs[0]["flags"] = ["injection: asks for a score"]
+    src = tmp_path / "r.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rs))
+    assert select_file(src, tmp_path / "a.json", "threshold", 4.5)["kept"] == 4
+    res = select_file(src, tmp_path / "b.json", "threshold", 4.5, exclude_flagged=True)
+    assert res["kept"] == 3 and res["flagged"] == 1 and res["excluded_flagged"] == 1
+    assert "i0" not in {r["instruction"] for r in json.loads((tmp_path / "b.json").read_text())}

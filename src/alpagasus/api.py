@@ -123,12 +123,16 @@ class _progress:
             self.bar.stop()
 
 
-def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any = None, seed: int = 0) -> dict:
-    """Select from a ratings file by one rule and write the training file. Returns counts."""
+def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any = None, seed: int = 0,
+                exclude_flagged: bool = False) -> dict:
+    """Select from a ratings file by one rule and write the training file. Returns counts.
+    `exclude_flagged` drops rows flagged as suspicious (e.g. prompt injection) whatever their score."""
     try:
         rows = list(read_jsonl(ratings))
     except (OSError, ValueError) as e:
         raise UserError(f"{ratings}: cannot read ratings ({e})") from e
+    flagged = sum(1 for r in rows if r.get("flags"))
+    all_rows, rows = rows, [r for r in rows if not (exclude_flagged and r.get("flags"))]
     kwargs: dict[str, Any] = {"seed": seed}
     if value is None and rule != "all":
         raise UserError(f"rule {rule} needs a value (a threshold, a fraction or a size K)" if rule in
@@ -144,7 +148,7 @@ def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any =
         n = write_rows(output, training_rows(picked))
     except (SelectError, DataError) as e:
         raise UserError(str(e)) from e
-    statuses = [r.get("status") for r in rows]
-    return {"rows": len(rows), "rated": statuses.count("ok"), "unparsed": statuses.count("unparsed"),
-            "other": len(rows) - statuses.count("ok") - statuses.count("unparsed"), "bins": bin_counts(rows),
+    statuses = [r.get("status") for r in all_rows]
+    return {"rows": len(all_rows), "flagged": flagged, "excluded_flagged": len(all_rows) - len(rows), "rated": statuses.count("ok"), "unparsed": statuses.count("unparsed"),
+            "other": len(all_rows) - statuses.count("ok") - statuses.count("unparsed"), "bins": bin_counts(all_rows),
             "kept": n, "rule": rule}

@@ -108,6 +108,7 @@ def select_cmd(
     longest: Optional[int] = typer.Option(None, help="The K longest responses."),
     all_rows: bool = typer.Option(False, "--all", help="Every valid row."),
     seed: int = typer.Option(0, help="Seed for --random."),
+    exclude_flagged: bool = typer.Option(False, help="Drop rows flagged as suspicious (prompt injection...)."),
 ) -> None:
     """Keep the best-rated examples (or a baseline) and write them in the training format."""
     from alpagasus import api
@@ -118,7 +119,8 @@ def select_cmd(
     if len(chosen) != 1:
         fail("choose exactly one of --threshold, --top-k, --keep-fraction, --random, --longest, --all")
     try:
-        res = api.select_file(ratings, output, chosen[0], value=rules[chosen[0]], seed=seed)
+        res = api.select_file(ratings, output, chosen[0], value=rules[chosen[0]], seed=seed,
+                              exclude_flagged=exclude_flagged)
     except api.UserError as e:
         fail(str(e))
     t = Table(title=f"{ratings}: scores per bin")
@@ -127,6 +129,8 @@ def select_cmd(
     t.add_row(*[str(v) for v in res["bins"].values()])
     console.print(t)
     console.print(f"rated ok: {res['rated']}, unparsed: {res['unparsed']}, other: {res['other']}")
+    if res["flagged"]:
+        console.print(f"flagged as suspicious: {res['flagged']} (excluded: {res['excluded_flagged']})")
     console.print(f"kept {res['kept']} of {res['rows']} rows ({chosen[0]}) -> {output}")
 
 
