@@ -102,7 +102,11 @@ class HFJudge(LocalJudge):
 
         enc = self._encode(requests)
         with torch.inference_mode():
-            logits = self.model(**enc).logits[:, -1, :].float()
+            try:  # only the last position's logits: a full [batch, length, vocab] tensor is GBs for 49k vocabs
+                out = self.model(**enc, logits_to_keep=1)
+            except TypeError:  # architectures without the argument
+                out = self.model(**enc)
+            logits = out.logits[:, -1, :].float()
         probs = torch.softmax(logits, dim=-1)
         n_in = enc["attention_mask"].sum(dim=1).tolist()
         out = []
