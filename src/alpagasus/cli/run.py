@@ -25,7 +25,7 @@ def run_cmd(
     console = Console(stderr=True, soft_wrap=True)
     try:
         results = run_recipe(recipe, run_dir, until=until, only=only, log=lambda m: console.print(m, markup=False, highlight=False))
-    except (RecipeError, UserError) as e:
+    except (RecipeError, UserError, FileNotFoundError) as e:  # incl. a missing embedded model package
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2)
     final = (results.get("report") or {}).get("final")
