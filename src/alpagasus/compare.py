@@ -21,7 +21,7 @@ from alpagasus.compare_io import AnswerRow, ReviewRow, norm_text
 from alpagasus.judges.base import Judge, JudgeError
 from alpagasus.prompts import Template, load_template
 from alpagasus.prompts.parse import parse_pair, parse_pair_reply
-from alpagasus.rate import Item, RateOptions, RateSummary, _reject_too_long, run_requests
+from alpagasus.rate import Item, RateOptions, RateSummary, reject_too_long, run_requests
 from alpagasus.records import Judgment, Request, content_id
 from alpagasus.store import FINAL, Store
 
@@ -136,7 +136,7 @@ def judge_pairs(pairs: Sequence[Pair], judge: Judge, store: Store, template: Tem
     if not todo:
         return s
     judge.load()
-    todo = _reject_too_long(todo, judge, store, s, template.version)
+    todo = reject_too_long(todo, judge, store, s, template.version)
     parse = lambda text: parse_pair_reply(text, *template.scale)  # noqa: E731
     return asyncio.run(run_requests(todo, judge, store, template.version, parse, template.scale, opts, s, progress))
 

@@ -18,7 +18,7 @@ from alpagasus.prompts.parse import parse_score
 from alpagasus.records import Example, InvalidRow, Rating, Request
 from alpagasus.store import FINAL, Store
 
-__all__ = ["rate", "rate_async", "pending", "build_request", "output_rows", "estimate", "Item", "RateOptions",
+__all__ = ["rate", "rate_async", "pending", "build_request", "reject_too_long", "output_rows", "estimate", "Item", "RateOptions",
            "RateSummary", "StoreWriteError", "Interrupted", "run_requests"]
 
 
@@ -69,12 +69,12 @@ async def rate_async(examples: list[Example], judge: Judge, template: Template, 
     items = [Item(e.id, build_request(e, template, judge.mode)) for e in todo]
     for it in items:
         it.request.max_tokens = opts.max_tokens
-    items = _reject_too_long(items, judge, store, s, template.version)
+    items = reject_too_long(items, judge, store, s, template.version)
     parse = lambda text: parse_score(text, *template.scale)  # noqa: E731
     return await run_requests(items, judge, store, template.version, parse, template.scale, opts, s, progress)
 
 
-def _reject_too_long(items: list[Item], judge: Judge, store: Store, s: RateSummary,
+def reject_too_long(items: list[Item], judge: Judge, store: Store, s: RateSummary,
                      prompt_version: str) -> list[Item]:
     """Examples longer than the judge's context are stored as invalid_input before any request."""
     limit = judge.max_context
