@@ -86,8 +86,7 @@ def match(answers_a: Sequence[AnswerRow], answers_b: Sequence[AnswerRow],
             mismatches.append(Mismatch(a.testset, a.question_id, f"only in the answers of {a.model} ({a.source})"))
             continue
         if norm_text(a.question) != norm_text(b.question):
-            mismatches.append(Mismatch(a.testset, a.question_id, f"different question texts: {a.source} has "
-                                       f"{_short(a.question)!r}, {b.source} has {_short(b.question)!r}"))
+            mismatches.append(_text_mismatch(a, b))
             continue
         if limit is not None and per_set[a.testset] >= limit:
             continue
@@ -97,6 +96,12 @@ def match(answers_a: Sequence[AnswerRow], answers_b: Sequence[AnswerRow],
         if b.key not in seen:
             mismatches.append(Mismatch(b.testset, b.question_id, f"only in the answers of {b.model} ({b.source})"))
     return pairs, mismatches
+
+
+def _text_mismatch(x: AnswerRow | ReviewRow, y: AnswerRow | ReviewRow) -> Mismatch:
+    """The same question id with different texts in two files: reported, not judged."""
+    return Mismatch(x.testset, x.question_id, f"different question texts: {x.source} has "
+                                              f"{_short(x.question)!r}, {y.source} has {_short(y.question)!r}")
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -187,8 +192,7 @@ def reaggregate(reviews_ab: Sequence[ReviewRow], reviews_ba: Sequence[ReviewRow]
             mismatches.append(Mismatch(ab.testset, ab.question_id, f"no review with {model_b} first ({ab.source})"))
             continue
         if norm_text(ab.question) != norm_text(ba.question):
-            mismatches.append(Mismatch(ab.testset, ab.question_id, f"different question texts: {ab.source} has "
-                                       f"{_short(ab.question)!r}, {ba.source} has {_short(ba.question)!r}"))
+            mismatches.append(_text_mismatch(ab, ba))
             continue
         pairs.append(Pair(ab.testset, ab.question_id, ab.question, ab.answer_1, ab.answer_2))
         for order, rev in (("ab", ab), ("ba", ba)):
