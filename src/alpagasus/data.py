@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import os
 import sys
@@ -229,24 +228,35 @@ def iter_examples(path: str | Path, field_map: Mapping[str, str] | None = None) 
         yield rec if isinstance(rec, InvalidRow) else to_example(rec, row, str(path), field_map)
 
 
-def read_examples(
-    path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False
-) -> ReadResult:
-    """Read and validate a dataset; duplicated content is kept once. Raises DataError on the first bad row
-    unless `skip_invalid`, in which case bad rows are collected in the result with their reasons."""
-    result = ReadResult()
-    seen: set[str] = set()
+def stream_examples(path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False,
+                    stats: ReadResult | None = None) -> Iterator[Example]:
+    """Validated, deduplicated examples, one at a time: memory holds only the ids seen (8 bytes of hash each
+    as an int), never the rows. Counts go to `stats` (rows, duplicates, invalid rows with their reasons).
+    Raises DataError on the first bad row unless `skip_invalid`."""
+    st = stats if stats is not None else ReadResult()
+    seen: set[int] = set()
     for item in iter_examples(path, field_map):
-        result.rows += 1
+        st.rows += 1
         if isinstance(item, InvalidRow):
             if not skip_invalid:
                 raise DataError(f"{item} (use --skip-invalid to rate the valid rows and list the rest)")
-            result.invalid.append(item)
-        elif item.id in seen:
-            result.duplicates += 1
+            st.invalid.append(item)
+            continue
+        key = int(item.id, 16)
+        if key in seen:
+            st.duplicates += 1
         else:
-            seen.add(item.id)
-            result.examples.append(item)
+            seen.add(key)
+            yield item
+
+
+def read_examples(
+    path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False
+) -> ReadResult:
+    """Read and validate a whole dataset into memory (small files, tests); duplicated content is kept once.
+    Large files: use `stream_examples`."""
+    result = ReadResult()
+    result.examples = list(stream_examples(path, field_map, skip_invalid, result))
     return result
 
 
@@ -290,31 +300,69 @@ def write_json(path: str | Path, obj: Any) -> None:
         f.write("\n")
 
 
-def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write rows in the format the suffix names: .jsonl, .json (a list), .csv or .parquet."""
+def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None) -> int:
+    """Write rows in the format the suffix names: .jsonl, .json (a list), .csv or .parquet. Rows stream
+    through (CSV too when `columns` is given; Parquet in chunks), so memory does not grow with the output."""
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return write_jsonl(path, rows)
-    rows = list(rows)
+    n = 0
     if suffix == ".json":
-        write_json(path, rows)
-    elif suffix == ".csv":
         with atomic_writer(path) as f:
-            cols = list(dict.fromkeys(k for r in rows for k in r))
-            w = csv.DictWriter(f, fieldnames=cols)
+            f.write("[")
+            for r in rows:
+                f.write(("," if n else "") + "\n  " + json.dumps(r, ensure_ascii=False))
+                n += 1
+            f.write("\n]\n" if n else "]\n")
+    elif suffix == ".csv":
+        if columns is None:  # the header is the union of all keys: needs the rows first
+            rows = list(rows)
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+        with atomic_writer(path) as f:
+            w = csv.DictWriter(f, fieldnames=columns)
             w.writeheader()
-            w.writerows({k: _csv_cell(v) for k, v in r.items()} for r in rows)
+            for r in rows:
+                w.writerow({k: _csv_cell(v) for k, v in r.items()})
+                n += 1
     elif suffix in (".parquet", ".pq"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows), buf)
-        with atomic_writer(path, "wb") as f:
-            f.write(buf.getvalue())
+        n = _write_parquet(path, rows)
     else:
         raise DataError(f"{path}: unknown output format (use .json, .jsonl, .csv or .parquet)")
-    return len(rows)
+    return n
+
+
+def _write_parquet(path: str | Path, rows: Iterable[Mapping[str, Any]], chunk: int = 20000) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n, writer, schema = 0, None, None
+    batch: list[Mapping[str, Any]] = []
+    with atomic_writer(path, "wb") as f:
+        def flush() -> None:
+            nonlocal writer, schema
+            if schema is None:  # the first chunk fixes the schema; all-null columns become strings
+                inferred = pa.Table.from_pylist(batch).schema
+                schema = pa.schema([pa.field(x.name, pa.string()) if pa.types.is_null(x.type) else x
+                                    for x in inferred])
+                writer = pq.ParquetWriter(f, schema)
+            try:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                raise DataError(f"{path}: rows {n - len(batch) + 1}-{n} do not fit the columns of the first "
+                                f"rows ({e}); write .jsonl instead") from e
+        for r in rows:
+            batch.append(r)
+            n += 1
+            if len(batch) >= chunk:
+                flush()
+                batch = []
+        if batch or writer is None:
+            if batch:
+                flush()
+            else:
+                writer = pq.ParquetWriter(f, pa.schema([]))
+        writer.close()
+    return n
 
 
 def _csv_cell(v: Any) -> Any:

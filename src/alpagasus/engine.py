@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from alpagasus.judges.base import Judge, OutageError
 from alpagasus.prompts.parse import Parsed
@@ -97,11 +97,12 @@ class Item:
     latency_s: float = 0.0
 
 
-async def run_requests(items: list[Item], judge: Judge, store: Store, prompt_version: str,
+async def run_requests(items: Iterable[Item], judge: Judge, store: Store, prompt_version: str,
                        parse: Callable[[str | None], Parsed], scale: tuple[float, float],
                        opts: RateOptions, s: RateSummary,
                        progress: Callable[[RateSummary], None] | None = None) -> RateSummary:
-    """Judge every item; returns the summary. Raises OutageError / StoreWriteError (resumable) when it must
+    """Judge every item; returns the summary. `items` may be a generator: it is read as the window has room,
+    so a million items never sit in memory. Raises OutageError / StoreWriteError (resumable) when it must
     stop, and Interrupted after Ctrl-C once the replies in flight are stored."""
     return await _Engine(judge, store, prompt_version, parse, scale, opts, s, progress).run(items)
 
@@ -121,15 +122,14 @@ class _Engine:
         self.stop_at: float | None = None                 # Ctrl-C: quit once nothing is in flight, or then
         self.interrupts = 0
 
-    async def run(self, items: list[Item]) -> RateSummary:
+    async def run(self, items: Iterable[Item]) -> RateSummary:
         t0 = time.perf_counter()
-        if getattr(self.judge, "sort_by_length", False):
-            items = sorted(items, key=lambda it: len(it.request.user))  # similar lengths pad little
-        self.ready.extend(_chunks(items, max(1, self.judge.batch_size)))
+        source = _batches(items, max(1, self.judge.batch_size), getattr(self.judge, "sort_by_length", False))
+        more = True
         in_flight: set[asyncio.Task] = set()
         sigint = self._catch_sigint()
         try:
-            while self.ready or self.delayed or in_flight:
+            while more or self.ready or self.delayed or in_flight:
                 now = time.monotonic()
                 if self.stop_at is not None and (not in_flight or now >= self.stop_at or self.interrupts > 1):
                     raise Interrupted(self.s)
@@ -138,7 +138,13 @@ class _Engine:
                 # while the judge is away only one probe is in flight; Ctrl-C stops new requests
                 window = 0 if self.stop_at is not None else 1 if self.outage_since is not None else \
                     max(1, self.judge.concurrency)
-                while self.ready and len(in_flight) < window and now >= self.resume_at:
+                while len(in_flight) < window and now >= self.resume_at:
+                    if not self.ready:
+                        batch = next(source, None) if more else None
+                        if batch is None:
+                            more = False
+                            break
+                        self.ready.append(batch)
                     in_flight.add(asyncio.create_task(self.call(self.ready.popleft())))
                 wake = [0.25 if self.stop_at is not None else 1.0]
                 if self.delayed:
@@ -322,6 +328,23 @@ def settle(it: Item, rep: Reply, judge_id: str, prompt_version: str, parse: Call
 def _chunks(items: list[Item], n: int) -> Iterable[list[Item]]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
+
+
+def _batches(items: Iterable[Item], n: int, sort_by_length: bool) -> Iterator[list[Item]]:
+    """Batches of n, pulled lazily. Local judges pad a batch to its longest prompt, so items are sorted by
+    length within a window of 64 batches: most of the gain, memory still bounded."""
+    window: list[Item] = []
+    size = n * 64 if sort_by_length else n
+    for it in items:
+        window.append(it)
+        if len(window) >= size:
+            if sort_by_length:
+                window.sort(key=lambda x: len(x.request.user))
+            yield from _chunks(window, n)
+            window = []
+    if sort_by_length:
+        window.sort(key=lambda x: len(x.request.user))
+    yield from _chunks(window, n)
 
 
 def _cost(s: RateSummary, opts: RateOptions) -> float | None:

@@ -48,10 +48,31 @@ PATTERNS: dict[str, list[re.Pattern]] = {
 }
 
 
+# What each pattern cannot match without (same order as PATTERNS): all of these word groups present as whole
+# words, or the literal substring. A row without them skips the regex, which is ~20x slower than this check
+# and runs for every row of every ratings file (a million-row file: minutes otherwise).
+_SCORE = {"score", "rating", "grade"}
+NEEDS: dict[str, list[tuple[set[str], ...] | str]] = {
+    "injection": [({"ignore", "disregard", "forget", "override"},), ({"rate", "score", "grade", "mark"},),
+                  ({"give", "assign", "award"},), ({"you"}, {"rate", "score", "grade"}),
+                  ({"new"}, {"instruction", "instructions"}), (_SCORE,),
+                  ({"note", "message"}, {"judge", "evaluator", "grader", "rater", "reviewer", "ai"})],
+    "fake_score": [(_SCORE,), ({"score", "rating"},)],
+    "role_marker": ["##", "<|", "[", "<<", ({"system"},), "<"],
+}
+_WORD = re.compile(r"[a-z]+")
+
+
 def flags(fields: Mapping[str, Any]) -> list[str]:
     """The kinds of suspicious text in an example's fields, e.g. ["fake_score", "injection"]; [] when clean."""
     text = "\n".join(str(fields.get(f) or "") for f in FIELDS)
-    return [kind for kind, pats in PATTERNS.items() if any(p.search(text) for p in pats)]
+    words = set(_WORD.findall(text.lower()))
+
+    def may(need: tuple[set[str], ...] | str) -> bool:
+        return need in text if isinstance(need, str) else all(words & group for group in need)
+
+    return [kind for kind, pats in PATTERNS.items()
+            if any(may(need) and p.search(text) for need, p in zip(NEEDS[kind], pats))]
 
 
 def explain(fields: Mapping[str, Any]) -> list[tuple[str, str, str]]:

@@ -5,10 +5,11 @@ is not even loaded. Replies without a score are asked again (bounded), then stor
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import sqlite3
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from alpagasus.engine import Interrupted, Item, RateOptions, RateSummary, StoreWriteError, run_requests
 from alpagasus.flags import flags
@@ -18,7 +19,7 @@ from alpagasus.prompts.parse import parse_score
 from alpagasus.records import Example, InvalidRow, Rating, Request
 from alpagasus.store import FINAL, Store
 
-__all__ = ["rate", "rate_async", "pending", "build_request", "reject_too_long", "output_rows", "estimate", "Item", "RateOptions",
+__all__ = ["rate", "rate_async", "pending", "pending_stream", "chunked", "build_request", "reject_too_long", "output_rows", "estimate", "Item", "RateOptions",
            "RateSummary", "StoreWriteError", "Interrupted", "run_requests"]
 
 
@@ -47,31 +48,61 @@ def pending(examples: Iterable[Example], store: Store, judge_id: str, prompt_ver
     return [e for e in examples if e.id not in done], len(done)
 
 
-def rate(examples: list[Example], judge: Judge, template: Template, store: Store,
+def pending_stream(examples: Iterable[Example], store: Store, judge_id: str, prompt_version: str,
+                   retry_unparsed: bool = False, summary: RateSummary | None = None,
+                   chunk: int = 2000) -> Iterator[Example]:
+    """`pending` for streams: the store is asked chunk by chunk; `summary.already_rated` counts the rest."""
+    for batch in chunked(examples, chunk):
+        todo, done = pending(batch, store, judge_id, prompt_version, retry_unparsed)
+        if summary is not None:
+            summary.already_rated += done
+        yield from todo
+
+
+def chunked(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for x in items:
+        batch.append(x)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def rate(examples: Iterable[Example], judge: Judge, template: Template, store: Store,
          options: RateOptions | None = None, summary: RateSummary | None = None,
          progress: Callable[[RateSummary], None] | None = None) -> RateSummary:
-    """Rate `examples` (already deduplicated) with `judge`; returns the summary. Library entry point."""
+    """Rate `examples` (already deduplicated; a list or a stream) with `judge`; returns the summary.
+    Library entry point."""
     return asyncio.run(rate_async(examples, judge, template, store, options, summary, progress))
 
 
-async def rate_async(examples: list[Example], judge: Judge, template: Template, store: Store,
+async def rate_async(examples: Iterable[Example], judge: Judge, template: Template, store: Store,
                      options: RateOptions | None = None, summary: RateSummary | None = None,
                      progress: Callable[[RateSummary], None] | None = None) -> RateSummary:
     opts = options or RateOptions()
     s = summary or RateSummary()
     s.judge, s.prompt_version = judge.id, template.version
-    s.unique = s.unique or len(examples)
-    todo, s.already_rated = pending(examples, store, judge.id, template.version, opts.retry_unparsed)
-    s.to_rate = len(todo)
-    if not todo:
+    s.already_rated = s.to_rate = 0
+    todo = pending_stream(examples, store, judge.id, template.version, opts.retry_unparsed, s)
+    first = next(todo, None)
+    if first is None:
+        s.unique = s.unique or s.already_rated
         return s  # nothing to do: the judge is never loaded
     judge.load()
-    items = [Item(e.id, build_request(e, template, judge.mode)) for e in todo]
-    for it in items:
-        it.request.max_tokens = opts.max_tokens
-    items = reject_too_long(items, judge, store, s, template.version)
+
+    def items() -> Iterator[Item]:  # built as the engine asks for them: flat memory
+        for batch in chunked(itertools.chain([first], todo), 500):
+            s.to_rate += len(batch)
+            built = [Item(e.id, build_request(e, template, judge.mode)) for e in batch]
+            for it in built:
+                it.request.max_tokens = opts.max_tokens
+            yield from reject_too_long(built, judge, store, s, template.version)
+        s.unique = s.unique or s.already_rated + s.to_rate
+
     parse = lambda text: parse_score(text, *template.scale)  # noqa: E731
-    return await run_requests(items, judge, store, template.version, parse, template.scale, opts, s, progress)
+    return await run_requests(items(), judge, store, template.version, parse, template.scale, opts, s, progress)
 
 
 def reject_too_long(items: list[Item], judge: Judge, store: Store, s: RateSummary,
@@ -100,15 +131,18 @@ def reject_too_long(items: list[Item], judge: Judge, store: Store, s: RateSummar
     return keep
 
 
-def estimate(examples: list[Example], template: Template, mode: str, count_tokens: Callable[[str], int],
+def estimate(examples: Iterable[Example], template: Template, mode: str, count_tokens: Callable[[str], int],
              opts: RateOptions, out_tokens: int = 120) -> dict:
     """What a run would send: requests, tokens and cost (for --dry-run; nothing is sent)."""
-    tin = sum(count_tokens(template.system + template.render(e.fields())) + 8 for e in examples)
-    tout = len(examples) * (1 if mode == "logprob" else out_tokens)
+    n = tin = 0
+    for e in examples:
+        n += 1
+        tin += count_tokens(template.system + template.render(e.fields())) + 8
+    tout = n * (1 if mode == "logprob" else out_tokens)
     cost = None
     if opts.price_in is not None or opts.price_out is not None:
         cost = (tin * (opts.price_in or 0) + tout * (opts.price_out or 0)) / 1e6
-    return {"requests": len(examples), "tokens_in": tin, "tokens_out_estimate": tout, "cost": cost}
+    return {"requests": n, "tokens_in": tin, "tokens_out_estimate": tout, "cost": cost}
 
 
 def output_rows(examples: Iterable[Example], store: Store, judge_id: str, prompt_version: str,

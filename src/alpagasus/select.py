@@ -5,7 +5,10 @@ Rows come from a ratings file (`alpagasus rate` output); the selection is writte
 """
 from __future__ import annotations
 
+import heapq
+import math
 import random
+from array import array
 from typing import Any, Iterable
 
 # Columns `rate` adds to the example's own fields; stripped from the training file.
@@ -35,46 +38,60 @@ def bin_counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def _valid(rows: list[dict]) -> list[dict]:
-    """Rows whose data is valid (any rating status but invalid_input)."""
-    return [r for r in rows if r.get("status") != "invalid_input"]
+class Columns:
+    """What the rules need of each row, in flat arrays (a few bytes a row): a million-row ratings file is
+    selected without holding its rows. `add` takes rows in file order; indices are file positions."""
+
+    def __init__(self) -> None:
+        self.scores = array("d")      # NaN: not rated (any status but ok, or no score)
+        self.lengths = array("q")     # characters of the response, for `longest`
+        self.valid = bytearray()      # 1 unless the row's data is invalid (or excluded by the caller)
+
+    def add(self, row: dict[str, Any], excluded: bool = False) -> None:
+        ok = row.get("status") == "ok" and row.get("score") is not None and not excluded
+        self.scores.append(float(row["score"]) if ok else math.nan)
+        self.lengths.append(len(str(row.get("output", ""))))
+        self.valid.append(0 if excluded or row.get("status") == "invalid_input" else 1)
+
+    def __len__(self) -> int:
+        return len(self.valid)
 
 
-def _rated(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r.get("status") == "ok" and r.get("score") is not None]
-
-
-def select(rows: list[dict[str, Any]], rule: str, *, threshold: float | None = None, k: int | None = None,
-           fraction: float | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """Pick rows by one rule; the result keeps the input order (scores are not a training curriculum)."""
+def choose(cols: Columns, rule: str, *, threshold: float | None = None, k: int | None = None,
+           fraction: float | None = None, seed: int = 0) -> list[int]:
+    """Positions picked by one rule, in file order (scores are not a training curriculum)."""
+    rated = [i for i, x in enumerate(cols.scores) if not math.isnan(x)] if rule in \
+        ("threshold", "top_k", "keep_fraction") else []
     if rule == "threshold":
         if threshold is None:
             raise SelectError("threshold rule needs a threshold")
-        picked = [r for r in _rated(rows) if float(r["score"]) >= threshold]
-    elif rule in ("top_k", "keep_fraction"):
-        rated = _rated(rows)
+        return [i for i in rated if cols.scores[i] >= threshold]
+    if rule in ("top_k", "keep_fraction"):
         if rule == "keep_fraction":
             if fraction is None or not 0 < fraction <= 1:
                 raise SelectError("keep fraction must be in (0, 1]")
             k = round(fraction * len(rated))
         _need_k(k)
-        order = sorted(range(len(rated)), key=lambda i: (-float(rated[i]["score"]), i))  # stable on ties
-        picked = [rated[i] for i in sorted(order[:k])]
-    elif rule == "random":
-        valid = _valid(rows)
+        return sorted(heapq.nsmallest(k, rated, key=lambda i: (-cols.scores[i], i)))  # stable on ties
+    valid = [i for i, v in enumerate(cols.valid) if v]
+    if rule == "random":
         _need_k(k)
-        idx = sorted(random.Random(seed).sample(range(len(valid)), min(k, len(valid))))
-        picked = [valid[i] for i in idx]
-    elif rule == "longest":
-        valid = _valid(rows)
+        return [valid[j] for j in sorted(random.Random(seed).sample(range(len(valid)), min(k, len(valid))))]
+    if rule == "longest":
         _need_k(k)
-        order = sorted(range(len(valid)), key=lambda i: (-len(str(valid[i].get("output", ""))), i))
-        picked = [valid[i] for i in sorted(order[:k])]
-    elif rule == "all":
-        picked = _valid(rows)
-    else:
-        raise SelectError(f"unknown rule {rule!r}; one of {', '.join(RULES)}")
-    return picked
+        return sorted(heapq.nsmallest(k, valid, key=lambda i: (-cols.lengths[i], i)))
+    if rule == "all":
+        return valid
+    raise SelectError(f"unknown rule {rule!r}; one of {', '.join(RULES)}")
+
+
+def select(rows: list[dict[str, Any]], rule: str, *, threshold: float | None = None, k: int | None = None,
+           fraction: float | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Pick rows by one rule; the result keeps the input order. (Files: `api.select_file` streams.)"""
+    cols = Columns()
+    for r in rows:
+        cols.add(r)
+    return [rows[i] for i in choose(cols, rule, threshold=threshold, k=k, fraction=fraction, seed=seed)]
 
 
 def _need_k(k: int | None) -> None:
@@ -82,6 +99,10 @@ def _need_k(k: int | None) -> None:
         raise SelectError("this rule needs a size K >= 0")
 
 
-def training_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def training_row(row: dict[str, Any]) -> dict[str, Any]:
     """The training format: the example's own fields, rating columns removed."""
-    return [{k: v for k, v in r.items() if k not in RATING_KEYS} for r in rows]
+    return {k: v for k, v in row.items() if k not in RATING_KEYS}
+
+
+def training_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [training_row(r) for r in rows]

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from alpagasus.records import Rating
 
@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS replies (
     tokens_in INTEGER, tokens_out INTEGER, latency_s REAL, attempts INTEGER, created_at REAL, extra TEXT,
     PRIMARY KEY (item_id, judge, prompt_version)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attempts (
     item_id TEXT NOT NULL, judge TEXT NOT NULL, prompt_version TEXT NOT NULL,
     at REAL NOT NULL, outcome TEXT NOT NULL, detail TEXT
@@ -168,6 +169,20 @@ class Store:
     def attempts(self, item_id: str | None = None) -> list[tuple]:
         q = "SELECT item_id, judge, prompt_version, at, outcome, detail FROM attempts"
         return list(self.db.execute(q + (" WHERE item_id=?" if item_id else ""), [item_id] if item_id else []))
+
+    def replies_sig(self, judge: str, prompt_version: str) -> list:
+        """(count, newest write) of one judge and prompt's replies: changes whenever one is written."""
+        row = self.db.execute("SELECT COUNT(*), MAX(created_at) FROM replies WHERE judge=? AND prompt_version=?",
+                              (judge, prompt_version)).fetchone()
+        return [row[0], row[1]]
+
+    def get_meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -22,5 +22,15 @@ for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_mod}")
 
 
-def main() -> None:
-    app()
+# options whose value may be left out (`--ray` alone means a local cluster); click cannot express it in typer
+OPTIONAL_VALUE = {"--ray": "local"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(args) - 1, -1, -1):
+        if args[i] in OPTIONAL_VALUE and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            args.insert(i + 1, OPTIONAL_VALUE[args[i]])
+    app(args=args, prog_name="alpagasus")

@@ -56,6 +56,8 @@ def rate(
                                                "(default 5; outages and 429s are not counted)."),
     max_outage: Optional[float] = typer.Option(None, help="Seconds to pause while the judge is unreachable "
                                                "before stopping (default 3600); rerun to resume."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Rate on Ray workers: --ray alone "
+                                      "starts a local cluster; auto or ray://HOST:10001 joins one (docs/ray.md)."),
 ) -> None:
     """Rate every example with an LLM judge (0-5, the paper's prompt); every rating is stored as it returns."""
     from alpagasus import api
@@ -67,7 +69,7 @@ def rate(
             field_map=field, skip_invalid=skip_invalid, limit=limit, sample=sample, seed=seed, dry_run=dry_run,
             price_in=price_in, price_out=price_out, max_tokens=max_tokens, retry_unparsed=retry_unparsed,
             wait=wait, device=device, context=context, timeout=timeout, max_attempts=max_attempts,
-            max_outage=max_outage, console=console)
+            max_outage=max_outage, ray=ray, console=console)
     except api.UserError as e:
         fail(str(e))
     except KeyboardInterrupt as e:
@@ -80,6 +82,8 @@ def rate(
         typer.echo(json.dumps(result, indent=2))
         return
     s = result
+    if s.note:
+        console.print(s.note)
     t = Table(title=f"rated with {s.judge}", show_header=False)
     for k, v in [("rows read", s.rows), ("unique examples", s.unique), ("duplicates (rated once)", s.duplicates),
                  ("invalid rows", len(s.invalid)), ("already in the store", s.already_rated),
