@@ -105,7 +105,7 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
                 view.remember(summary)
     except DataError as e:
         raise UserError(str(e)) from e
-    except (StoreBusy, StoreWriteError, OutageError) as e:
+    except (StoreBusy, StoreWriteError, OutageError, JudgeError) as e:
         raise UserError(str(e)) from e
     finally:
         store.close()

@@ -157,7 +157,7 @@ class _Engine:
                                                          return_when=asyncio.FIRST_COMPLETED)
                     for t in done:
                         t.result()  # a bug in settling must not lose items silently
-                else:
+                elif more or self.ready or self.delayed:  # waiting for a retry or the end of a pause
                     await asyncio.sleep(timeout)
                 if self.fatal:
                     raise self.fatal
