@@ -12,7 +12,6 @@ called A in a later run.
 """
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -21,6 +20,7 @@ from alpagasus.compare_io import AnswerRow, ReviewRow, norm_text
 from alpagasus.judges.base import Judge, JudgeError
 from alpagasus.prompts import Template, load_template
 from alpagasus.prompts.parse import parse_pair, parse_pair_reply
+from alpagasus.engine import run_sync
 from alpagasus.rate import Item, RateOptions, RateSummary, reject_too_long, run_requests
 from alpagasus.records import Judgment, Request, content_id
 from alpagasus.store import FINAL, Store
@@ -143,7 +143,7 @@ def judge_pairs(pairs: Sequence[Pair], judge: Judge, store: Store, template: Tem
     judge.load()
     todo = reject_too_long(todo, judge, store, s, template.version)
     parse = lambda text: parse_pair_reply(text, *template.scale)  # noqa: E731
-    return asyncio.run(run_requests(todo, judge, store, template.version, parse, template.scale, opts, s, progress))
+    return run_sync(run_requests(todo, judge, store, template.version, parse, template.scale, opts, s, progress), judge)
 
 
 def collect(pairs: Sequence[Pair], store: Store, judge_id: str, prompt_version: str,

@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Awaitable, Callable, Iterable, Iterator
 
 from alpagasus.judges.base import Judge, OutageError
 from alpagasus.prompts.parse import Parsed
@@ -105,6 +105,18 @@ async def run_requests(items: Iterable[Item], judge: Judge, store: Store, prompt
     so a million items never sit in memory. Raises OutageError / StoreWriteError (resumable) when it must
     stop, and Interrupted after Ctrl-C once the replies in flight are stored."""
     return await _Engine(judge, store, prompt_version, parse, scale, opts, s, progress).run(items)
+
+
+def run_sync(coro: Awaitable[RateSummary], judge: Judge) -> RateSummary:
+    """`asyncio.run(coro)`, then the judge's async clients (if any) are closed in that same loop."""
+    async def main() -> RateSummary:
+        try:
+            return await coro
+        finally:
+            aclose = getattr(judge, "aclose", None)
+            if aclose is not None:
+                await aclose()
+    return asyncio.run(main())
 
 
 class _Engine:

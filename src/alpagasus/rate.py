@@ -4,14 +4,13 @@ is not even loaded. Replies without a score are asked again (bounded), then stor
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import sqlite3
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from alpagasus.engine import Interrupted, Item, RateOptions, RateSummary, StoreWriteError, run_requests
+from alpagasus.engine import Interrupted, Item, RateOptions, RateSummary, StoreWriteError, run_requests, run_sync
 from alpagasus.flags import flags
 from alpagasus.judges.base import Judge
 from alpagasus.prompts import Template
@@ -75,7 +74,7 @@ def rate(examples: Iterable[Example], judge: Judge, template: Template, store: S
          progress: Callable[[RateSummary], None] | None = None) -> RateSummary:
     """Rate `examples` (already deduplicated; a list or a stream) with `judge`; returns the summary.
     Library entry point."""
-    return asyncio.run(rate_async(examples, judge, template, store, options, summary, progress))
+    return run_sync(rate_async(examples, judge, template, store, options, summary, progress), judge)
 
 
 async def rate_async(examples: Iterable[Example], judge: Judge, template: Template, store: Store,

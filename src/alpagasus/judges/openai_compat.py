@@ -64,6 +64,12 @@ class OpenAIJudge:
     def close(self) -> None:
         self.client, self.clients = None, []
 
+    async def aclose(self) -> None:
+        """Close the HTTP clients in the loop that used them (collected later, they fail in a closed loop)."""
+        for c in getattr(self, "clients", None) or []:
+            await c.close()
+        self.close()
+
     async def score(self, requests: list[Request]) -> list[Reply]:
         self.load()
         return [await self._one(r) for r in requests]
