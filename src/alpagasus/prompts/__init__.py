@@ -16,7 +16,9 @@ from typing import Any, Mapping
 SECTION = re.compile(r"^<<<(\w+)>>>\n", re.M)
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 BUILTIN_RATING = {"accuracy": "rate_accuracy", "helpfulness": "rate_helpfulness",
-                  "accuracy-guarded": "rate_accuracy_guarded", "helpfulness-guarded": "rate_helpfulness_guarded"}
+                  "accuracy-guarded": "rate_accuracy_guarded", "helpfulness-guarded": "rate_helpfulness_guarded",
+                  # the paper's words with the fixed rubric first and the data last (prefix caching; opt-in)
+                  "accuracy-prefix": "rate_accuracy_prefix", "helpfulness-prefix": "rate_helpfulness_prefix"}
 
 
 class TemplateError(ValueError):
