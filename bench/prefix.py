@@ -35,29 +35,10 @@ SETUPS = {"paper_plain": ("accuracy", False), "paper_reuse": ("accuracy", True),
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rho (average ranks for ties); scipy's when installed."""
-    try:
-        from scipy.stats import spearmanr
+    """Spearman's rho with average ranks for ties (the report's own)."""
+    from alpagasus.report import spearman as rho
 
-        return float(spearmanr(a, b).statistic)
-    except ImportError:
-        def ranks(x: list[float]) -> list[float]:
-            order = sorted(range(len(x)), key=x.__getitem__)
-            r = [0.0] * len(x)
-            i = 0
-            while i < len(order):
-                j = i
-                while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-                    j += 1
-                for k in range(i, j + 1):
-                    r[order[k]] = (i + j) / 2 + 1
-                i = j + 1
-            return r
-
-        ra, rb = ranks(a), ranks(b)
-        ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-        cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-        return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return float(rho(a, b))
 
 
 def top_overlap(a: list[float], b: list[float], frac: float = 0.25) -> float:

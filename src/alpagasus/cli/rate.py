@@ -98,7 +98,7 @@ def rate(
         console.print(f"  [yellow]invalid[/yellow] {bad}")
     if len(s.invalid) > 50:
         console.print(f"  ... and {len(s.invalid) - 50} more invalid rows (status invalid_input in {output})")
-    console.print(f"ratings written to {output}")
+    console.print(f"{output} is unchanged" if s.note.startswith("nothing to do") else f"ratings written to {output}")
 
 
 @app.command("select")
