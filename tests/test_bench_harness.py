@@ -124,7 +124,7 @@ def test_latency_proxy_process_and_run_measured():
         assert 0.1 < time.perf_counter() - t < 2 and r.choices[0].message.content[0].isdigit()
         assert harness.process_peak_rss_mb(proc.pid) > 5
     assert proc.poll() is not None  # stopped on exit
-    out = harness.run_measured([sys.executable, "-c", "b = bytearray(150 * 2**20); print('ok')"])
+    out = harness.run_measured([sys.executable, "-c", "b = b'x' * (150 * 2**20); print('ok')"])  # touched pages: resident
     assert out["rc"] == 0 and out["stdout"].strip() == "ok" and 150 < out["peak_rss_mb"] < 400
 
 
