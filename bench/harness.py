@@ -273,7 +273,9 @@ def process_peak_rss_mb(pid: int) -> float | None:
 
 
 def run_measured(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> dict:
-    """Run a command to the end; its exit code, output, wall time and peak RSS (that child's own, via wait4)."""
+    """Run a command to the end; its exit code, output, wall time and peak RSS (via wait4). Linux starts a
+    child's peak at its parent's resident size when it execs, so the figure is an upper bound: max(the
+    child's own peak, this process's size at the spawn). Keep the parent small (bench/memory.py: ~40 MB)."""
     import tempfile
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:

@@ -125,7 +125,8 @@ def test_latency_proxy_process_and_run_measured():
         assert harness.process_peak_rss_mb(proc.pid) > 5
     assert proc.poll() is not None  # stopped on exit
     out = harness.run_measured([sys.executable, "-c", "b = b'x' * (150 * 2**20); print('ok')"])  # touched pages: resident
-    assert out["rc"] == 0 and out["stdout"].strip() == "ok" and 150 < out["peak_rss_mb"] < 400
+    # at least the child's own 150 MB (Linux may add the parent's size at the spawn: an upper bound)
+    assert out["rc"] == 0 and out["stdout"].strip() == "ok" and out["peak_rss_mb"] > 150
 
 
 def test_alpagasus_serve_process(tiny_model):
