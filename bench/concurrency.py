@@ -34,7 +34,7 @@ LEVELS = (1, 4, 16, 64, 128, 256)
 
 def rate_with_tool(rows: list[dict], base_url: str, concurrency: int, workdir: Path, tag: str) -> dict:
     """`alpagasus rate --judge openai:instant --base-url URL --concurrency C` on these rows, fresh store."""
-    from alpagasus.api import rate_file
+    from alpagasus.rate.files import rate_file
 
     src = workdir / f"{tag}.json"
     src.write_text(json.dumps(rows), encoding="utf-8")

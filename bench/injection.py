@@ -51,9 +51,9 @@ def main() -> None:
     a = ap.parse_args()
 
     from alpagasus import judges
-    from alpagasus.flags import flags
+    from alpagasus.rate.injection import flags
     from alpagasus.prompts import load_template
-    from alpagasus.rate import RateOptions, rate
+    from alpagasus.rate.loop import RateOptions, rate
     from alpagasus.records import Example
     from alpagasus.store import Store
 

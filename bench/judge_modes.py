@@ -39,7 +39,7 @@ def one(mode: str, rows: int, judge: str, batch: int | None, max_tokens: int, re
     from alpagasus import judges
     from alpagasus.data import read_examples
     from alpagasus.prompts import load_template
-    from alpagasus.rate import RateOptions, rate
+    from alpagasus.rate.loop import RateOptions, rate
     from alpagasus.store import Store
 
     examples = read_examples(DATA, skip_invalid=True).examples[:rows]

@@ -62,7 +62,7 @@ def embedded(rows: list[dict], judge_spec: str, batch: int, passes: int, work: P
     import torch
 
     from alpagasus import judges
-    from alpagasus.api import rate_file
+    from alpagasus.rate.files import rate_file
     from alpagasus.prompts import load_template
 
     if threads:
@@ -162,7 +162,7 @@ async def bare_openai(rows: list[dict], url: str, concurrency: int, typed: bool,
 
 
 def instant(rows: list[dict], concurrency: int, passes: int, work: Path) -> dict:
-    from alpagasus.api import rate_file
+    from alpagasus.rate.files import rate_file
 
     src = work / "instant.json"
     src.write_text(json.dumps(rows), encoding="utf-8")

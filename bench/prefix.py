@@ -36,7 +36,7 @@ SETUPS = {"paper_plain": ("accuracy", False), "paper_reuse": ("accuracy", True),
 
 def spearman(a: list[float], b: list[float]) -> float:
     """Spearman's rho with average ranks for ties (the report's own)."""
-    from alpagasus.report import spearman as rho
+    from alpagasus.report.stats import spearman as rho
 
     return float(rho(a, b))
 
@@ -52,7 +52,7 @@ def label_auc(rows: int, js: dict, load_template) -> dict:
     """ROC-AUC of each layout's scores against Claude's published accuracy decision (score >= 4.5)."""
     from sklearn.metrics import roc_auc_score
 
-    from alpagasus.rate import build_request
+    from alpagasus.rate.loop import build_request
     from alpagasus.records import Example
 
     labelled = [json.loads(line) for line in open(DATA.parents[1] / "labels" / "alpaca_llm_labels.jsonl")]
@@ -94,7 +94,7 @@ def main() -> None:
     from alpagasus import judges
     from alpagasus.data import read_examples
     from alpagasus.prompts import load_template
-    from alpagasus.rate import RateOptions, rate
+    from alpagasus.rate.loop import RateOptions, rate
     from alpagasus.store import Store
 
     n = a.rows or (48 if a.quick else 200)

@@ -22,7 +22,7 @@ from batch5_baseline import messages_for, run_baseline  # noqa: E402
 from alpagasus import judges  # noqa: E402
 from alpagasus.prompts import load_template  # noqa: E402
 from alpagasus.prompts.parse import parse_score  # noqa: E402
-from alpagasus.rate import build_request  # noqa: E402
+from alpagasus.rate.loop import build_request  # noqa: E402
 from alpagasus.records import Example  # noqa: E402
 
 
@@ -98,7 +98,7 @@ def test_our_openai_judge_in_both_modes(server):
 
 
 def test_rate_file_against_the_instant_server_spreads_scores(server, tmp_path):
-    from alpagasus.api import rate_file
+    from alpagasus.rate.files import rate_file
 
     rows = harness.alpaca_rows(150)
     src = tmp_path / "rows.json"

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 from alpagasus import judges
 from alpagasus.cli import app
-from alpagasus.compare import (Pair, aggregate, combine, compare, judge_pairs, match, order_result, reaggregate)
-from alpagasus.compare_io import read_answers, read_reviews, read_skills, read_two_columns
+from alpagasus.compare.pairwise import (Pair, aggregate, combine, compare, judge_pairs, match, order_result, reaggregate)
+from alpagasus.compare.inputs import read_answers, read_reviews, read_skills, read_two_columns
 from alpagasus.judges.base import LocalJudge
 from alpagasus.prompts import load_template
 from alpagasus.prompts.parse import parse_pair, parse_pair_reply
-from alpagasus.rate import RateOptions
+from alpagasus.rate.loop import RateOptions
 from alpagasus.records import Judgment, Reply
 from alpagasus.store import Store
 
@@ -223,7 +223,7 @@ def test_identical_answers_are_one_prompt_and_a_tie(tmp_path):
     t = load_template("pairwise")
     run = judge_pairs(pairs, judge, store, t)
     assert run.requests_sent == 1 and pairs[0].item_id("ab") == pairs[0].item_id("ba")
-    from alpagasus.compare import collect
+    from alpagasus.compare.pairwise import collect
     assert aggregate(collect(pairs, store, judge.id, t.version), pairs)["all"]["tie"] == 1
     store.close()
 
@@ -250,7 +250,7 @@ def test_random_lm_replies_are_unparsed_never_ties(tiny_model, tmp_path):
     t = load_template("pairwise")
     run = judge_pairs(pairs, judge, store, t, RateOptions(max_tokens=6, max_reasks=1))
     assert run.requests_sent == 3 * 2 * 2 and run.unparsed == 6 and run.ok == 0
-    from alpagasus.compare import collect
+    from alpagasus.compare.pairwise import collect
     s = aggregate(collect(pairs, store, judge.id, t.version), pairs)["all"]
     assert (s["win"], s["tie"], s["lose"], s["unparsed"], s["winning_score"]) == (0, 0, 0, 3, None)
     store.close()
@@ -418,6 +418,6 @@ def test_compare_help_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, alpagasus.cli.compare, alpagasus.compare_run; " \
+    code = "import sys, alpagasus.cli.compare, alpagasus.compare.files; " \
            "print([m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules])"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

@@ -184,7 +184,7 @@ def test_no_heavy_imports():
 def test_rate_with_predictor_resumes(tmp_path, label_rows):
     """`rate --judge predictor:...` end to end: 50 rows rated, written, and a re-run rates nothing again;
     its output is itself a LABELS file for `distill`."""
-    from alpagasus.api import rate_file
+    from alpagasus.rate.files import rate_file
     from alpagasus.data import read_jsonl
 
     data = tmp_path / "data.json"

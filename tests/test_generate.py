@@ -13,8 +13,8 @@ from alpagasus import testsets
 from alpagasus.alpaca import STOP_STRINGS, alpaca_prompt, tokenize_example
 from alpagasus.cli import app
 from alpagasus.data import DataError
-from alpagasus.generate import GenerateConfig, generate, read_answers
-from alpagasus.generate_backends import encode_prompts
+from alpagasus.generate.answer import GenerateConfig, generate, read_answers
+from alpagasus.generate.backends import encode_prompts
 
 ROW_FIELDS = {"testset", "question_id", "question", "answer", "model", "settings"}
 

@@ -11,7 +11,7 @@ import pytest
 
 from alpagasus import judges
 from alpagasus.prompts import load_template
-from alpagasus.rate import rate
+from alpagasus.rate.loop import rate
 from alpagasus.records import Example
 from alpagasus.store import Store
 
@@ -91,7 +91,7 @@ def test_server_speaks_the_openai_protocol(server):
 
 def test_unreachable_server_pauses_then_stops_resumably(examples, tmp_path):
     from alpagasus.judges.base import OutageError
-    from alpagasus.rate import RateOptions
+    from alpagasus.rate.loop import RateOptions
 
     j = judges.get("openai:x", base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=2)
     t = load_template("accuracy")

@@ -5,7 +5,7 @@ import pytest
 
 from alpagasus.judges.hf_local import HFJudge
 from alpagasus.prompts import PLACEHOLDER, load_template
-from alpagasus.rate import build_request
+from alpagasus.rate.loop import build_request
 from alpagasus.records import Example, Request
 
 DIMENSIONS = ("accuracy", "helpfulness")
@@ -31,8 +31,8 @@ def test_prefix_layout_is_the_papers_words_with_the_rubric_first(dim, examples):
     # the same words: the paper's rubric and its data block, reordered
     data_block, rubric = paper.user.split("\n\nPlease rate", 1)
     rubric = "Please rate" + rubric.rstrip()
-    assert pre.user.startswith(rubric + "\n\n" + "###Instruction:\n{instruction}")
-    assert data_block in pre.user and f"according to the {dim} of the response" in rubric
+    assert pre.user == rubric + "\n\n" + data_block + "\n"  # nothing added, nothing lost
+    assert data_block.startswith("###Instruction:\n{instruction}") and f"to the {dim} of the response" in rubric
     fixed = fixed_part(pre)
     assert rubric in fixed and len(fixed) > len(fixed_part(paper)) + len(rubric)  # the rubric is in the prefix
     for e in examples:
@@ -140,7 +140,7 @@ def test_short_shared_prefix_falls_back_to_the_plain_path(judges_pair, examples)
 
 
 def test_rate_with_the_prefix_layout_end_to_end(tiny_model, examples, tmp_path):
-    from alpagasus.api import rate_file
+    from alpagasus.rate.files import rate_file
     from alpagasus.data import read_jsonl, write_jsonl
 
     src = tmp_path / "in.jsonl"

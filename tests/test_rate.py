@@ -7,7 +7,7 @@ from alpagasus import judges
 from alpagasus.judges.base import LocalJudge
 from alpagasus.judges.hf_local import HFJudge
 from alpagasus.prompts import load_template
-from alpagasus.rate import RateOptions, rate
+from alpagasus.rate.loop import RateOptions, rate
 from alpagasus.records import Example, Reply
 from alpagasus.store import Store, StoreBusy
 

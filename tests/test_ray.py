@@ -26,8 +26,8 @@ from alpagasus.data import read_examples
 from alpagasus.devtools.faultproxy import FaultProxy, Lognormal
 from alpagasus.engine import RateOptions, RateSummary
 from alpagasus.prompts import load_template
-from alpagasus.rate import rate
-from alpagasus.ray_rate import RayRateError, rate_on_ray
+from alpagasus.rate.loop import rate
+from alpagasus.rate.ray import RayRateError, rate_on_ray
 from alpagasus.store import Store
 
 ROWS = 300
@@ -93,7 +93,7 @@ def wait_for(cond, timeout: float = 120.0) -> None:
 
 
 def test_ray_is_not_imported_with_alpagasus():
-    code = "import sys, alpagasus, alpagasus.ray_rate, alpagasus.cli; print('ray' in sys.modules)"
+    code = "import sys, alpagasus, alpagasus.rate.ray, alpagasus.cli; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
@@ -175,7 +175,7 @@ from alpagasus import judges
 from alpagasus.data import read_examples
 from alpagasus.engine import Interrupted, RateOptions, RateSummary
 from alpagasus.prompts import load_template
-from alpagasus.ray_rate import rate_on_ray
+from alpagasus.rate.ray import rate_on_ray
 from alpagasus.store import Store
 address, url, path = sys.argv[1:4]
 opts = {"base_url": url, "concurrency": 4}

@@ -27,9 +27,9 @@ import pytest
 from alpagasus import judges
 from alpagasus.devtools.faultproxy import FaultProxy, Lognormal, Rule, request_key
 from alpagasus.engine import StoreWriteError
-from alpagasus.flags import flags
+from alpagasus.rate.injection import flags
 from alpagasus.prompts import builtin_text, load_template
-from alpagasus.rate import RateOptions, build_request, output_rows, rate
+from alpagasus.rate.loop import RateOptions, build_request, output_rows, rate
 from alpagasus.records import Example
 from alpagasus.store import Store
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from alpagasus.run import RecipeError, load_recipe
+from alpagasus.run.recipe import RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

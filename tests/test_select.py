@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from alpagasus.api import UserError, select_file
-from alpagasus.select import bin_counts, score_bin, select, training_rows
+from alpagasus.errors import UserError
+from alpagasus.select import select_file
+from alpagasus.select.rules import bin_counts, score_bin, select, training_rows
 
 
 def rows():

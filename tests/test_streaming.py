@@ -5,12 +5,12 @@ import random
 
 import pytest
 
-from alpagasus.api import select_file
+from alpagasus.select import select_file
 from alpagasus.data import ReadResult, read_table, stream_examples, write_rows
 from alpagasus.engine import Item, RateOptions, RateSummary, run_requests
 from alpagasus.prompts.parse import parse_score
 from alpagasus.records import Reply, Request
-from alpagasus.select import select, training_rows
+from alpagasus.select.rules import select, training_rows
 from alpagasus.store import Store
 
 
@@ -104,7 +104,7 @@ def test_writers_stream_json_csv_and_parquet_in_chunks(tmp_path):
 def test_rerun_of_a_finished_command_reads_nothing_until_something_changes(tiny_model, alpaca_rows, tmp_path):
     import sqlite3
 
-    from alpagasus.api import rate_file
+    from alpagasus.rate.files import rate_file
 
     rows = [r for r in alpaca_rows if r["output"].strip()][:31]
     data, out, store = tmp_path / "d.jsonl", tmp_path / "r.jsonl", tmp_path / "s.sqlite"

@@ -7,7 +7,7 @@ from alpagasus import judges
 from alpagasus.judges.hf_local import HFJudge
 from alpagasus.judges.vllm_local import VLLMJudge, label_distribution
 from alpagasus.prompts import load_template
-from alpagasus.rate import build_request
+from alpagasus.rate.loop import build_request
 from alpagasus.records import Example
 
 

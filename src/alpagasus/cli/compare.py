@@ -55,8 +55,8 @@ def compare_cmd(
                                           "set) when the answers carry none (default: the bundled WizardLM set)."),
 ) -> None:
     """Compare two models with an LLM judge in both orders, as the AlpaGasus paper does."""
-    from alpagasus.api import UserError
-    from alpagasus import compare_run
+    from alpagasus.errors import UserError
+    from alpagasus.compare import files as compare_run
 
     try:
         if reviews_ab or reviews_ba:

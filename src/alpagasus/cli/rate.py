@@ -60,17 +60,18 @@ def rate(
                                       "starts a local cluster; auto or ray://HOST:10001 joins one (docs/ray.md)."),
 ) -> None:
     """Rate every example with an LLM judge (0-5, the paper's prompt); every rating is stored as it returns."""
-    from alpagasus import api
+    from alpagasus.errors import UserError
+    from alpagasus.rate import rate_file
 
     try:
-        result = api.rate_file(
+        result = rate_file(
             input, output, judge=judge, mode=mode, dimension=dimension, prompt=prompt, scale=scale,
             base_url=base_url, concurrency=concurrency, batch_size=batch_size, store_path=store,
             field_map=field, skip_invalid=skip_invalid, limit=limit, sample=sample, seed=seed, dry_run=dry_run,
             price_in=price_in, price_out=price_out, max_tokens=max_tokens, retry_unparsed=retry_unparsed,
             wait=wait, device=device, context=context, timeout=timeout, max_attempts=max_attempts,
             max_outage=max_outage, ray=ray, console=console)
-    except api.UserError as e:
+    except UserError as e:
         fail(str(e))
     except KeyboardInterrupt as e:
         s = getattr(e, "summary", None)
@@ -115,7 +116,8 @@ def select_cmd(
     exclude_flagged: bool = typer.Option(False, help="Drop rows flagged as suspicious (prompt injection...)."),
 ) -> None:
     """Keep the best-rated examples (or a baseline) and write them in the training format."""
-    from alpagasus import api
+    from alpagasus.errors import UserError
+    from alpagasus.select import select_file
 
     rules = {"threshold": threshold, "top_k": top_k, "keep_fraction": keep_fraction, "random": random_k,
              "longest": longest, "all": all_rows or None}
@@ -123,9 +125,9 @@ def select_cmd(
     if len(chosen) != 1:
         fail("choose exactly one of --threshold, --top-k, --keep-fraction, --random, --longest, --all")
     try:
-        res = api.select_file(ratings, output, chosen[0], value=rules[chosen[0]], seed=seed,
+        res = select_file(ratings, output, chosen[0], value=rules[chosen[0]], seed=seed,
                               exclude_flagged=exclude_flagged)
-    except api.UserError as e:
+    except UserError as e:
         fail(str(e))
     t = Table(title=f"{ratings}: scores per bin")
     for b in res["bins"]:

@@ -19,8 +19,8 @@ def run_cmd(
     """Rate -> select (filtered, random, longest, all) -> train -> generate -> compare -> report, from one recipe."""
     from rich.console import Console
 
-    from alpagasus.api import UserError
-    from alpagasus.run import RecipeError, run_recipe
+    from alpagasus.errors import UserError
+    from alpagasus.run.recipe import RecipeError, run_recipe
 
     console = Console(stderr=True, soft_wrap=True)
     try:

@@ -16,12 +16,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from alpagasus.compare_io import AnswerRow, ReviewRow, norm_text
+from alpagasus.compare.inputs import AnswerRow, ReviewRow, norm_text
 from alpagasus.judges.base import Judge, JudgeError
 from alpagasus.prompts import Template, load_template
 from alpagasus.prompts.parse import parse_pair, parse_pair_reply
 from alpagasus.engine import run_sync
-from alpagasus.rate import Item, RateOptions, RateSummary, reject_too_long, run_requests
+from alpagasus.rate.loop import Item, RateOptions, RateSummary, reject_too_long, run_requests
 from alpagasus.records import Judgment, Request, content_id
 from alpagasus.store import FINAL, Store
 

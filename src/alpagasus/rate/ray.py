@@ -28,7 +28,7 @@ from alpagasus.engine import Interrupted, Item, RateOptions, RateSummary, StoreW
 from alpagasus.judges.base import Judge, JudgeError, OutageError
 from alpagasus.prompts import Template
 from alpagasus.prompts.parse import parse_score
-from alpagasus.rate import build_request, chunked, pending, reject_too_long
+from alpagasus.rate.loop import build_request, chunked, pending, reject_too_long
 from alpagasus.records import Example, Rating
 from alpagasus.store import FINAL, Store
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from alpagasus.alpaca import prompt_version
-from alpagasus.generate_backends import BACKENDS, DEFAULT_BATCH, make_backend, stops_for
+from alpagasus.generate.backends import BACKENDS, DEFAULT_BATCH, make_backend, stops_for
 from alpagasus.records import Answer
 from alpagasus.testsets import Question, expand, load
 

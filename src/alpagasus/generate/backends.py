@@ -14,7 +14,7 @@ from alpagasus.alpaca import STOP_STRINGS, alpaca_prompt, cut_at_stop
 from alpagasus.testsets import Question
 
 if TYPE_CHECKING:
-    from alpagasus.generate import GenerateConfig
+    from alpagasus.generate.answer import GenerateConfig
 
 BACKENDS = ("transformers", "openai", "vllm")
 DEFAULT_BATCH = {"transformers": 8, "vllm": 256}

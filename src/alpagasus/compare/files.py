@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alpagasus import judges
-from alpagasus.api import UserError
-from alpagasus.compare import CompareResult, compare, outcome_rows, plan, reaggregate, summary_json
-from alpagasus.compare_capacity import CapacityError, attach_skills, capacity
-from alpagasus.compare_io import (AnswerRow, bundled_skills, columns, read_answers, read_reviews, read_skills,
+from alpagasus.errors import UserError
+from alpagasus.compare.pairwise import CompareResult, compare, outcome_rows, plan, reaggregate, summary_json
+from alpagasus.compare.capacity import CapacityError, attach_skills, capacity
+from alpagasus.compare.inputs import (AnswerRow, bundled_skills, columns, read_answers, read_reviews, read_skills,
                                   read_two_columns)
 from alpagasus.data import DataError, write_json, write_jsonl
 from alpagasus.judges.base import JudgeError
 from alpagasus.paths import default_store
 from alpagasus.prompts import TemplateError, load_template
-from alpagasus.rate import RateOptions, RateSummary
+from alpagasus.rate.loop import RateOptions, RateSummary
 from alpagasus.store import Store, StoreBusy
 
 SUMMARY, OUTCOMES, CHART = "summary.json", "outcomes.jsonl", "win_tie_lose.png"
@@ -111,7 +111,7 @@ def compare_files(files: Sequence[str | Path], out_dir: str | Path, *, judge: st
 
 def _dry_run(rows_a: list[AnswerRow], rows_b: list[AnswerRow], template, store: Store, judge_id: str,
              opts: RateOptions, limit: int | None) -> dict:
-    from alpagasus.compare import match
+    from alpagasus.compare.pairwise import match
 
     pairs, mismatches = match(rows_a, rows_b, limit)
     todo, done = plan(pairs, template, store, judge_id, retry_unparsed=opts.retry_unparsed,
@@ -147,7 +147,7 @@ def reaggregate_files(reviews_ab: Sequence[str | Path], reviews_ba: Sequence[str
 def write_outputs(result: CompareResult, out_dir: str | Path, inputs: dict | None = None,
                   cap: dict | None = None) -> CompareReport:
     """summary.json, outcomes.jsonl, win_tie_lose.png (and capacity.json, capacity.png), written atomically."""
-    from alpagasus.compare_plots import capacity_bars, win_tie_lose
+    from alpagasus.compare.plots import capacity_bars, win_tie_lose
 
     out = Path(out_dir)
     summary = summary_json(result, inputs)

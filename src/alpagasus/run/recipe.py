@@ -81,7 +81,7 @@ class Experiment:
 
     # ---- stages ---------------------------------------------------------------------------------
     def rate(self) -> dict:
-        from alpagasus import api
+        from alpagasus.rate import files as api
 
         d, c = self.r["data"], self.r["rate"]
         s = api.rate_file(d["path"], self.dir / "ratings.jsonl", judge=c["judge"], mode=c["mode"],
@@ -94,7 +94,7 @@ class Experiment:
 
     def select(self) -> dict:
         from alpagasus.data import read_jsonl, write_json as wj
-        from alpagasus.select import select, training_rows
+        from alpagasus.select.rules import select, training_rows
 
         c = self.r["select"]
         rows = list(read_jsonl(self.dir / "ratings.jsonl"))
@@ -133,7 +133,7 @@ class Experiment:
                 "steps": {k: v.get("steps") for k, v in out.items()}}
 
     def generate(self) -> dict:
-        from alpagasus.generate import GenerateConfig, generate
+        from alpagasus.generate.answer import GenerateConfig, generate
 
         g = self.r["generate"]
         out = {}
@@ -145,7 +145,7 @@ class Experiment:
         return out
 
     def compare(self) -> dict:
-        from alpagasus.compare_run import compare_files
+        from alpagasus.compare.files import compare_files
 
         c = self.r["compare"]
         opts = {k: c[k] for k in ("base_url", "concurrency") if c.get(k) is not None}
@@ -158,8 +158,8 @@ class Experiment:
         return {"comparisons": list(out)}
 
     def report(self) -> dict:
-        from alpagasus.report import DEFAULT_KEYWORDS, build_report
-        from alpagasus.run_report import write_final_report
+        from alpagasus.report.stats import DEFAULT_KEYWORDS, build_report
+        from alpagasus.run.final_report import write_final_report
 
         c = self.r["report"]
         threshold = c["threshold"] if c["threshold"] is not None else float(self.r["select"]["threshold"])

@@ -14,8 +14,8 @@ from string import Template
 from typing import Any, Sequence
 
 from alpagasus.data import atomic_writer
-from alpagasus.report import TEXT_FIELDS, clean, is_rated
-from alpagasus.select import BINS
+from alpagasus.report.stats import TEXT_FIELDS, clean, is_rated
+from alpagasus.select.rules import BINS
 
 BLUE, ORANGE, GREY = "#4c72b0", "#dd8452", "#8c8c8c"
 CLIP = 600            # characters of a text field shown on the page

@@ -12,11 +12,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from alpagasus.compare import Mismatch, Pair, collect, judge_pairs, match, run_json
-from alpagasus.compare_io import AnswerRow
+from alpagasus.compare.pairwise import Mismatch, Pair, collect, judge_pairs, match, run_json
+from alpagasus.compare.inputs import AnswerRow
 from alpagasus.judges.base import Judge
 from alpagasus.prompts import Template, load_template
-from alpagasus.rate import RateOptions, RateSummary
+from alpagasus.rate.loop import RateOptions, RateSummary
 from alpagasus.records import Judgment
 from alpagasus.store import Store
 

@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from alpagasus.engine import Interrupted, Item, RateOptions, RateSummary, StoreWriteError, run_requests, run_sync
-from alpagasus.flags import flags
+from alpagasus.rate.injection import flags
 from alpagasus.judges.base import Judge
 from alpagasus.prompts import Template
 from alpagasus.prompts.parse import parse_score

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from alpagasus.data import write_json
-from alpagasus.select import BINS, bin_counts, score_bin, select
+from alpagasus.select.rules import BINS, bin_counts, score_bin, select
 
 # The paper's coding keywords; matched case-sensitively as substrings, which is why both cases are listed.
 DEFAULT_KEYWORDS = ("Java", "java", "C++", "c++", "C#", "c#", "Python", "python")
@@ -245,7 +245,7 @@ def summarize(rows: Sequence[dict[str, Any]], keywords: Sequence[str] = DEFAULT_
 def build_report(ratings_path: str | Path, out_dir: str | Path, keywords: Sequence[str] = DEFAULT_KEYWORDS,
                  compare: str | Path | None = None, threshold: float = 4.5, examples_per_bin: int = 3) -> dict:
     """Write REPORT_DIR/index.html (plots embedded), the PNGs and summary.json; return the summary."""
-    from alpagasus import report_html
+    from alpagasus.report import html as report_html
 
     keywords = [k for k in keywords if k]
     if not keywords:

@@ -87,7 +87,7 @@ def choose(cols: Columns, rule: str, *, threshold: float | None = None, k: int |
 
 def select(rows: list[dict[str, Any]], rule: str, *, threshold: float | None = None, k: int | None = None,
            fraction: float | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """Pick rows by one rule; the result keeps the input order. (Files: `api.select_file` streams.)"""
+    """Pick rows by one rule; the result keeps the input order. (Files: `select_file` streams.)"""
     cols = Columns()
     for r in rows:
         cols.add(r)

@@ -15,14 +15,11 @@ from alpagasus.data import DataError, ReadResult, bundled_sample, parse_field_ma
 from alpagasus.judges.base import JudgeError, OutageError
 from alpagasus.paths import default_store
 from alpagasus.prompts import TemplateError, load_template
-from alpagasus.rate import RateOptions, RateSummary, StoreWriteError, estimate, output_rows, pending_stream, rate
+from alpagasus.rate.loop import RateOptions, RateSummary, StoreWriteError, estimate, output_rows, pending_stream, rate
 from alpagasus.records import Example, InvalidRow
-from alpagasus.select import BINS, RATING_KEYS, Columns, SelectError, choose, score_bin, training_row
+from alpagasus.select.rules import BINS, RATING_KEYS, Columns, SelectError, choose, score_bin, training_row
+from alpagasus.errors import UserError
 from alpagasus.store import Store, StoreBusy
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad file, bad flag, busy store); the CLI prints it without a traceback."""
 
 
 def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None, mode: str | None = None,
@@ -86,7 +83,7 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
             if left:
                 with _progress(console, summary.unique) as update:
                     if ray is not None:
-                        from alpagasus.ray_rate import rate_on_ray
+                        from alpagasus.rate.ray import rate_on_ray
 
                         summary = rate_on_ray(examples(), judge=j, judge_spec=spec, judge_options=options,
                                               template=template, store=store, options=opts, summary=summary,
@@ -203,49 +200,3 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self.console is not None:
             self.bar.stop()
-
-
-def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any = None, seed: int = 0,
-                exclude_flagged: bool = False) -> dict:
-    """Select from a ratings file by one rule and write the training file. Returns counts.
-    `exclude_flagged` drops rows flagged as suspicious (e.g. prompt injection) whatever their score.
-    Two streaming passes (what the rules need, in flat arrays; then the picked rows): memory stays flat."""
-    kwargs: dict[str, Any] = {"seed": seed}
-    if value is None and rule != "all":
-        raise UserError(f"rule {rule} needs a value (a threshold, a fraction or a size K)" if rule in
-                        ("threshold", "keep_fraction") else f"rule {rule} needs a size K")
-    if rule == "threshold":
-        kwargs["threshold"] = float(value)
-    elif rule == "keep_fraction":
-        kwargs["fraction"] = float(value)
-    elif rule in ("top_k", "random", "longest"):
-        kwargs["k"] = int(value)
-    cols, bins, columns = Columns(), dict.fromkeys(BINS, 0), {}
-    counts = {"rows": 0, "flagged": 0, "ok": 0, "unparsed": 0}
-    try:
-        for r in read_jsonl(ratings):
-            counts["rows"] += 1
-            flagged = bool(r.get("flags"))
-            counts["flagged"] += flagged
-            status = r.get("status")
-            if status in ("ok", "unparsed"):
-                counts[status] += 1
-            if status == "ok" and r.get("score") is not None:
-                bins[score_bin(float(r["score"]))] += 1
-            columns.update(dict.fromkeys(k for k in r if k not in RATING_KEYS))
-            cols.add(r, excluded=exclude_flagged and flagged)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{ratings}: cannot read ratings ({e})") from e
-    try:
-        picked = choose(cols, rule, **kwargs)
-        keep = bytearray(len(cols))
-        for i in picked:
-            keep[i] = 1
-        rows = (training_row(r) for i, r in enumerate(read_jsonl(ratings)) if keep[i])
-        n = write_rows(output, rows, columns=list(columns))
-    except (SelectError, DataError) as e:
-        raise UserError(str(e)) from e
-    excluded = counts["flagged"] if exclude_flagged else 0
-    return {"rows": counts["rows"], "flagged": counts["flagged"], "excluded_flagged": excluded,
-            "rated": counts["ok"], "unparsed": counts["unparsed"],
-            "other": counts["rows"] - counts["ok"] - counts["unparsed"], "bins": bins, "kept": n, "rule": rule}
