@@ -34,18 +34,20 @@ LEVELS = (1, 4, 16, 64, 128, 256)
 
 def rate_with_tool(rows: list[dict], base_url: str, concurrency: int, workdir: Path, tag: str) -> dict:
     """`alpagasus rate --judge openai:instant --base-url URL --concurrency C` on these rows, fresh store."""
-    from alpagasus.rate.files import rate_file
+    from alpagasus.engine import RunOptions
+    from alpagasus.rate import rate_file
 
     src = workdir / f"{tag}.json"
     src.write_text(json.dumps(rows), encoding="utf-8")
     t0 = time.perf_counter()
     s = rate_file(src, workdir / f"{tag}.ratings.jsonl", judge="openai:instant", mode="generate",
-                  base_url=base_url, concurrency=concurrency, store_path=workdir / f"{tag}.sqlite", max_tokens=256)
+                  judge_options={"base_url": base_url, "concurrency": concurrency},
+                  store_path=workdir / f"{tag}.sqlite", options=RunOptions(max_tokens=256))
     wall = time.perf_counter() - t0
-    if s.ok != len(rows):
-        raise RuntimeError(f"the tool rated {s.ok} of {len(rows)} rows ok: {s}")
+    if s.run.ok != len(rows):
+        raise RuntimeError(f"the tool rated {s.run.ok} of {len(rows)} rows ok: {s}")
     return {"rows": len(rows), "seconds": round(wall, 3), "per_s": round(len(rows) / wall, 3),
-            "engine_s": round(s.elapsed_s, 3), "concurrency": concurrency}
+            "engine_s": round(s.run.elapsed_s, 3), "concurrency": concurrency}
 
 
 def main() -> None:

@@ -53,7 +53,8 @@ def main() -> None:
     from alpagasus import judges
     from alpagasus.rate.injection import flags
     from alpagasus.prompts import load_template
-    from alpagasus.rate.loop import RateOptions, rate
+    from alpagasus.engine import RunOptions
+    from alpagasus.rate import rate
     from alpagasus.records import Example
     from alpagasus.store import Store
 
@@ -72,7 +73,7 @@ def main() -> None:
         for name in ("accuracy", "accuracy-guarded"):
             t = load_template(name)
             t1 = time.perf_counter()
-            rate(ex_clean + ex_inj + ex_ctl, j, t, st, RateOptions(max_reasks=0, max_tokens=16))
+            rate(ex_clean + ex_inj + ex_ctl, j, t, st, RunOptions(max_reasks=0, max_tokens=16))
             got = st.get_many([e.id for e in ex_clean + ex_inj + ex_ctl], j.id, t.version)
             shift, ctl = _shifts(got, ex_clean, ex_inj), _shifts(got, ex_clean, ex_ctl)
             clean_scores = [got[e.id].score for e in ex_clean if got[e.id].score is not None]

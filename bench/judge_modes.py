@@ -7,7 +7,7 @@ Both modes rate through the real `rate` pipeline (fresh store, rows sorted by le
 prompt), each run in its own process (so peak RSS is that run's); model loading is excluded from the rate.
 logprob: one forward pass per row (the judge's shared-prefix KV reuse on), at batch sizes 8, 16 and 32, plus
 one run at batch 16 with the reuse off for reference. generate: the paper's reply (a score line, then an
-explanation), greedy, with the tool's default reply cap (RateOptions.max_tokens, 256 tokens: the explanation the
+explanation), greedy, with the tool's default reply cap (RunOptions.max_tokens, 256 tokens: the explanation the
 paper asks for needs room), at batch sizes 8, 16 and 32; one attempt per row (no re-asks), so an unparsable reply
 costs generate nothing extra here. `ratio` = logprob at its best batch / generate at its best batch;
 `ratio_default_batches` compares the judge's default batch sizes (16 for both). One more logprob run with the
@@ -39,7 +39,8 @@ def one(mode: str, rows: int, judge: str, batch: int | None, max_tokens: int, re
     from alpagasus import judges
     from alpagasus.data import read_examples
     from alpagasus.prompts import load_template
-    from alpagasus.rate.loop import RateOptions, rate
+    from alpagasus.engine import RunOptions
+    from alpagasus.rate import rate
     from alpagasus.store import Store
 
     examples = read_examples(DATA, skip_invalid=True).examples[:rows]
@@ -50,11 +51,11 @@ def one(mode: str, rows: int, judge: str, batch: int | None, max_tokens: int, re
     load_s = time.perf_counter() - t0
     load0, c0 = os.getloadavg()[0], time.process_time()
     with tempfile.TemporaryDirectory() as d, Store(Path(d) / "s.sqlite") as st:
-        s = rate(examples, j, load_template(prompt), st, RateOptions(max_reasks=0, max_tokens=max_tokens))
+        s = rate(examples, j, load_template(prompt), st, RunOptions(max_reasks=0, max_tokens=max_tokens))
     stats = getattr(j, "stats", {})
-    return {"mode": mode, "rows": len(examples), "seconds": round(s.elapsed_s, 2),
-            "per_s": round(len(examples) / s.elapsed_s, 3), "cpu_s_per_row": round((time.process_time() - c0) / len(examples), 3),
-            "ok": s.ok, "unparsed": s.unparsed, "tokens_out": s.tokens_out, "load_s": round(load_s, 1),
+    return {"mode": mode, "rows": len(examples), "seconds": round(s.run.elapsed_s, 2),
+            "per_s": round(len(examples) / s.run.elapsed_s, 3), "cpu_s_per_row": round((time.process_time() - c0) / len(examples), 3),
+            "ok": s.run.ok, "unparsed": s.run.unparsed, "tokens_out": s.run.tokens_out, "load_s": round(load_s, 1),
             "batch_size": j.batch_size, "prefix_reuse": bool(reuse and stats.get("prefix_passes")),
             "tokens_run_fraction": round(1 - stats["tokens_reused"] / stats["tokens"], 3) if stats.get("tokens") else None,
             "threads": torch.get_num_threads(), "loadavg": [round(load0, 2), round(os.getloadavg()[0], 2)],
@@ -62,7 +63,7 @@ def one(mode: str, rows: int, judge: str, batch: int | None, max_tokens: int, re
 
 
 def main() -> None:
-    from alpagasus.engine import RateOptions
+    from alpagasus.engine import RunOptions
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -71,8 +72,8 @@ def main() -> None:
     ap.add_argument("--judge", default="", help="default: the embedded judge")
     ap.add_argument("--batch-size", type=int, help="logprob: measure this batch size only (default: 8, 16, 32)")
     ap.add_argument("--generate-batch", type=int, help="generate: measure this batch size only (default: 8, 16, 32)")
-    ap.add_argument("--max-tokens", type=int, default=RateOptions().max_tokens,
-                    help="generate mode reply cap (default: the tool's, RateOptions.max_tokens)")
+    ap.add_argument("--max-tokens", type=int, default=RunOptions().max_tokens,
+                    help="generate mode reply cap (default: the tool's, RunOptions.max_tokens)")
     ap.add_argument("--threads", type=int, help="torch threads in every run (default: torch's own choice)")
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--no-reuse", action="store_true", help=argparse.SUPPRESS)

@@ -62,7 +62,7 @@ def embedded(rows: list[dict], judge_spec: str, batch: int, passes: int, work: P
     import torch
 
     from alpagasus import judges
-    from alpagasus.rate.files import rate_file
+    from alpagasus.rate import rate_file
     from alpagasus.prompts import load_template
 
     if threads:
@@ -96,9 +96,9 @@ def embedded(rows: list[dict], judge_spec: str, batch: int, passes: int, work: P
 
     def tool(k: int) -> list[float]:
         out = work / f"embedded{k}.jsonl"
-        s = rate_file(src, out, judge="preloaded:bench", mode="logprob", batch_size=batch,
+        s = rate_file(src, out, judge="preloaded:bench", mode="logprob", judge_options={"batch_size": batch},
                       store_path=work / f"embedded{k}.sqlite")
-        assert s.ok == len(rows), f"the tool rated {s.ok} of {len(rows)} rows ok"
+        assert s.run.ok == len(rows), f"the tool rated {s.run.ok} of {len(rows)} rows ok"
         return [json.loads(line)["score"] for line in out.read_text().splitlines()]
 
     wall: dict[str, list[float]] = {"bare": [], "tool": []}
@@ -162,7 +162,7 @@ async def bare_openai(rows: list[dict], url: str, concurrency: int, typed: bool,
 
 
 def instant(rows: list[dict], concurrency: int, passes: int, work: Path) -> dict:
-    from alpagasus.rate.files import rate_file
+    from alpagasus.rate import rate_file
 
     src = work / "instant.json"
     src.write_text(json.dumps(rows), encoding="utf-8")
@@ -178,8 +178,9 @@ def instant(rows: list[dict], concurrency: int, passes: int, work: Path) -> dict
                 t = time.perf_counter()
                 if s == "tool":
                     summ = rate_file(src, work / f"instant{k}.jsonl", judge="openai:instant", mode="logprob",
-                                     base_url=url, concurrency=concurrency, store_path=work / f"instant{k}.sqlite")
-                    assert summ.ok == len(rows), f"the tool rated {summ.ok} of {len(rows)} rows ok"
+                                     judge_options={"base_url": url, "concurrency": concurrency},
+                                     store_path=work / f"instant{k}.sqlite")
+                    assert summ.run.ok == len(rows), f"the tool rated {summ.run.ok} of {len(rows)} rows ok"
                 else:
                     scores = asyncio.run(bare_openai(rows, url, concurrency, typed=s == "bare_typed",
                                                      clients=shards if s == "bare_sharded" else 1))

@@ -52,7 +52,7 @@ def label_auc(rows: int, js: dict, load_template) -> dict:
     """ROC-AUC of each layout's scores against Claude's published accuracy decision (score >= 4.5)."""
     from sklearn.metrics import roc_auc_score
 
-    from alpagasus.rate.loop import build_request
+    from alpagasus.rate import build_request
     from alpagasus.records import Example
 
     labelled = [json.loads(line) for line in open(DATA.parents[1] / "labels" / "alpaca_llm_labels.jsonl")]
@@ -94,7 +94,8 @@ def main() -> None:
     from alpagasus import judges
     from alpagasus.data import read_examples
     from alpagasus.prompts import load_template
-    from alpagasus.rate.loop import RateOptions, rate
+    from alpagasus.engine import RunOptions
+    from alpagasus.rate import rate
     from alpagasus.store import Store
 
     n = a.rows or (48 if a.quick else 200)
@@ -119,10 +120,10 @@ def main() -> None:
             part = examples[start:start + chunk]
             for name in names[c % len(names):] + names[:c % len(names)]:  # rotate who runs first
                 c0 = time.process_time()
-                s = rate(part, js[name], load_template(SETUPS[name][0]), stores[name], RateOptions(max_reasks=0))
-                secs[name] += s.elapsed_s
+                s = rate(part, js[name], load_template(SETUPS[name][0]), stores[name], RunOptions(max_reasks=0))
+                secs[name] += s.run.elapsed_s
                 cpu[name] += time.process_time() - c0
-                assert s.ok == len(part), (name, s)
+                assert s.run.ok == len(part), (name, s)
             print(f"chunk {c + 1}: {start + len(part)}/{n} rows, load {os.getloadavg()[0]:.1f}", flush=True)
         got = {}
         for name, st in stores.items():

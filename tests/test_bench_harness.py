@@ -103,9 +103,9 @@ def test_rate_file_against_the_instant_server_spreads_scores(server, tmp_path):
     rows = harness.alpaca_rows(150)
     src = tmp_path / "rows.json"
     src.write_text(json.dumps(rows))
-    s = rate_file(src, tmp_path / "out.jsonl", judge="openai:instant", mode="logprob", base_url=server.url,
-                  concurrency=32, store_path=tmp_path / "s.sqlite")
-    assert s.ok == 150
+    s = rate_file(src, tmp_path / "out.jsonl", judge="openai:instant", mode="logprob",
+                  judge_options={"base_url": server.url, "concurrency": 32}, store_path=tmp_path / "s.sqlite")
+    assert s.run.ok == 150
     scores = [json.loads(line)["score"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len({round(x) for x in scores}) >= 4 and 3.0 < sum(scores) / len(scores) < 4.5
     base = run_baseline(rows[:10], server.url)  # the official scheme, same server: the same digits

@@ -72,3 +72,18 @@ def test_default_judge_is_the_distilled_predictor(tmp_path):
     got = [json.loads(l) for l in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert {g["judge"].split("@")[0] for g in got} == {"predictor:alpaca-claude-accuracy"}
     assert all(g["status"] == "ok" and 0 <= g["score"] <= 5 for g in got)
+
+
+def test_rate_and_compare_share_one_session_so_a_bad_store_is_the_same_clean_error(tmp_path):
+    """The store that cannot be opened (a directory) is one message, no traceback, in both commands."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    bad_store = tmp_path / "a_directory"
+    bad_store.mkdir()
+    answers = SHARED_DATA / "responses" / "vicuna_alpagasus2_vs_alpaca2.json"
+    r = run("rate", "sample:alpaca", "-o", str(tmp_path / "r.jsonl"), "--limit", "2", "--store", str(bad_store),
+            env=env)
+    c = run("compare", str(answers), "--model-a", "alpagasus2", "--model-b", "alpaca2", "-o", str(tmp_path / "cmp"),
+            "--store", str(bad_store), "--judge", "openai:m", "--base-url", "http://127.0.0.1:9/v1", env=env)
+    for proc in (r, c):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert "cannot open the store" in proc.stderr and "a_directory" in proc.stderr

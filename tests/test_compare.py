@@ -12,16 +12,16 @@ from typer.testing import CliRunner
 
 from alpagasus import judges
 from alpagasus.cli import app
-from alpagasus.compare.pairwise import (Pair, aggregate, combine, compare, judge_pairs, match, order_result, reaggregate)
+from alpagasus.compare import Pair, aggregate, combine, compare, judge_pairs, match, order_result, reaggregate
 from alpagasus.compare.inputs import read_answers, read_reviews, read_skills, read_two_columns
-from alpagasus.judges.base import LocalJudge
 from alpagasus.prompts import load_template
 from alpagasus.prompts.parse import parse_pair, parse_pair_reply
-from alpagasus.rate.loop import RateOptions
+from alpagasus.engine import RunOptions
 from alpagasus.records import Judgment, Reply
 from alpagasus.store import Store
 
 from conftest import SHARED_DATA
+from fakes import FakeJudge
 
 RESPONSES = SHARED_DATA / "responses"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -29,35 +29,15 @@ runner = CliRunner()
 
 
 # ---- a deterministic judge: scores written inside the answers ("(q=7)"), else by length ----------------------
-class FixedJudge(LocalJudge):
+def review(r) -> Reply:
     """Replies "S1 S2\\nexplanation" where each score is the answer's "(q=N)" marker (or 1 + len // 200, capped
     at 10); an answer holding "[garbage]" gets a reply without scores."""
-    mode = "generate"
-    batch_size = 4
-    asked: list[str] = []
-
-    def __init__(self, arg: str = "", mode: str | None = None, **_):
-        self.name = arg or "v1"
-
-    @property
-    def id(self) -> str:
-        return f"fixed:{self.name}#generate"
-
-    def load(self) -> None:
-        pass
-
-    def score_sync(self, requests):
-        FixedJudge.asked += [r.key for r in requests]
-        return [Reply(text=self.review(r.user), model="fixed", tokens_in=len(r.user) // 4, tokens_out=6)
-                for r in requests]
-
-    @staticmethod
-    def review(user: str) -> str:
-        a1 = user.split("[The Start of Assistant 1's Answer]\n", 1)[1].split("\n\n[The End of Assistant 1's")[0]
-        a2 = user.split("[The Start of Assistant 2's Answer]\n", 1)[1].split("\n\n[The End of Assistant 2's")[0]
-        if "[garbage]" in a1 + a2:
-            return "Both assistants tried their best."
-        return f"{_quality(a1)} {_quality(a2)}\nAssistant 1 and Assistant 2 were compared."
+    user = r.user
+    a1 = user.split("[The Start of Assistant 1's Answer]\n", 1)[1].split("\n\n[The End of Assistant 1's")[0]
+    a2 = user.split("[The Start of Assistant 2's Answer]\n", 1)[1].split("\n\n[The End of Assistant 2's")[0]
+    text = ("Both assistants tried their best." if "[garbage]" in a1 + a2
+            else f"{_quality(a1)} {_quality(a2)}\nAssistant 1 and Assistant 2 were compared.")
+    return Reply(text=text, model="fixed", tokens_in=len(user) // 4, tokens_out=6)
 
 
 def _quality(answer: str) -> int:
@@ -65,12 +45,13 @@ def _quality(answer: str) -> int:
     return int(m.group(1)) if m else min(10, 1 + len(answer) // 200)
 
 
-judges.register("fixed", f"{__name__}:FixedJudge")
+# "fixed:NAME" builds a FakeJudge with id "fixed:NAME#generate"; FakeJudge.log holds what any of them was asked
+FakeJudge.register("fixed", reply=review, mode="generate", batch_size=4, model="fixed")
 
 
 @pytest.fixture(autouse=True)
 def _reset_fixed():
-    FixedJudge.asked = []
+    FakeJudge.reset()
 
 
 def write_answers(path: Path, model: str, rows: list[tuple], testset: str = "vicuna", **extra) -> Path:
@@ -197,22 +178,22 @@ def test_compare_pipeline_resume_and_swapped_models(tmp_path):
     assert (s["win"], s["tie"], s["lose"], s["unparsed"], s["questions"]) == (1, 1, 1, 1, 4)
     assert s["winning_score"] == 1.0 and s["disagreement"] == 0.0
     # 3 questions x 2 orders answered at once; the garbage one asked 3 times per order (2 re-asks)
-    assert res.run.requests_sent == 6 + 2 * 3 and res.run.unparsed == 2 and res.run.ok == 6
+    assert res.judging.run.requests_sent == 6 + 2 * 3 and res.judging.run.unparsed == 2 and res.judging.run.ok == 6
     assert store.count(judge="fixed:v1#generate") == 8
     unparsed = [j for j in res.judgments if j.status == "unparsed"]
     assert {j.question_id for j in unparsed} == {"4"} and unparsed[0].raw == "Both assistants tried their best."
     # the same run again: nothing is asked
-    FixedJudge.asked = []
+    FakeJudge.reset()
     again = compare(rows_a, rows_b, judge, store)
-    assert FixedJudge.asked == [] and again.run.requests_sent == 0 and again.run.already_rated == 8
+    assert FakeJudge.log == [] and again.judging.run.requests_sent == 0 and again.judging.already_in_store == 8
     assert again.summary == res.summary
     # B vs A: the same prompts, so the same judgments, mirrored
     swapped = compare(rows_b, rows_a, judge, store)
-    assert FixedJudge.asked == [] and swapped.summary["all"]["win"] == s["lose"]
+    assert FakeJudge.log == [] and swapped.summary["all"]["win"] == s["lose"]
     assert swapped.summary["all"]["lose"] == s["win"]
     # --retry-unparsed asks again for the unparsed only
-    compare(rows_a, rows_b, judge, store, options=RateOptions(retry_unparsed=True, max_reasks=0))
-    assert len(FixedJudge.asked) == 2
+    compare(rows_a, rows_b, judge, store, options=RunOptions(retry_unparsed=True, max_reasks=0))
+    assert len(FakeJudge.log) == 2
     store.close()
 
 
@@ -222,9 +203,9 @@ def test_identical_answers_are_one_prompt_and_a_tie(tmp_path):
     judge = judges.get("fixed:v1", mode="generate")
     t = load_template("pairwise")
     run = judge_pairs(pairs, judge, store, t)
-    assert run.requests_sent == 1 and pairs[0].item_id("ab") == pairs[0].item_id("ba")
-    from alpagasus.compare.pairwise import collect
-    assert aggregate(collect(pairs, store, judge.id, t.version), pairs)["all"]["tie"] == 1
+    assert run.run.requests_sent == 1 and pairs[0].item_id("ab") == pairs[0].item_id("ba")
+    from alpagasus.compare.pairwise import stored_judgments
+    assert aggregate(stored_judgments(pairs, store, judge.id, t.version), pairs)["all"]["tie"] == 1
     store.close()
 
 
@@ -236,11 +217,11 @@ def test_dry_run_sends_nothing_and_busy_store_refuses(tmp_path):
     assert r.exit_code == 0, r.output
     plan_ = json.loads(r.stdout)
     assert (plan_["questions"], plan_["requests"], plan_["already_in_store"]) == (4, 8, 0)
-    assert FixedJudge.asked == [] and not (tmp_path / "o").exists()
+    assert FakeJudge.log == [] and not (tmp_path / "o").exists()
     with Store(st) as held, held.exclusive():
         r = runner.invoke(app, ["compare", str(a), str(b), "--judge", "fixed:x", "-o", str(tmp_path / "o"),
                                 "--store", str(st)])
-    assert r.exit_code == 2 and "in use" in r.output and FixedJudge.asked == []
+    assert r.exit_code == 2 and "in use" in r.output and FakeJudge.log == []
 
 
 def test_random_lm_replies_are_unparsed_never_ties(tiny_model, tmp_path):
@@ -248,10 +229,10 @@ def test_random_lm_replies_are_unparsed_never_ties(tiny_model, tmp_path):
     judge = judges.get(f"hf:{tiny_model}", mode="generate")
     store = Store(tmp_path / "s.sqlite")
     t = load_template("pairwise")
-    run = judge_pairs(pairs, judge, store, t, RateOptions(max_tokens=6, max_reasks=1))
-    assert run.requests_sent == 3 * 2 * 2 and run.unparsed == 6 and run.ok == 0
-    from alpagasus.compare.pairwise import collect
-    s = aggregate(collect(pairs, store, judge.id, t.version), pairs)["all"]
+    run = judge_pairs(pairs, judge, store, t, RunOptions(max_tokens=6, max_reasks=1))
+    assert run.run.requests_sent == 3 * 2 * 2 and run.run.unparsed == 6 and run.run.ok == 0
+    from alpagasus.compare.pairwise import stored_judgments
+    s = aggregate(stored_judgments(pairs, store, judge.id, t.version), pairs)["all"]
     assert (s["win"], s["tie"], s["lose"], s["unparsed"], s["winning_score"]) == (0, 0, 0, 3, None)
     store.close()
 

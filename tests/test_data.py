@@ -126,3 +126,43 @@ def test_atomic_writer_keeps_old_file_on_crash(tmp_path):
             raise RuntimeError("crash")
     assert path.read_text() == "old"
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_plain_records_name_file_and_row(tmp_path):
+    """One reader for ratings, answers and questions: a malformed line or a non-object stops with file and row."""
+    from alpagasus.data import iter_jsonl, iter_objects, read_jsonl
+
+    path = tmp_path / "rows.txt"  # not a JSONL suffix: `jsonl=True` reads it as JSONL anyway
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n{oops\n[1]\n')
+    assert [r for r, _ in iter_jsonl(path)] == [1, 3, 4]
+    objects = iter_objects(path, jsonl=True)
+    assert next(objects) == (1, {"a": 1})
+    with pytest.raises(DataError, match=r"rows.txt, row 3: malformed JSON line"):
+        next(objects)
+    path.write_text('{"a": 1}\n[1]\n')
+    with pytest.raises(DataError, match=r"rows.txt, row 2: expected an object, got list"):
+        list(iter_objects(path, jsonl=True))
+    with pytest.raises(DataError, match="unknown format"):
+        list(iter_objects(path))
+    out = tmp_path / "ours.jsonl"
+    out.write_text('{"a": 1}\n{oops\n')
+    with pytest.raises(DataError, match=r"ours.jsonl, row 2: malformed JSON line"):
+        list(read_jsonl(out))
+
+
+def test_user_questions_name_file_and_row(tmp_path):
+    from alpagasus.testsets import load
+
+    path = tmp_path / "qs.jsonl"
+    path.write_text('{"question_id": 1, "text": "Hi?"}\n{oops\n')
+    with pytest.raises(DataError, match=r"qs.jsonl, row 2: malformed JSON line"):
+        load(str(path))
+    path.write_text('{"question_id": 1, "text": "Hi?"}\n"just text"\n')
+    with pytest.raises(DataError, match=r"qs.jsonl, row 2: expected an object"):
+        load(str(path))
+    path.write_bytes(b'{"question_id": 1, "text": "bad \xff byte"}\n')
+    with pytest.raises(DataError, match=r"qs.jsonl, row 1, field 'text': contains invalid UTF-8"):
+        load(str(path))
+    path.write_text('{"question_id": 1, "text": "Hi?", "category": "greeting"}\n')
+    [q] = load(str(path))
+    assert (q.testset, q.question_id, q.question, q.extra) == ("qs", "1", "Hi?", {"category": "greeting"})

@@ -13,7 +13,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from alpagasus.data import DataError
-from alpagasus.distill import DistillError, distill, load_labels, train
+from alpagasus.distill import DistillError, distill, fit_predictor, load_labels
 from alpagasus.judges import get
 from alpagasus.predictors import Encoder, Predictor, featurize, shipped
 from alpagasus.records import Example, Request
@@ -75,7 +75,7 @@ def test_beats_shuffled_labels(trained, label_rows, features):
     for seed in (1, 2, 3):  # same rows, labels that carry no signal; 60 held-out rows make one control noisy
         ls = load_labels(trained[0].parent / "labels.jsonl", label=LABEL)
         ls.keep = np.random.default_rng(seed).permutation(ls.keep)
-        control = train(ls, holdout=0.25, seed=0, head="logistic-0.01", features=features)
+        control = fit_predictor(ls, holdout=0.25, seed=0, head="logistic-0.01", features=features)
         controls.append(metrics(true.keep[test], control.raw(features[test]))["roc_auc"])
     auc_pred = metrics(true.keep[test], pred.raw(features[test]))["roc_auc"]
     assert auc_pred == pytest.approx(held["roc_auc"], abs=1e-4)
@@ -191,12 +191,12 @@ def test_rate_with_predictor_resumes(tmp_path, label_rows):
     data.write_text(json.dumps([{k: r[k] for k in ("instruction", "input", "output")} for r in label_rows[:50]]))
     out, store = tmp_path / "ratings.jsonl", tmp_path / "store.sqlite"
     first = rate_file(data, out, judge="predictor:alpaca-chatgpt-helpfulness", store_path=store)
-    assert first.ok == 50 and first.requests_sent >= 1 and first.already_rated == 0
+    assert first.run.ok == 50 and first.run.requests_sent >= 1 and first.already_rated == 0
     rows = list(read_jsonl(out))
     assert len(rows) == 50 and all(r["status"] == "ok" and 0 <= r["score"] <= 5 for r in rows)
     assert rows[0]["judge"].startswith("predictor:alpaca-chatgpt-helpfulness@")
     again = rate_file(data, tmp_path / "again.jsonl", judge="predictor:alpaca-chatgpt-helpfulness", store_path=store)
-    assert again.already_rated == 50 and again.requests_sent == 0 and again.ok == 0
+    assert again.already_rated == 50 and again.run.requests_sent == 0 and again.run.ok == 0
     assert [r["score"] for r in read_jsonl(tmp_path / "again.jsonl")] == [r["score"] for r in rows]
     ls = load_labels(out, threshold=float(np.median([r["score"] for r in rows])))
     assert ls.label == "score" and len(ls.examples) == 50 and ls.value is not None
@@ -219,4 +219,4 @@ def test_too_few_rows_is_a_clear_error(tmp_path, label_rows):
     path = tmp_path / "few.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DistillError, match="more rows or another --holdout"):
-        train(load_labels(path, label=LABEL), holdout=0.9, features=np.zeros((len(rows), 774)))
+        fit_predictor(load_labels(path, label=LABEL), holdout=0.9, features=np.zeros((len(rows), 774)))

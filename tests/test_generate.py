@@ -13,7 +13,8 @@ from alpagasus import testsets
 from alpagasus.alpaca import STOP_STRINGS, alpaca_prompt, tokenize_example
 from alpagasus.cli import app
 from alpagasus.data import DataError
-from alpagasus.generate.answer import GenerateConfig, generate, read_answers
+from alpagasus.generate.answer import generate, read_answer_file
+from alpagasus.generate.config import GenerateConfig
 from alpagasus.generate.backends import encode_prompts
 
 ROW_FIELDS = {"testset", "question_id", "question", "answer", "model", "settings"}
@@ -81,7 +82,7 @@ def test_cli_all_testsets_output_and_resume(tiny_model, tmp_path):
             "--name", "tiny"]
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
-    rows = read_answers(out)
+    rows = read_answer_file(out)
     assert len(rows) == 8 and {r["testset"] for r in rows} == set(testsets.NAMES)
     for r in rows:
         assert ROW_FIELDS <= r.keys() and r["model"] == "tiny" and isinstance(r["answer"], str)
@@ -95,13 +96,13 @@ def test_cli_all_testsets_output_and_resume(tiny_model, tmp_path):
 
     again = run_cli(*args)
     assert again.exit_code == 0 and "0 new answers, 8 already" in again.output
-    assert len(read_answers(out)) == 8
+    assert len(read_answer_file(out)) == 8
 
     kept = [r for r in rows if r["testset"] not in ("koala",)][:5]
     out.write_text("".join(json.dumps(r) + "\n" for r in kept) + '{"testset": "vicuna", "questi')  # torn line
     result = generate(str(tiny_model), "all", out, GenerateConfig(limit=2, max_new_tokens=6, name="tiny"))
     assert result.generated == 3 and result.reused == 5 and len(result.answers) == 8
-    rows = read_answers(out)
+    rows = read_answer_file(out)
     assert len(rows) == 8 and keys(rows) == set(first)
     assert keys(rows[5:]) == set(first) - keys(kept), "only the missing answers come back"
     assert all(first[(r["testset"], r["question_id"])] == r["answer"] for r in rows), "greedy is deterministic"
@@ -113,14 +114,14 @@ def test_other_model_and_chat_template_and_sampling(tiny_model, tmp_path):
     assert run_cli(*common, "--name", "a").exit_code == 0
     result = run_cli(*common, "--name", "b", "--chat-template", "--temperature", "0.9", "--seed", "3")
     assert result.exit_code == 0, result.output
-    rows = read_answers(out)
+    rows = read_answer_file(out)
     assert [r["model"] for r in rows].count("b") == 2, "another model's answers are not reused"
     chat = [r for r in rows if r["model"] == "b"]
     assert all(r["settings"]["prompt_format"] == "chat" and r["settings"]["do_sample"] for r in chat)
     other = tmp_path / "again.jsonl"
     assert run_cli(*common[:-1], str(other), "--name", "b", "--chat-template", "--temperature", "0.9",
                    "--seed", "3").exit_code == 0
-    assert {r["answer"] for r in read_answers(other)} == {r["answer"] for r in chat}, "a seed reproduces samples"
+    assert {r["answer"] for r in read_answer_file(other)} == {r["answer"] for r in chat}, "a seed reproduces samples"
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
@@ -175,7 +176,7 @@ def test_openai_backend_alpaca_and_chat(server, tmp_path):
     result = run_cli("served-model", "--backend", "openai", "--base-url", server, "-t", "vicuna,sinstruct",
                      "--limit", "3", "--max-new-tokens", "64", "--concurrency", "2", "-o", str(out))
     assert result.exit_code == 0, result.output
-    rows = read_answers(out)
+    rows = read_answer_file(out)
     assert len(rows) == 6 and all(r["answer"] == "Paris is the capital of France." for r in rows)
     assert all(r["model"] == "served-model" and r["settings"]["backend"] == "openai" for r in rows)
     paths = {p for p, _ in FakeOpenAI.requests}
@@ -191,7 +192,7 @@ def test_openai_backend_alpaca_and_chat(server, tmp_path):
     result = run_cli("served-model", "--backend", "openai", "--base-url", server, "-t", "koala", "--limit", "2",
                      "--chat-template", "-o", str(chat_out))
     assert result.exit_code == 0, result.output
-    assert [r["answer"] for r in read_answers(chat_out)] == ["Chat says hi.", "Chat says hi."]
+    assert [r["answer"] for r in read_answer_file(chat_out)] == ["Chat says hi.", "Chat says hi."]
     assert {p for p, _ in FakeOpenAI.requests} == {"/v1/chat/completions"}
     question = testsets.load("koala", limit=1)[0].question
     assert any(b["messages"] == [{"role": "user", "content": question}] for _, b in FakeOpenAI.requests)
@@ -206,11 +207,11 @@ def test_openai_failures_are_reported_and_retried_on_the_next_run(server, tmp_pa
     result = run_cli(*args)
     assert result.exit_code == 1 and "1 questions have no answer" in result.output
     assert "qs/1" in result.output and "bad prompt" in result.output
-    assert sorted(r["question_id"] for r in read_answers(out)) == ["0", "2"]
+    assert sorted(r["question_id"] for r in read_answer_file(out)) == ["0", "2"]
     questions.write_text(questions.read_text().replace("Please FAIL here.", "Now fine."))
     FakeOpenAI.requests = []
     assert run_cli(*args).exit_code == 0
-    assert len(FakeOpenAI.requests) == 1 and len(read_answers(out)) == 3
+    assert len(FakeOpenAI.requests) == 1 and len(read_answer_file(out)) == 3
 
 
 def test_openai_backend_needs_an_endpoint(tmp_path, monkeypatch):
@@ -236,6 +237,6 @@ def test_openai_backend_against_alpagasus_serve_matches_local(tiny_model, tmp_pa
     finally:
         httpd.shutdown()
         httpd.server_close()
-    answers = {(r["testset"], r["question_id"]): r["answer"] for r in read_answers(local)}
+    answers = {(r["testset"], r["question_id"]): r["answer"] for r in read_answer_file(local)}
     assert len(answers) == 4  # (the random model's greedy chat answers are mostly whitespace, stripped)
-    assert {(r["testset"], r["question_id"]): r["answer"] for r in read_answers(served)} == answers
+    assert {(r["testset"], r["question_id"]): r["answer"] for r in read_answer_file(served)} == answers

@@ -56,13 +56,13 @@ def test_generate_mode_through_http(server, examples, tmp_path):
     with Store(tmp_path / "s.sqlite") as st:
         s = rate(examples, j, t, st)
         got = st.get_many([e.id for e in examples], j.id, t.version)
-        assert s.ok + s.unparsed == len(examples) and s.error == 0
-        assert s.tokens_in > 0 and s.tokens_out > 0
+        assert s.run.ok + s.run.unparsed == len(examples) and s.run.error == 0
+        assert s.run.tokens_in > 0 and s.run.tokens_out > 0
         for r in got.values():
             assert r.model == "tiny-served"  # the name the server reports is recorded
             assert r.raw is not None and (r.score is None) == (r.status == "unparsed")
         again = rate(examples, judges.get("openai:tiny-served", base_url=server), t, st)
-        assert again.requests_sent == 0 and again.already_rated == len(examples)
+        assert again.run.requests_sent == 0 and again.already_rated == len(examples)
 
 
 def test_logprob_mode_reads_top_logprobs(server, examples, tmp_path):
@@ -72,7 +72,7 @@ def test_logprob_mode_reads_top_logprobs(server, examples, tmp_path):
         s = rate(examples, j, t, st)
         got = st.get_many([e.id for e in examples], j.id, t.version)
     # with the whole vocabulary in top_logprobs, every label has a probability
-    assert s.ok == len(examples)
+    assert s.run.ok == len(examples)
     for r in got.values():
         assert abs(sum(r.probs.values()) - 1) < 1e-6 and 0 <= r.score <= 5 and r.tokens_out == 1
 
@@ -91,13 +91,13 @@ def test_server_speaks_the_openai_protocol(server):
 
 def test_unreachable_server_pauses_then_stops_resumably(examples, tmp_path):
     from alpagasus.judges.base import OutageError
-    from alpagasus.rate.loop import RateOptions
+    from alpagasus.engine import RunOptions
 
     j = judges.get("openai:x", base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=2)
     t = load_template("accuracy")
     with Store(tmp_path / "s.sqlite") as st:
         t0 = time.time()
         with pytest.raises(OutageError, match="unreachable.*run the same command again"):
-            rate(examples[:2], j, t, st, RateOptions(max_outage_s=3, backoff_s=0.01))
+            rate(examples[:2], j, t, st, RunOptions(max_outage_s=3, backoff_s=0.01))
         assert 3 <= time.time() - t0 < 30
         assert st.count() == 0  # connection refused is an outage, not a failed item

@@ -146,9 +146,9 @@ def test_rate_with_the_prefix_layout_end_to_end(tiny_model, examples, tmp_path):
     src = tmp_path / "in.jsonl"
     write_jsonl(src, [e.fields() for e in examples[:10]])
     s = rate_file(src, tmp_path / "out.jsonl", judge=f"hf:{tiny_model}", dimension="accuracy-prefix",
-                  store_path=tmp_path / "s.sqlite", batch_size=4)
+                  store_path=tmp_path / "s.sqlite", judge_options={"batch_size": 4})
     rows = list(read_jsonl(tmp_path / "out.jsonl"))
-    assert s.ok == 10 and len(rows) == 10 and all(r["status"] == "ok" for r in rows)
+    assert s.run.ok == 10 and len(rows) == 10 and all(r["status"] == "ok" for r in rows)
     assert {r["prompt_version"] for r in rows} == {load_template("accuracy-prefix").version}
 
 

@@ -4,12 +4,14 @@ import asyncio
 import pytest
 
 from alpagasus import judges
-from alpagasus.judges.base import LocalJudge
 from alpagasus.judges.hf_local import HFJudge
 from alpagasus.prompts import load_template
-from alpagasus.rate.loop import RateOptions, rate
-from alpagasus.records import Example, Reply
+from alpagasus.engine import RunOptions
+from alpagasus.rate import rate
+from alpagasus.records import Example
 from alpagasus.store import Store, StoreBusy
+
+from fakes import FakeJudge
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def test_logprob_scores_are_expectations_and_batch_invariant(tiny_model, example
         j = HFJudge(str(tiny_model), batch_size=bs)
         with Store(tmp_path / f"s{bs}.sqlite") as st:
             s = rate(examples[:10], j, t, st)
-            assert (s.ok, s.requests_sent) == (10, 10)
+            assert (s.run.ok, s.run.requests_sent) == (10, 10)
             got = st.get_many([e.id for e in examples[:10]], j.id, t.version)
         for e in examples[:10]:
             r = got[e.id]
@@ -56,10 +58,10 @@ def test_generate_mode_unparsable_replies_asked_again_then_stored_raw(tiny_model
     j = HFJudge(str(tiny_model), mode="generate", batch_size=4)
     t = load_template("accuracy")
     with Store(tmp_path / "g.sqlite") as st:
-        s = rate(examples[:4], j, t, st, RateOptions(max_reasks=1, max_tokens=12))
+        s = rate(examples[:4], j, t, st, RunOptions(max_reasks=1, max_tokens=12))
         got = st.get_many([e.id for e in examples[:4]], j.id, t.version)
     # a random model writes no score: each example asked twice, then stored unparsed with its raw text
-    assert s.unparsed + s.ok == 4 and s.requests_sent == 4 + s.unparsed
+    assert s.run.unparsed + s.run.ok == 4 and s.run.requests_sent == 4 + s.run.unparsed
     for r in got.values():
         if r.status == "unparsed":
             assert r.score is None and r.raw and r.explanation and r.extra["asks"] == 2
@@ -75,14 +77,14 @@ def test_resume_after_interrupt_rates_each_example_once(tiny_model, examples, tm
     second = CountingHF(str(tiny_model), batch_size=4)
     with Store(path) as st:
         s = rate(examples, second, t, st)
-        assert s.already_rated == 8 and s.ok == len(examples) - 8
+        assert s.already_rated == 8 and s.run.ok == len(examples) - 8
         assert st.count(judge=second.id) == len(examples)
     assert not set(first.asked) & set(second.asked)  # no request sent twice
     assert sorted(first.asked + second.asked) == sorted(e.id for e in examples)
     third = CountingHF(str(tiny_model))
     with Store(path) as st:
         s = rate(examples, third, t, st)
-    assert s.to_rate == 0 and third.asked == [] and third.model is None  # nothing left: no model loaded
+    assert s.run.to_judge == 0 and third.asked == [] and third.model is None  # nothing left: no model loaded
 
 
 def test_changed_prompt_or_mode_is_rated_again(tiny_model, examples, tmp_path):
@@ -90,49 +92,25 @@ def test_changed_prompt_or_mode_is_rated_again(tiny_model, examples, tmp_path):
     with Store(path) as st:
         rate(examples[:3], HFJudge(str(tiny_model)), load_template("accuracy"), st)
         s = rate(examples[:3], HFJudge(str(tiny_model)), load_template("helpfulness"), st)
-        assert s.to_rate == 3
+        assert s.run.to_judge == 3
         s = rate(examples[:3], HFJudge(str(tiny_model), mode="generate"), load_template("accuracy"), st,
-                 RateOptions(max_reasks=0, max_tokens=4))
-        assert s.to_rate == 3 and st.count() == 9
-
-
-class ScriptedJudge(LocalJudge):
-    """A judge whose replies per example are given by the test: exercises parsing and retries through the
-    real loop. A reply starting with "!" is a transport error."""
-    mode = "generate"
-
-    def __init__(self, replies: dict):
-        self.replies = {k: list(v) for k, v in replies.items()}
-        self.calls = 0
-
-    @property
-    def id(self):
-        return "scripted#generate"
-
-    def load(self):
-        pass
-
-    def score_sync(self, requests):
-        out = []
-        for r in requests:
-            self.calls += 1
-            nxt = self.replies[r.example.output].pop(0)
-            out.append(Reply(error=nxt[1:]) if nxt.startswith("!") else Reply(text=nxt, model="scripted-v1"))
-        return out
+                 RunOptions(max_reasks=0, max_tokens=4))
+        assert s.run.to_judge == 3 and st.count() == 9
 
 
 def test_unparsed_never_zero_and_errors_retried(tmp_path):
     exs = [Example(f"q{i}", "", f"a{i}") for i in range(4)]
-    judge = ScriptedJudge({
-        "a0": ["nonsense", "more nonsense", "4\nfine"],        # asked again twice, then parsed
-        "a1": ["6", "6", "6"],                                # out of scale three times: unparsed
-        "a2": ["!boom", "Score: 5"],                          # a transport error, retried
-        "a3": ["!down", "!down", "!down"],                    # attempts capped: stored as error
-    })
-    judge.batch_size = 4
+    # replies per example output, in the order asked; a reply starting with "!" is a transport error
+    judge = FakeJudge(id="scripted#generate", mode="generate", model="scripted-v1", batch_size=4,
+                      key=lambda r: r.example.output, reply={
+                          "a0": ["nonsense", "more nonsense", "4\nfine"],  # asked again twice, then parsed
+                          "a1": ["6", "6", "6"],                          # out of scale three times: unparsed
+                          "a2": ["!boom", "Score: 5"],                    # a transport error, retried
+                          "a3": ["!down", "!down", "!down"],              # attempts capped: stored as error
+                      })
     t = load_template("accuracy")
     with Store(tmp_path / "u.sqlite") as st:
-        s = rate(exs, judge, t, st, RateOptions(max_reasks=2, max_attempts=3, backoff_s=0.01))
+        s = rate(exs, judge, t, st, RunOptions(max_reasks=2, max_attempts=3, backoff_s=0.01))
         got = st.get_many([e.id for e in exs], judge.id, t.version)
         assert st.done_ids(judge.id, t.version) == {exs[0].id, exs[1].id, exs[2].id}  # errors are retried later
     assert got[exs[0].id].score == 4 and got[exs[0].id].attempts == 3 and got[exs[0].id].explanation == "fine"
@@ -140,7 +118,7 @@ def test_unparsed_never_zero_and_errors_retried(tmp_path):
     assert "outside the scale" in got[exs[1].id].explanation
     assert got[exs[2].id].score == 5 and got[exs[2].id].model == "scripted-v1"
     assert got[exs[3].id].status == "error" and got[exs[3].id].attempts == 3 and got[exs[3].id].raw == "down"
-    assert (s.ok, s.unparsed, s.error) == (2, 1, 1) and judge.calls == 11
+    assert (s.run.ok, s.run.unparsed, s.run.error) == (2, 1, 1) and len(judge.asked) == 11
 
 
 def test_second_run_on_same_store_refuses(tmp_path):

@@ -24,7 +24,8 @@ import ray
 from alpagasus import judges
 from alpagasus.data import read_examples
 from alpagasus.devtools.faultproxy import FaultProxy, Lognormal
-from alpagasus.engine import RateOptions, RateSummary
+from alpagasus.engine import RunOptions
+from alpagasus.rate import RateSummary
 from alpagasus.prompts import load_template
 from alpagasus.rate.loop import rate
 from alpagasus.rate.ray import RayRateError, rate_on_ray
@@ -60,8 +61,7 @@ def on_ray(examples, spec: str, store: Store, *, options: dict | None = None, ju
     options = options or {}
     judge = judge or judges.get(spec, **options)
     return rate_on_ray((e for e in examples), judge=judge, judge_spec=spec, judge_options=options,
-                       template=load_template("accuracy"), store=store, options=RateOptions(),
-                       summary=RateSummary(), **kw)
+                       template=load_template("accuracy"), store=store, options=RunOptions(), **kw)
 
 
 def stored(path: Path) -> list[tuple]:
@@ -111,7 +111,7 @@ def test_every_row_rated_once_like_one_machine_and_resume_starts_nothing(cluster
         t = time.perf_counter()
         s = on_ray(examples, spec, st, block_rows=64)
         took = time.perf_counter() - t
-        assert (s.to_rate, s.ok, s.requests_sent, s.already_rated) == (ROWS, ROWS, ROWS, 0)
+        assert (s.run.to_judge, s.run.ok, s.run.requests_sent, s.already_rated) == (ROWS, ROWS, ROWS, 0)
         rows = stored(path)
         assert len(rows) == ROWS and {i for i, _ in rows} == {e.id for e in examples}
         assert {st for _, st in rows} == {"ok"}
@@ -131,7 +131,7 @@ def test_every_row_rated_once_like_one_machine_and_resume_starts_nothing(cluster
         # resume: nothing pending, so no worker may start: a spec no worker could load proves none did
         t = time.perf_counter()
         s2 = on_ray(examples, "hf:/no/such/model", st, judge=judges.get(spec))
-        assert (s2.to_rate, s2.already_rated, s2.requests_sent, s2.ok) == (0, ROWS, 0, 0)
+        assert (s2.run.to_judge, s2.already_rated, s2.run.requests_sent, s2.run.ok) == (0, ROWS, 0, 0)
         assert time.perf_counter() - t < 5
         assert len(stored(path)) == ROWS
 
@@ -161,7 +161,7 @@ def test_killed_worker_loses_only_its_block_and_every_row_is_rated_once(cluster,
     assert at < ROWS - 2 * block, "killed too late to prove anything"
     rows = stored(path)
     assert len(rows) == ROWS and len({i for i, _ in rows}) == ROWS
-    assert {st for _, st in rows} == {"ok"} and s.ok == ROWS
+    assert {st for _, st in rows} == {"ok"} and s.run.ok == ROWS
     # requests beyond one per row: only the killed actor's block in flight was sent again
     extra = proxy.received - ROWS
     again = sum(len(v) - 1 for v in proxy.by_key().values())
@@ -173,20 +173,20 @@ DRIVER = """
 import json, sys
 from alpagasus import judges
 from alpagasus.data import read_examples
-from alpagasus.engine import Interrupted, RateOptions, RateSummary
+from alpagasus.engine import Interrupted, RunOptions
 from alpagasus.prompts import load_template
 from alpagasus.rate.ray import rate_on_ray
 from alpagasus.store import Store
 address, url, path = sys.argv[1:4]
 opts = {"base_url": url, "concurrency": 4}
-s, code = RateSummary(), 0
+code = 0
 try:
-    rate_on_ray((e for e in read_examples("sample:alpaca").examples), judge=judges.get("openai:canned", **opts),
-                judge_spec="openai:canned", judge_options=opts, template=load_template("accuracy"),
-                store=Store(path), options=RateOptions(), summary=s, address=address, block_rows=16)
-except Interrupted:
-    code = 130
-print(json.dumps({"ok": s.ok, "requests_sent": s.requests_sent}))
+    counts = rate_on_ray((e for e in read_examples("sample:alpaca").examples), judge=judges.get("openai:canned", **opts),
+                         judge_spec="openai:canned", judge_options=opts, template=load_template("accuracy"),
+                         store=Store(path), options=RunOptions(), address=address, block_rows=16).run
+except Interrupted as e:
+    counts, code = e.counts, 130
+print(json.dumps({"ok": counts.ok, "requests_sent": counts.requests_sent}))
 sys.exit(code)
 """
 
@@ -219,7 +219,7 @@ def test_ctrl_c_keeps_what_was_stored_and_a_rerun_completes(cluster, examples, p
     with Store(path) as st:
         s = on_ray(examples, "openai:canned", st, options={"base_url": proxy.url, "concurrency": 4},
                    block_rows=block)
-    assert (s.already_rated, s.to_rate) == (n, ROWS - n)
+    assert (s.already_rated, s.run.to_judge) == (n, ROWS - n)
     assert len(stored(path)) == ROWS and proxy.received == ROWS  # nothing requested twice across the two runs
     print(f"\nFIGURES ray_ctrl_c: {json.dumps({'stored_at_signal': at, 'stored_after': n, 'stop_s': round(stopped_in, 1)})}")
 

@@ -4,7 +4,7 @@ A real OpenAI-compatible server (`alpagasus serve` over the tiny model) sits beh
 (alpagasus.devtools.faultproxy), which injects the failures and counts every request it receives and every
 response it completes, with timestamps. The judge is `openai:` in logprob mode (one token per request); the
 proxy replaces the reply with a score derived from a hash of the request, so statuses and scores mean something.
-Time is compressed where noted (RateOptions backoff settings), never the logic.
+Time is compressed where noted (RunOptions backoff settings), never the logic.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from alpagasus.devtools.faultproxy import FaultProxy, Lognormal, Rule, request_k
 from alpagasus.engine import StoreWriteError
 from alpagasus.rate.injection import flags
 from alpagasus.prompts import builtin_text, load_template
-from alpagasus.rate.loop import RateOptions, build_request, output_rows, rate
+from alpagasus.engine import RunOptions
+from alpagasus.rate import build_request, output_rows, rate
 from alpagasus.records import Example
 from alpagasus.store import Store
 
@@ -229,8 +230,8 @@ def test_rate_limited_requests_wait_for_retry_after(proxy, rows, tmp_path):
         got = st.get_many([e.id for e in exs], judge(proxy).id, t.version)
         log = st.attempts()
     n429 = sum(e.status == 429 for e in proxy.events)
-    assert s.ok == len(exs) and s.error == 0 and 0.2 < n429 / proxy.received < 0.4
-    assert s.throttled == n429 == sum(a[4] == "throttled" for a in log)
+    assert s.run.ok == len(exs) and s.run.error == 0 and 0.2 < n429 / proxy.received < 0.4
+    assert s.run.throttled == n429 == sum(a[4] == "throttled" for a in log)
     assert all(r.attempts == 1 for r in got.values())  # a 429 is not charged to the item
     waits = []
     for key, evs in proxy.by_key().items():
@@ -260,22 +261,22 @@ def test_minutes_of_5xx_fail_no_example(proxy, rows, tmp_path):
     proxy.latency = Lognormal(0.05, 0.5)
     proxy.reset([Rule("500", window=w, rate=1 / 3), Rule("502", window=w, rate=0.5), Rule("503", window=w),
                  score_rule()])
-    opts = RateOptions(backoff_s=0.1, max_backoff_s=1.0, max_attempts=4, outage_after=5, probe_every_s=1.0)
+    opts = RunOptions(backoff_s=0.1, max_backoff_s=1.0, max_attempts=4, outage_after=5, probe_every_s=1.0)
     with Store(tmp_path / "s.sqlite") as st:
         s = rate(exs, judge(proxy), t, st, opts)
         got = st.get_many([e.id for e in exs], judge(proxy).id, t.version)
         log = st.attempts()
     n5xx = sum((e.status or 0) >= 500 for e in proxy.events)
-    assert s.ok == len(exs) and s.error == 0 and all(r.status == "ok" for r in got.values())
+    assert s.run.ok == len(exs) and s.run.error == 0 and all(r.status == "ok" for r in got.values())
     assert max(r.attempts for r in got.values()) <= opts.max_attempts
-    assert s.elapsed_s >= 12 and s.outage_s >= 8
+    assert s.run.elapsed_s >= 12 and s.run.outage_s >= 8
     # while it fails, one probe at a time (no two requests overlap once the window is 2 s old), not a flood
     body = [e for e in proxy.events if proxy.t0 + w[0] + 2 <= e.received <= proxy.t0 + w[1] - 0.5]
     assert len(body) >= 5 and all(b.received >= a.sent for a, b in zip(body, body[1:]))
     assert 10 <= n5xx <= 80
     _requests_are_counted(proxy, exs, t, log)
     figures("5xx", items=len(exs), window_s=12, answered_5xx=n5xx, requests=proxy.received,
-            max_attempts_charged=max(r.attempts for r in got.values()), outage_s=round(s.outage_s, 1))
+            max_attempts_charged=max(r.attempts for r in got.values()), outage_s=round(s.run.outage_s, 1))
 
 
 # ---- 5. server down, then up ----------------------------------------------------------------------------------
@@ -322,7 +323,7 @@ def test_fuzzed_replies_get_the_right_status_and_keep_the_raw_reply(proxy, rows,
     proxy.reset([Rule(fault, match=f"FUZZ{i:02d}", content=text) for i, (fault, text, *_) in enumerate(FUZZ)])
     j = judge(proxy, mode="generate")
     with Store(tmp_path / "s.sqlite") as st:
-        s = rate(exs, j, t, st, RateOptions(max_reasks=1, max_tokens=4))
+        s = rate(exs, j, t, st, RunOptions(max_reasks=1, max_tokens=4))
         got = st.get_many([e.id for e in exs], j.id, t.version)
     for e, (fault, text, status, score, why) in zip(exs, FUZZ):
         r = got[e.id]
@@ -333,7 +334,7 @@ def test_fuzzed_replies_get_the_right_status_and_keep_the_raw_reply(proxy, rows,
         if status == "unparsed":
             assert r.attempts == 2  # asked once more, then stored with the reason
     assert got[exs[-1].id].extra["finish_reason"] == "length"
-    assert s.ok + s.unparsed == len(exs) and s.error == 0
+    assert s.run.ok + s.run.unparsed == len(exs) and s.run.error == 0
 
 
 def test_transport_faults_are_retried_logged_and_capped(proxy, rows, tmp_path):
@@ -343,7 +344,7 @@ def test_transport_faults_are_retried_logged_and_capped(proxy, rows, tmp_path):
                  Rule("garbage", match="ZOO2"), Rule("500", match="ZOO3", times=2), Rule("502", match="ZOO4"),
                  score_rule()])
     j = judge(proxy, timeout=1.5)
-    opts = RateOptions(max_attempts=3, backoff_s=0.05, max_backoff_s=0.5)
+    opts = RunOptions(max_attempts=3, backoff_s=0.05, max_backoff_s=0.5)
     with Store(tmp_path / "s.sqlite") as st:
         s = rate(exs, j, t, st, opts)
         got = [st.get(e.id, j.id, t.version) for e in exs]
@@ -351,14 +352,14 @@ def test_transport_faults_are_retried_logged_and_capped(proxy, rows, tmp_path):
     assert [r.status for r in got] == ["ok", "ok", "error", "ok", "error", "ok"]
     assert [r.attempts for r in got] == [2, 2, 3, 3, 3, 1]
     assert (exs[0].id, "ambiguous") in log and (exs[1].id, "ambiguous") in log  # may have reached the server
-    assert s.ambiguous == 2 and "malformed response" in got[2].raw and "HTTP 502" in got[4].raw
+    assert s.run.ambiguous == 2 and "malformed response" in got[2].raw and "HTTP 502" in got[4].raw
     # a Retry-After beyond our own backoff cap pauses the whole run instead of failing the item
     proxy.reset([Rule("429", times=1, retry_after=3), score_rule()])
     more = examples(rows[6:10])
     with Store(tmp_path / "s.sqlite") as st:
         s = rate(more, judges.get(f"openai:{MODEL}", base_url=proxy.url, mode="logprob", concurrency=1), t, st, opts)
     ev = proxy.events
-    assert s.ok == 4 and s.throttled == 0 and s.outage_s >= 2.9 and ev[0].status == 429
+    assert s.run.ok == 4 and s.run.throttled == 0 and s.run.outage_s >= 2.9 and ev[0].status == 429
     assert ev[1].received - ev[0].done >= 3.0
 
 
@@ -407,7 +408,7 @@ def test_only_ratings_affected_by_a_change_are_requested_again(proxy, rows, tmp_
         def sent(examples_, template, **kw) -> int:
             before = proxy.received
             j = judge(proxy, **kw)
-            rate(examples_, j, template, st, RateOptions(max_reasks=0, max_tokens=2))
+            rate(examples_, j, template, st, RunOptions(max_reasks=0, max_tokens=2))
             for e in examples_:  # the stored rating is the reply to this very prompt, not an older one
                 r = st.get(e.id, j.id, template.version)
                 if j.mode == "logprob":
@@ -511,7 +512,7 @@ def test_disk_full_at_the_storage_layer(proxy, rows, tmp_path):
     with Store(path) as st:
         assert st.count() == 25 and st.integrity_ok()
         s = rate(exs, judge(proxy), t, st)
-        assert s.already_rated == 25 and s.ok == 55 and st.count() == 80
+        assert s.already_rated == 25 and s.run.ok == 55 and st.count() == 80
 
 
 # ---- 11. two runs on one store ----------------------------------------------------------------------------------

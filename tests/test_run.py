@@ -29,6 +29,50 @@ def test_recipe_validation(tmp_path):
     assert r["select"]["threshold"] == 4.5 and r["train"]["learning_rate"] == 2e-5
 
 
+def _ratings(run_dir: Path) -> list[dict]:
+    rows = [{"instruction": f"i{i}", "input": "", "output": "x" * (i + 1), "id": f"id{i}", "score": s,
+             "status": "ok", "judge": "j", "flags": ["injection"] if i in (0, 5) else []}
+            for i, s in enumerate([5, 4.5, 2.0, 4.8, 3.0, 1.0, 4.6, 3.5])]
+    run_dir.mkdir(parents=True)
+    (run_dir / "ratings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_select_stage_is_the_cli_selection(tmp_path, exclude):
+    """The recipe selects through `select_file`, with its options: the sets are what `alpagasus select` writes."""
+    from alpagasus.run.recipe import run_recipe
+    from alpagasus.select.files import select_file
+
+    run_dir = tmp_path / "run"
+    _ratings(run_dir)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ndata: {path: sample:alpaca}\n"
+                      f"select: {{threshold: 4.5, seed: 3, exclude_flagged: {str(exclude).lower()}}}\n")
+    res = run_recipe(recipe, run_dir, only="select", log=lambda m: None)
+    n = 3 if exclude else 4
+    assert res["select"]["sizes"] == {"filtered": n, "random": n, "longest": n, "all": 6 if exclude else 8}
+    for name, rule, value in (("filtered", "threshold", 4.5), ("random", "random", n), ("longest", "longest", n),
+                              ("all", "all", None)):
+        got = json.loads((run_dir / "sets" / f"{name}.json").read_text())
+        select_file(run_dir / "ratings.jsonl", tmp_path / "want.json", rule, value, seed=3, exclude_flagged=exclude)
+        assert got == json.loads((tmp_path / "want.json").read_text())
+        assert all("score" not in r for r in got)
+        assert exclude is False or not {"i0", "i5"} & {r["instruction"] for r in got}
+
+
+def test_select_stage_keeping_nothing_fails_and_writes_nothing(tmp_path):
+    from alpagasus.run.recipe import run_recipe
+
+    run_dir = tmp_path / "run"
+    _ratings(run_dir)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ndata: {path: sample:alpaca}\nselect: {threshold: 5.5}\n")
+    with pytest.raises(RecipeError, match="kept no example"):
+        run_recipe(recipe, run_dir, only="select", log=lambda m: None)
+    assert not (run_dir / "sets" / "filtered.json").exists() and not (run_dir / ".done" / "select.json").exists()
+
+
 def test_tiny_recipe_interrupted_and_resumed(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "alpagasus.cli", "run", str(REPO / "recipes" / "tiny_offline.yaml"),

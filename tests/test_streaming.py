@@ -7,28 +7,13 @@ import pytest
 
 from alpagasus.select import select_file
 from alpagasus.data import ReadResult, read_table, stream_examples, write_rows
-from alpagasus.engine import Item, RateOptions, RateSummary, run_requests
+from alpagasus.engine import Item, Rubric, run_items
 from alpagasus.prompts.parse import parse_score
 from alpagasus.records import Reply, Request
 from alpagasus.select.rules import select, training_rows
 from alpagasus.store import Store
 
-
-class CountingJudge:
-    """A judge that answers at once and records how far the engine had read its input at each call."""
-
-    id, mode, batch_size, concurrency, max_context = "count#logprob", "logprob", 4, 8, None
-
-    def __init__(self, pulled):
-        self.pulled, self.seen_at_call = pulled, []
-
-    def load(self):
-        pass
-
-    async def score(self, requests):
-        self.seen_at_call.append(self.pulled[0])
-        await asyncio.sleep(0)
-        return [Reply(score=4.0, probs={"4": 1.0}) for _ in requests]
+from fakes import FakeJudge
 
 
 def test_engine_reads_its_items_lazily(tmp_path):
@@ -39,16 +24,18 @@ def test_engine_reads_its_items_lazily(tmp_path):
             pulled[0] += 1
             yield Item(f"k{i}", Request(key=f"k{i}", system="", user=f"u{i}"))
 
-    judge = CountingJudge(pulled)
+    # answers at once, noting how far the engine had read its input at each call
+    seen_at_call = []
+    judge = FakeJudge(id="count#logprob", mode="logprob", batch_size=4, concurrency=8, threaded=False,
+                      reply=Reply(score=4.0, probs={"4": 1.0}), on_call=lambda _: seen_at_call.append(pulled[0]))
     with Store(tmp_path / "s.sqlite") as st:
-        s = asyncio.run(run_requests(items(), judge, st, "v1", lambda t: parse_score(t, 0, 5), (0, 5),
-                                     RateOptions(), RateSummary()))
+        s = asyncio.run(run_items(items(), judge, st, Rubric("v1", (0, 5), parse_score)))
         assert s.ok == 2000 and st.count(status="ok") == 2000
     # the first call went out after reading at most one window of batches, not the whole input
-    assert judge.seen_at_call[0] <= judge.batch_size * judge.concurrency
+    assert seen_at_call[0] <= judge.batch_size * judge.concurrency
     # and never ran more than one window ahead of the calls made
     window = judge.batch_size * judge.concurrency
-    assert all(seen <= k * judge.batch_size + window for k, seen in enumerate(judge.seen_at_call))
+    assert all(seen <= k * judge.batch_size + window for k, seen in enumerate(seen_at_call))
 
 
 def test_stream_examples_dedups_and_counts(tmp_path):
@@ -111,18 +98,18 @@ def test_rerun_of_a_finished_command_reads_nothing_until_something_changes(tiny_
     data.write_text("".join(json.dumps(r) + "\n" for r in rows[:30]))
     run = lambda: rate_file(data, out, judge=f"hf:{tiny_model}", store_path=store)  # noqa: E731
     first = run()
-    assert first.ok == 30 and first.note == ""
+    assert first.run.ok == 30 and first.note == ""
     written = out.stat().st_mtime_ns
     again = run()
-    assert "up to date" in again.note and again.requests_sent == 0 and again.unique == 30
+    assert "up to date" in again.note and again.run.requests_sent == 0 and again.unique == 30
     assert out.stat().st_mtime_ns == written  # not even rewritten
     with data.open("a") as f:  # the input changed: read again, only the new row is asked
         f.write(json.dumps(rows[30]) + "\n")
     grown = run()
-    assert grown.note == "" and grown.already_rated == 30 and grown.requests_sent == 1
+    assert grown.note == "" and grown.already_rated == 30 and grown.run.requests_sent == 1
     out.write_text("")  # the output was edited: rewritten from the store, nothing asked
     rewritten = run()
-    assert rewritten.requests_sent == 0 and len(out.read_text().splitlines()) == 31
+    assert rewritten.run.requests_sent == 0 and len(out.read_text().splitlines()) == 31
     with sqlite3.connect(store) as db:  # a reply went missing from the store: asked again
         db.execute("DELETE FROM replies WHERE item_id = (SELECT item_id FROM replies LIMIT 1)")
-    assert run().requests_sent == 1
+    assert run().run.requests_sent == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from alpagasus.prompts import builtin_text
 
-PLACEHOLDER = re.compile(r"\{(instruction|input)\}")
+_PLACEHOLDER = re.compile(r"\{(instruction|input)\}")
 # A base or lightly trained model often goes on to write the next "### Instruction:" block; answers end there.
 STOP_STRINGS = ("### Instruction:", "### Input:", "### Response:")
 IGNORE_INDEX = -100
@@ -36,7 +36,7 @@ def alpaca_prompt(instruction: str, input: str = "") -> str:
     template = with_input if input.strip() else no_input
     values = {"instruction": instruction, "input": input}
     # one pass, so braces or placeholders inside the data are never substituted again
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...] | list[str] = STOP_STRINGS) -> str:

@@ -1,5 +1,7 @@
 """Datasets in and out: JSON, JSONL, CSV/TSV, Parquet, Hugging Face datasets; validation; atomic writes.
 
+The one home for reading records: `iter_records` (any format, examples), `iter_jsonl` (JSONL whatever the
+suffix), `iter_objects` (plain objects: ratings, answers, questions), `read_jsonl` (our own outputs).
 Readers stream rows so memory does not grow with the file; every bad row becomes an InvalidRow that names
 the file, the row and the field, so valid rows are never lost because of invalid ones.
 """
@@ -129,7 +131,7 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
     elif suffix in (".csv", ".tsv"):
         yield from _iter_csv(p, delimiter="\t" if suffix == ".tsv" else ",")
     elif suffix in (".jsonl", ".ndjson") or (suffix == ".json" and _first_char(p) not in "["):
-        yield from _iter_jsonl(p)
+        yield from iter_jsonl(p)
     elif suffix == ".json":
         yield from _iter_json_list(p)
     else:
@@ -155,8 +157,10 @@ def _first_char(p: Path) -> str:
     return head[:1].decode("latin-1") or "["
 
 
-def _iter_jsonl(p: Path) -> Iterator[tuple[int, Any]]:
-    with p.open("rb") as f:
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a JSONL file, whatever its suffix; a line that is not
+    JSON comes as an InvalidRow, so the lines after it are still read."""
+    with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
@@ -166,7 +170,7 @@ def _iter_jsonl(p: Path) -> Iterator[tuple[int, Any]]:
             try:
                 yield lineno, json.loads(text)
             except json.JSONDecodeError as e:
-                yield lineno, InvalidRow(str(p), lineno, None, f"malformed JSON line: {e.msg} at column {e.colno}")
+                yield lineno, InvalidRow(str(path), lineno, None, f"malformed JSON line: {e.msg} at column {e.colno}")
 
 
 def _iter_json_list(p: Path) -> Iterator[tuple[int, Any]]:
@@ -370,11 +374,22 @@ def _csv_cell(v: Any) -> Any:
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file we wrote ourselves (outputs of earlier stages)."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+    """Rows of a JSONL file we wrote ourselves (outputs of earlier stages); a malformed line raises DataError."""
+    for _, rec in iter_jsonl(path):
+        if isinstance(rec, InvalidRow):
+            raise DataError(str(rec))
+        yield rec
+
+
+def iter_objects(path: str | Path, jsonl: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row, object) pairs of plain records (ratings, answers, questions); the first malformed row or non-object
+    raises DataError naming the file and the row. `jsonl`: JSONL whatever the suffix (else as `iter_records`)."""
+    for row, rec in iter_jsonl(path) if jsonl else iter_records(path):
+        if isinstance(rec, InvalidRow):
+            raise DataError(str(rec))
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}, row {row}: expected an object, got {type(rec).__name__}")
+        yield row, rec
 
 
 def read_table(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -106,26 +106,10 @@ def load_labels(path: str | Path, label: str | None = None, threshold: float = 4
         if v is None:
             skipped["no label"] = skipped.get("no label", 0) + 1
             continue
-        w = 1.0
-        if weight_column is not None:
-            try:
-                w = float(rec.get(weight_column))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                w = -1.0
-            if not w >= 0 or math.isinf(w):
-                raise DistillError(f"{src}, row {row}, column {weight_column!r}: a weight must be a number >= 0, "
-                                   f"got {rec.get(weight_column)!r}")
-        u = True
-        if uniform_column is not None:
-            try:
-                u = bool(_parse_label(rec.get(uniform_column)))
-            except ValueError:
-                raise DistillError(f"{src}, row {row}, column {uniform_column!r}: expected true/false, "
-                                   f"got {rec.get(uniform_column)!r}") from None
         examples.append(ex)
         values.append(v)
-        weights.append(w)
-        uniform.append(u)
+        weights.append(_row_weight(rec, weight_column, src, row))
+        uniform.append(_row_uniform(rec, uniform_column, src, row))
     if label is None:
         raise DistillError(f"{src}: no rows")
     vals = np.asarray([float(v) for v in values], dtype=np.float64)
@@ -136,6 +120,31 @@ def load_labels(path: str | Path, label: str | None = None, threshold: float = 4
                   invalid[:5], uniform_column, weight_column)
     check_labels(ls)
     return ls
+
+
+def _row_weight(rec: Mapping[str, Any], column: str | None, src: str, row: int) -> float:
+    """The row's sample weight (1 without a weight column); not a number >= 0 is an error naming the cell."""
+    if column is None:
+        return 1.0
+    try:
+        w = float(rec.get(column))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        w = -1.0
+    if not w >= 0 or math.isinf(w):
+        raise DistillError(f"{src}, row {row}, column {column!r}: a weight must be a number >= 0, "
+                           f"got {rec.get(column)!r}")
+    return w
+
+
+def _row_uniform(rec: Mapping[str, Any], column: str | None, src: str, row: int) -> bool:
+    """Whether the row was drawn uniformly (every row, without a uniform column)."""
+    if column is None:
+        return True
+    try:
+        return bool(_parse_label(rec.get(column)))
+    except ValueError:
+        raise DistillError(f"{src}, row {row}, column {column!r}: expected true/false, "
+                           f"got {rec.get(column)!r}") from None
 
 
 def check_labels(ls: LabelSet, min_per_class: int = 10) -> None:
@@ -273,7 +282,7 @@ def split_holdout(ls: LabelSet, holdout: float, seed: int) -> Any:
     return mask
 
 
-def train(ls: LabelSet, holdout: float = 0.2, seed: int = 0, head: str = "auto", folds: int = 5,
+def fit_predictor(ls: LabelSet, holdout: float = 0.2, seed: int = 0, head: str = "auto", folds: int = 5,
           features: Any = None, encoder: Encoder | None = None, name: str | None = None,
           log: Callable[[str], None] = lambda s: None) -> Predictor:
     """Fit, calibrate and measure a predictor; `features` (rows x 774) skips the encoder when given."""
@@ -385,7 +394,7 @@ def distill(labels: str | Path, out: str | Path, label: str | None = None, thres
         log(f"skipped: {why}")
     if features is None:
         features = cached_features(ls.examples, cache, None, log)
-    pred = train(ls, holdout, seed, head, features=features, name=name or Path(out).name, log=log)
+    pred = fit_predictor(ls, holdout, seed, head, features=features, name=name or Path(out).name, log=log)
     pred.save(out)
     write_readme(pred, out, notes)
     return pred

@@ -1,4 +1,8 @@
-"""Locating and loading causal LMs: a directory, a hub id (when online), a .gguf file, or an embedded model.
+"""Local causal LMs: locating and loading them (a directory, a hub id when online, a .gguf file, or an embedded
+model), prompting them (chat template or plain text) and running `generate` on them.
+
+Everything that runs a local model (the hf judge, `generate`'s transformers backend, `alpagasus serve`) builds its
+prompts with `chat_prompt` / `messages_prompt` and decodes with `generate_tokens`, so they agree on both.
 
 GGUF files are dequantized by transformers' GGUF loader (slow: ~35 s for SmolLM2-135M), so the result is
 converted once and cached under the user's cache directory; later loads take a few seconds.
@@ -48,7 +52,7 @@ def embedded_path(name: str) -> Path:
     return path
 
 
-def resolve(model: str) -> str:
+def resolve_model(model: str) -> str:
     """Turn "embedded:NAME" / "NAME" of an embedded model into a file path; anything else unchanged."""
     name = model.removeprefix("embedded:")
     if model.startswith("embedded:") or (name in EMBEDDED and not Path(model).exists()):
@@ -72,7 +76,7 @@ def converted_gguf_dir(gguf: Path) -> Path:
 
 def loadable(model: str) -> str:
     """A directory (or hub id) transformers can load: embedded names and .gguf files are converted once."""
-    src = resolve(model)
+    src = resolve_model(model)
     path = Path(src)
     if path.suffix == ".gguf":
         if not path.exists():
@@ -99,6 +103,65 @@ def load_causal_lm(model: str, dtype: str = "auto", device: str | None = None) -
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return lm, tok
+
+
+# ---- prompting ---------------------------------------------------------------------------------------------
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def needs_special_tokens(tokenizer: Any) -> bool:
+    """Whether a prompt from `chat_prompt`/`messages_prompt` still needs the tokenizer's special tokens (BOS):
+    a chat template writes its own, the plain prompt has none."""
+    return not has_chat_template(tokenizer)
+
+
+def messages_prompt(tokenizer: Any, messages: list[dict[str, Any]], assistant_prefix: str = "",
+                    plain_suffix: str = "") -> str:
+    """The prompt text for `messages`: the tokenizer's chat template (ending with the assistant's turn opened),
+    or for a model without one (base models) the contents joined by blank lines, then `plain_suffix`.
+    `assistant_prefix` is appended either way: the start of the answer the model continues."""
+    if has_chat_template(tokenizer):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\n\n".join(m.get("content") or "" for m in messages) + plain_suffix
+    return text + assistant_prefix
+
+
+def chat_prompt(tokenizer: Any, system: str, user: str, assistant_prefix: str = "") -> str:
+    """A system turn (when not empty) and a user turn as prompt text, then `assistant_prefix`; without a chat
+    template: the system text, a blank line, the user text (the hf judge's prompts, byte for byte)."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return messages_prompt(tokenizer, messages, assistant_prefix)
+
+
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a `chat_prompt`/`messages_prompt` text (special tokens added only where it has none)."""
+    return list(tokenizer(text, add_special_tokens=needs_special_tokens(tokenizer))["input_ids"])
+
+
+# ---- generating ----------------------------------------------------------------------------------------------
+def sampling_args(temperature: float, top_p: float = 1.0) -> dict[str, Any]:
+    """`generate` arguments: sampling at temperature > 0, else greedy (the model's own sampling defaults are
+    cleared: they do not change greedy tokens, but transformers warns about them)."""
+    if temperature > 0:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+def generate_tokens(lm: Any, tokenizer: Any, ids: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
+                    top_p: float = 1.0, stops: list[str] | None = None, **extra: Any) -> tuple[Any, int]:
+    """Run `lm.generate` on a batch of prompt token ids, padded on the tokenizer's padding side (left, for
+    batches: every row's new tokens then start at the same column). Returns (generate's output, that column);
+    `extra` goes to generate (e.g. return_dict_in_generate, output_logits)."""
+    import torch
+
+    batch = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(lm.device)
+    with torch.inference_mode():
+        out = lm.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                          stop_strings=stops or None, tokenizer=tokenizer, **sampling_args(temperature, top_p),
+                          **extra)
+    return out, int(batch["input_ids"].shape[1])
 
 
 def _convert_gguf(gguf: Path) -> Path:

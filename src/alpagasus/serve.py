@@ -15,11 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from alpagasus.models import generate_tokens, load_causal_lm, messages_prompt, prompt_ids
+
 
 class ModelRunner:
-    def __init__(self, model: str, name: str | None = None, device: str | None = None):
-        from alpagasus.models import load_causal_lm
+    """One local model behind the HTTP handler: loaded, prompted and run with alpagasus.models, as the hf judge
+    and `generate --backend transformers` do, so that a served model answers as the local one does."""
 
+    def __init__(self, model: str, name: str | None = None, device: str | None = None):
         self.model, self.tok = load_causal_lm(model, device=device)
         self.name = name or model
         # every model call runs on this one thread: the model is not re-entrant, and torch starts a new OpenMP
@@ -31,35 +34,25 @@ class ModelRunner:
         prefix = ""
         if messages and messages[-1].get("role") == "assistant":  # continue the assistant's answer
             prefix, messages = messages[-1].get("content") or "", messages[:-1]
-        if getattr(self.tok, "chat_template", None):
-            text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            text = "\n\n".join(m.get("content") or "" for m in messages) + "\n\n"
-        return text + prefix
+        # without a chat template the model starts its answer after a blank line
+        return messages_prompt(self.tok, messages, prefix, plain_suffix="\n\n")
 
     def complete(self, body: dict) -> dict:
         return self.worker.submit(self._complete, body).result()
 
     def _complete(self, body: dict) -> dict:
-        import torch
-
-        text = self.prompt(body.get("messages") or [])
+        ids = prompt_ids(self.tok, self.prompt(body.get("messages") or []))
         max_new = int(body.get("max_completion_tokens") or body.get("max_tokens") or 256)
         temperature = float(body.get("temperature") or 0.0)
         top_n = int(body.get("top_logprobs") or 0) if body.get("logprobs") else 0
-        enc = self.tok(text, return_tensors="pt", add_special_tokens=not getattr(self.tok, "chat_template", None))
-        enc = enc.to(self.model.device)
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new, "pad_token_id": self.tok.pad_token_id,
-                                  "return_dict_in_generate": True, "output_logits": bool(top_n)}
-        if temperature > 0:
-            if body.get("seed") is not None:
-                torch.manual_seed(int(body["seed"]))
-            kwargs.update(do_sample=True, temperature=temperature, top_p=float(body.get("top_p") or 1.0))
-        else:
-            kwargs.update(do_sample=False)
-        with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
-        new = out.sequences[0, enc["input_ids"].shape[1]:]
+        if temperature > 0 and body.get("seed") is not None:
+            import torch
+
+            torch.manual_seed(int(body["seed"]))
+        out, n_in = generate_tokens(self.model, self.tok, [ids], max_new, temperature,
+                                    float(body.get("top_p") or 1.0), return_dict_in_generate=True,
+                                    output_logits=bool(top_n))
+        new = out.sequences[0, n_in:]
         eos = self.tok.eos_token_id
         finish = "stop" if eos is not None and len(new) and int(new[-1]) == eos else "length"
         content = self.tok.decode(new, skip_special_tokens=True)
@@ -67,7 +60,6 @@ class ModelRunner:
                                   "finish_reason": finish, "logprobs": None}
         if top_n:
             choice["logprobs"] = {"content": self._logprobs(out.logits, new, top_n)}
-        n_in = int(enc["input_ids"].shape[1])
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
                 "model": self.name, "choices": [choice],
                 "usage": {"prompt_tokens": n_in, "completion_tokens": int(len(new)), "total_tokens": n_in + len(new)}}

@@ -210,5 +210,5 @@ def _rating(row: tuple) -> Rating:
                   status=d["status"], probs=json.loads(d["probs"]) if d["probs"] else None,
                   explanation=d["explanation"], raw=d["raw"], model=d["model"] or "",
                   tokens_in=d["tokens_in"] or 0, tokens_out=d["tokens_out"] or 0, latency_s=d["latency_s"] or 0.0,
-                  attempts=d["attempts"] or 1, created_at=d["created_at"] or 0.0,
+                  attempts=d["attempts"] if d["attempts"] is not None else 1, created_at=d["created_at"] or 0.0,
                   extra=json.loads(d["extra"]) if d["extra"] else None)

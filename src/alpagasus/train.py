@@ -20,7 +20,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from alpagasus.alpaca import prompt_version, tokenize_example
-from alpagasus.data import DataError, read_examples, to_example
+from alpagasus.data import DataError, read_examples, to_example, write_json
+from alpagasus.models import loadable
 from alpagasus.records import Example
 
 CONFIG_FILE = "config.yaml"
@@ -72,7 +73,7 @@ class TrainConfig:
             raise ValueError("epochs must be > 0 (or set max_steps)")
 
 
-def load_recipe(path: str | Path) -> dict[str, Any]:
+def load_train_recipe(path: str | Path) -> dict[str, Any]:
     """A YAML recipe's training settings: the whole file, or its `train:` section."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -90,7 +91,7 @@ def make_config(recipe: str | Path | None = None, **overrides: Any) -> TrainConf
     values: dict[str, Any] = {}
     source = str(recipe) if recipe else "overrides"
     if recipe:
-        values.update(load_recipe(recipe))
+        values.update(load_train_recipe(recipe))
     values.update({k: v for k, v in overrides.items() if v is not None})
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     defaults = TrainConfig()
@@ -135,13 +136,6 @@ def load_examples(data: str | Path | Iterable[Example | Mapping[str, Any]],
             raise DataError(str(ex))
         out.append(ex)
     return out
-
-
-def model_dir(model: str) -> str:
-    """A directory (or hub id) transformers can load: embedded names and .gguf files are converted once."""
-    from alpagasus.models import loadable
-
-    return loadable(model)
 
 
 def _data_digest(examples: list[Example]) -> str:
@@ -234,23 +228,52 @@ def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str
     examples = load_examples(data, config.skip_invalid)
     if not examples:
         raise TrainError(f"{data if isinstance(data, (str, Path)) else 'data'}: no examples to train on")
-
-    import torch
-    from accelerate import PartialState
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_callback import ProgressCallback
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTConfig, SFTTrainer
-
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by `accelerate launch` and torchrun
     resolved = _resolved(config, examples, world)
     precision = _precision(config)
+    args = _sft_args(config, resolved, run_dir, precision)
+    state, done = _claim_run_dir(run_dir, resolved, overwrite)
+    if done is not None:
+        return done
+    trainer, tok, data_stats = _make_trainer(config, examples, args, state, precision, callbacks)
+    if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    checkpoint = _last_checkpoint(run_dir) if config.resume else None
+    loop_started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    train_time = time.perf_counter() - loop_started
+    _save_final(trainer, tok, run_dir, config)
+    progress = trainer.state
+    losses = [{"step": e["step"], "loss": e["loss"]} for e in progress.log_history if "loss" in e]
+    metrics = {
+        "completed": True, "base": config.base, "lora": config.lora, "steps": progress.global_step,
+        "max_steps": progress.max_steps, "epochs": progress.epoch,
+        "start_step": int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "examples": len(examples), **data_stats, "tokens_seen": int(progress.num_input_tokens_seen),
+        "final_loss": losses[-1]["loss"] if losses else None, "train_loss": output.training_loss,
+        "loss_history": losses, "train_time_s": round(train_time, 3),
+        "wall_time_s": round(time.perf_counter() - started, 3), "precision": precision,
+        "world_size": world, "effective_batch_size": resolved["effective_batch_size"],
+    }
+    if trainer.is_world_process_zero():
+        _finish_run_dir(run_dir, metrics, config)
+    return metrics
+
+
+def _sft_args(config: TrainConfig, resolved: dict[str, Any], run_dir: Path, precision: str) -> Any:
+    """TRL's SFTConfig for this run (built before the model so that DeepSpeed ZeRO-3 can partition it while
+    loading); checks that the launcher started the processes WORLD_SIZE says."""
+    import torch
+    from trl import SFTConfig
+
     on_gpu = torch.cuda.is_available()
     checkpointing = on_gpu if config.gradient_checkpointing is None else config.gradient_checkpointing
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)
     ckpt_field = "activation_checkpointing" if "activation_checkpointing" in \
         {f.name for f in dataclasses.fields(SFTConfig)} else "gradient_checkpointing"
-    args = SFTConfig(  # built before the model so that DeepSpeed ZeRO-3 can partition it while loading
+    args = SFTConfig(
         output_dir=str(run_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
         learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
@@ -262,8 +285,17 @@ def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, ddp_find_unused_parameters=False,
         **{ckpt_field: checkpointing},
     )
+    world = resolved["world_size"]
     if args.world_size != world:  # reading world_size also sets up the process group
         raise TrainError(f"WORLD_SIZE is {world} but the launcher started {args.world_size} processes")
+    return args
+
+
+def _claim_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool) -> tuple[Any, dict | None]:
+    """(accelerate's process state, the metrics of an identical finished run or None), every process agreeing;
+    with `overwrite`, the main process deletes the directory first."""
+    from accelerate import PartialState
+
     state = PartialState()
     if overwrite:
         if state.is_main_process and run_dir.exists():
@@ -271,11 +303,19 @@ def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str
         state.wait_for_everyone()
     done = _check_run_dir(run_dir, resolved)
     state.wait_for_everyone()  # nobody writes into run_dir before every process has looked at it
-    if done is not None:
-        return done
+    return state, done
+
+
+def _make_trainer(config: TrainConfig, examples: list[Example], args: Any, state: Any, precision: str,
+                  callbacks: list[Any] | None) -> tuple[Any, Any, dict[str, int]]:
+    """(SFTTrainer, tokenizer, dataset statistics): the base model loaded, the examples tokenized."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import ProgressCallback
+    from trl import SFTTrainer
 
     with state.main_process_first():  # a GGUF base is converted once, by the main process
-        src = model_dir(config.base)
+        src = loadable(config.base)
     tok = AutoTokenizer.from_pretrained(src)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -285,50 +325,37 @@ def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str
         else torch.float32
     model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
     dataset, data_stats = _tokenized(examples, tok, config.max_length)
-
-    peft_config = None
-    if config.lora:
-        from peft import LoraConfig
-
-        targets = config.lora_targets if config.lora_targets == "all-linear" else \
-            [t.strip() for t in config.lora_targets.split(",") if t.strip()]
-        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                 target_modules=targets, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                         peft_config=peft_config, callbacks=callbacks)
+                         peft_config=_lora_config(config), callbacks=callbacks)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_progress_callback())
+    return trainer, tok, data_stats
 
-    if state.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    checkpoint = get_last_checkpoint(str(run_dir)) if config.resume and run_dir.exists() else None
-    start_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
-    loop_started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    train_time = time.perf_counter() - loop_started
 
-    _save_final(trainer, tok, run_dir, config)
-    trainer_state = trainer.state
-    losses = [{"step": e["step"], "loss": e["loss"]} for e in trainer_state.log_history if "loss" in e]
-    metrics = {
-        "completed": True, "base": config.base, "lora": config.lora, "steps": trainer_state.global_step,
-        "max_steps": trainer_state.max_steps, "epochs": trainer_state.epoch, "start_step": start_step,
-        "resumed_from": Path(checkpoint).name if checkpoint else None,
-        "examples": len(examples), **data_stats, "tokens_seen": int(trainer_state.num_input_tokens_seen),
-        "final_loss": losses[-1]["loss"] if losses else None, "train_loss": output.training_loss,
-        "loss_history": losses, "train_time_s": round(train_time, 3),
-        "wall_time_s": round(time.perf_counter() - started, 3), "precision": precision,
-        "world_size": world, "effective_batch_size": resolved["effective_batch_size"],
-    }
-    if trainer.is_world_process_zero():
-        from alpagasus.data import write_json
+def _lora_config(config: TrainConfig) -> Any:
+    """PEFT's LoraConfig for a LoRA run, None for full fine-tuning."""
+    if not config.lora:
+        return None
+    from peft import LoraConfig
 
-        write_json(run_dir / METRICS_FILE, metrics)
-        if not config.keep_checkpoints:
-            for ckpt in run_dir.glob("checkpoint-*"):
-                shutil.rmtree(ckpt, ignore_errors=True)
-    return metrics
+    targets = config.lora_targets if config.lora_targets == "all-linear" else \
+        [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def _last_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(run_dir)) if run_dir.exists() else None
+
+
+def _finish_run_dir(run_dir: Path, metrics: dict[str, Any], config: TrainConfig) -> None:
+    """metrics.json (its `completed` marks the run finished), then the checkpoints go unless kept."""
+    write_json(run_dir / METRICS_FILE, metrics)
+    if not config.keep_checkpoints:
+        for ckpt in run_dir.glob("checkpoint-*"):
+            shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def _save_final(trainer: Any, tok: Any, run_dir: Path, config: TrainConfig) -> None:
@@ -352,7 +379,7 @@ def _save_final(trainer: Any, tok: Any, run_dir: Path, config: TrainConfig) -> N
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        base = AutoModelForCausalLM.from_pretrained(model_dir(config.base), dtype="auto")
+        base = AutoModelForCausalLM.from_pretrained(loadable(config.base), dtype="auto")
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(run_dir))
     tok.save_pretrained(str(run_dir))

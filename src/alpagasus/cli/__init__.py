@@ -17,6 +17,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+__all__ = ["app", "main"]
+
 for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if not _mod.startswith("_"):
         importlib.import_module(f"{__name__}.{_mod}")

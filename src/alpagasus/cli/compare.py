@@ -55,27 +55,27 @@ def compare_cmd(
                                           "set) when the answers carry none (default: the bundled WizardLM set)."),
 ) -> None:
     """Compare two models with an LLM judge in both orders, as the AlpaGasus paper does."""
+    from alpagasus.cli._progress import ProgressBars
+    from alpagasus.compare import compare_files, reaggregate_files
+    from alpagasus.engine import RunOptions
     from alpagasus.errors import UserError
-    from alpagasus.compare import files as compare_run
 
     try:
         if reviews_ab or reviews_ba:
             if not (model_a and model_b):
                 raise UserError("--reviews-ab/--reviews-ba need --model-a and --model-b (the answers' field names)")
-            report = compare_run.reaggregate_files(reviews_ab, reviews_ba, model_a, model_b, output, testset)
+            report = reaggregate_files(reviews_ab, reviews_ba, model_a, model_b, output, testset)
         else:
-            factory, stop = compare_run.progress_bar(console)
-            try:
-                report = compare_run.compare_files(
+            opts = RunOptions(max_tokens=max_tokens, max_reasks=max_reasks, retry_unparsed=retry_unparsed,
+                              price_in=price_in, price_out=price_out)
+            with ProgressBars(console) as bars:
+                report = compare_files(
                     answers or [], output, judge=judge, model_a=model_a, model_b=model_b, testset=testset,
-                    store_path=store, limit=limit, max_tokens=max_tokens, max_reasks=max_reasks,
-                    retry_unparsed=retry_unparsed, price_in=price_in, price_out=price_out, wait=wait,
+                    store_path=store, limit=limit, options=opts, wait=wait,
                     judge_options=dict(base_url=base_url, concurrency=concurrency, batch_size=batch_size,
                                        device=device),
                     dry_run=dry_run, with_capacity=capacity, reference=reference, reference_model=reference_model,
-                    skills=skills, progress=factory)
-            finally:
-                stop()
+                    skills=skills, progress=bars)
     except UserError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2)

@@ -60,39 +60,51 @@ def rate(
                                       "starts a local cluster; auto or ray://HOST:10001 joins one (docs/ray.md)."),
 ) -> None:
     """Rate every example with an LLM judge (0-5, the paper's prompt); every rating is stored as it returns."""
+    from alpagasus.cli._progress import ProgressBars
+    from alpagasus.engine import RunOptions
     from alpagasus.errors import UserError
     from alpagasus.rate import rate_file
 
+    opts = RunOptions(price_in=price_in, price_out=price_out, max_tokens=max_tokens, retry_unparsed=retry_unparsed)
+    if max_attempts is not None:
+        opts.max_attempts = max_attempts
+    if max_outage is not None:
+        opts.max_outage_s = max_outage
+    judge_options = dict(base_url=base_url, concurrency=concurrency, batch_size=batch_size, device=device,
+                         context=context, timeout=timeout)
     try:
-        result = rate_file(
-            input, output, judge=judge, mode=mode, dimension=dimension, prompt=prompt, scale=scale,
-            base_url=base_url, concurrency=concurrency, batch_size=batch_size, store_path=store,
-            field_map=field, skip_invalid=skip_invalid, limit=limit, sample=sample, seed=seed, dry_run=dry_run,
-            price_in=price_in, price_out=price_out, max_tokens=max_tokens, retry_unparsed=retry_unparsed,
-            wait=wait, device=device, context=context, timeout=timeout, max_attempts=max_attempts,
-            max_outage=max_outage, ray=ray, console=console)
+        with ProgressBars(console) as bars:
+            result = rate_file(
+                input, output, judge=judge, mode=mode, dimension=dimension, prompt=prompt, scale=scale,
+                judge_options=judge_options, options=opts, store_path=store, field_map=field,
+                skip_invalid=skip_invalid, limit=limit, sample=sample, seed=seed, dry_run=dry_run, wait=wait,
+                ray=ray, progress=bars)
     except UserError as e:
         fail(str(e))
     except KeyboardInterrupt as e:
-        s = getattr(e, "summary", None)
-        done = f"{s.done} ratings stored by this run, " if s is not None else ""
+        counts = getattr(e, "counts", None)
+        done = f"{counts.done} ratings stored by this run, " if counts is not None else ""
         console.print(f"[yellow]interrupted:[/yellow] {done}nothing stored is lost; run the same command again to "
                       f"resume ({output} was not written)")
         raise typer.Exit(130)
     if dry_run:
         typer.echo(json.dumps(result, indent=2))
         return
-    s = result
+    _print_summary(result, output)
+
+
+def _print_summary(s, output: Path) -> None:
+    r = s.run
     if s.note:
         console.print(s.note)
     t = Table(title=f"rated with {s.judge}", show_header=False)
     for k, v in [("rows read", s.rows), ("unique examples", s.unique), ("duplicates (rated once)", s.duplicates),
                  ("invalid rows", len(s.invalid)), ("already in the store", s.already_rated),
-                 ("requests sent", s.requests_sent), ("ok", s.ok), ("unparsed", s.unparsed),
-                 ("invalid_input", s.invalid_input), ("error", s.error), ("rate limited (429, waited)", s.throttled),
-                 ("ambiguous attempts (timed out)", s.ambiguous), ("paused for outages (s)", f"{s.outage_s:.0f}"),
-                 ("flagged (possible prompt injection)", s.flagged), ("tokens in/out", f"{s.tokens_in}/{s.tokens_out}"),
-                 ("cost", "-" if s.cost is None else f"{s.cost:.4f}"), ("seconds", f"{s.elapsed_s:.1f}")]:
+                 ("requests sent", r.requests_sent), ("ok", r.ok), ("unparsed", r.unparsed),
+                 ("invalid_input", r.invalid_input), ("error", r.error), ("rate limited (429, waited)", r.throttled),
+                 ("ambiguous attempts (timed out)", r.ambiguous), ("paused for outages (s)", f"{r.outage_s:.0f}"),
+                 ("flagged (possible prompt injection)", s.flagged), ("tokens in/out", f"{r.tokens_in}/{r.tokens_out}"),
+                 ("cost", "-" if r.cost is None else f"{r.cost:.4f}"), ("seconds", f"{r.elapsed_s:.1f}")]:
         t.add_row(k, str(v))
     console.print(t)
     for bad in s.invalid[:50]:

@@ -27,7 +27,7 @@ def report_cmd(
     examples: int = typer.Option(3, min=0, help="Example rows shown per score bin."),
 ) -> None:
     """See the ratings before trusting them: score bins, kept per threshold, keywords, length, agreement."""
-    from alpagasus.report.stats import DEFAULT_KEYWORDS, ReportError, build_report
+    from alpagasus.report import DEFAULT_KEYWORDS, ReportError, build_report
 
     words = [k.strip() for k in keywords.split(",")] if keywords is not None else list(DEFAULT_KEYWORDS)
     try:

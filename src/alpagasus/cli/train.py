@@ -108,8 +108,9 @@ def generate(
     from rich.progress import Progress
 
     from alpagasus.data import DataError
-    from alpagasus.generate.answer import GenerateConfig, generate as run_generate
+    from alpagasus.generate.answer import generate as run_generate
     from alpagasus.generate.backends import BackendError
+    from alpagasus.generate.config import GenerateConfig
     from alpagasus.models import ModelNotFound
 
     config = GenerateConfig(backend=backend, prompt_format="chat" if chat_template else "alpaca",

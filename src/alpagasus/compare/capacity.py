@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
-from alpagasus.compare.pairwise import Mismatch, Pair, collect, judge_pairs, match, run_json
+from alpagasus.compare.aggregate import judging_json
 from alpagasus.compare.inputs import AnswerRow
+from alpagasus.compare.pairwise import stored_judgments, judge_pairs, match
+from alpagasus.compare.types import Judging, Mismatch, Pair
+from alpagasus.engine.loop import ProgressFactory
+from alpagasus.engine.types import RunOptions
 from alpagasus.judges.base import Judge
-from alpagasus.prompts import Template, load_template
-from alpagasus.rate.loop import RateOptions, RateSummary
+from alpagasus.prompts.template import Template, load_template
 from alpagasus.records import Judgment
 from alpagasus.store import Store
 
@@ -35,13 +38,13 @@ class CapacityResult:
     models: dict[str, dict]                      # model -> {"skills": {skill: stats}, "all": stats}
     mismatches: dict[str, list[Mismatch]] = field(default_factory=dict)
     no_skill: dict[str, int] = field(default_factory=dict)
-    run: RateSummary | None = None
+    judging: Judging | None = None
 
     def to_json(self) -> dict:
         return {"reference": self.reference, "judge": self.judge, "prompt_version": self.prompt_version,
                 "models": self.models, "questions_without_skill": self.no_skill,
                 "mismatches": {m: [str(x) for x in v] for m, v in self.mismatches.items()},
-                "requests": run_json(self.run)}
+                "requests": judging_json(self.judging)}
 
 
 def attach_skills(rows: Sequence[AnswerRow], skills: Mapping[tuple[str, str], str]) -> int:
@@ -53,8 +56,8 @@ def attach_skills(rows: Sequence[AnswerRow], skills: Mapping[tuple[str, str], st
 
 
 def capacity(models: Mapping[str, Sequence[AnswerRow]], reference: Sequence[AnswerRow], judge: Judge,
-             store: Store, template: Template | None = None, options: RateOptions | None = None,
-             limit: int | None = None, progress: Callable[[RateSummary], None] | None = None) -> CapacityResult:
+             store: Store, template: Template | None = None, options: RunOptions | None = None,
+             limit: int | None = None, progress: ProgressFactory | None = None) -> CapacityResult:
     """Judge every model's answer against the reference's and total the scores per skill."""
     template = template or load_template("capacity")
     ref_name = reference[0].model if reference else "reference"
@@ -70,12 +73,12 @@ def capacity(models: Mapping[str, Sequence[AnswerRow]], reference: Sequence[Answ
     if not every:
         raise CapacityError("no question with a skill: capacity needs answers carrying `skill` (generate's "
                             "output for WizardLM), the bundled WizardLM ids, or --skills FILE")
-    run = judge_pairs(every, judge, store, template, options, ORDER, progress)
+    judging = judge_pairs(every, judge, store, template, options, ORDER, progress, label="capacity")
     out = {}
     for name, pairs in per_model.items():
-        judgments = collect(pairs, store, judge.id, template.version, ORDER)
+        judgments = stored_judgments(pairs, store, judge.id, template.version, ORDER)
         out[name] = skill_table(pairs, judgments)
-    return CapacityResult(ref_name, judge.id, template.version, out, mismatches, no_skill, run)
+    return CapacityResult(ref_name, judge.id, template.version, out, mismatches, no_skill, judging)
 
 
 def skill_table(pairs: Sequence[Pair], judgments: Sequence[Judgment]) -> dict:

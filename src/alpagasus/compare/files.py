@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from alpagasus import judges
-from alpagasus.errors import UserError
-from alpagasus.compare.pairwise import CompareResult, compare, outcome_rows, plan, reaggregate, summary_json
+from alpagasus.compare.aggregate import outcome_rows, summary_json
 from alpagasus.compare.capacity import CapacityError, attach_skills, capacity
 from alpagasus.compare.inputs import (AnswerRow, bundled_skills, columns, read_answers, read_reviews, read_skills,
-                                  read_two_columns)
+                                      read_two_columns)
+from alpagasus.compare.pairwise import compare, match, plan, reaggregate
+from alpagasus.compare.types import CompareResult
 from alpagasus.data import DataError, write_json, write_jsonl
-from alpagasus.judges.base import JudgeError
-from alpagasus.paths import default_store
-from alpagasus.prompts import TemplateError, load_template
-from alpagasus.rate.loop import RateOptions, RateSummary
-from alpagasus.store import Store, StoreBusy
+from alpagasus.engine.loop import ProgressFactory
+from alpagasus.engine.session import judging_session
+from alpagasus.engine.types import RunOptions
+from alpagasus.errors import UserError
+from alpagasus.prompts.template import Template, TemplateError, load_template
+from alpagasus.store import Store
 
 SUMMARY, OUTCOMES, CHART = "summary.json", "outcomes.jsonl", "win_tie_lose.png"
 CAPACITY, CAPACITY_CHART = "capacity.json", "capacity.png"
@@ -52,78 +53,71 @@ def load_answers(files: Sequence[str | Path], model_a: str | None = None, model_
 
 
 def compare_files(files: Sequence[str | Path], out_dir: str | Path, *, judge: str | None = None,
+                  judge_options: Mapping[str, Any] | None = None, options: RunOptions | None = None,
                   model_a: str | None = None, model_b: str | None = None, testset: str | None = None,
-                  store_path: str | Path | None = None, limit: int | None = None, max_tokens: int = 256,
-                  max_reasks: int = 2, retry_unparsed: bool = False, judge_options: dict[str, Any] | None = None,
-                  price_in: float | None = None, price_out: float | None = None, wait: bool = False,
+                  store_path: str | Path | None = None, limit: int | None = None, wait: bool = False,
                   dry_run: bool = False, with_capacity: bool = False, reference: str | Path | None = None,
                   reference_model: str | None = None, skills: str | Path | None = None,
-                  progress: Any = None) -> CompareReport | dict:
+                  progress: ProgressFactory | None = None) -> CompareReport | dict:
     """Judge model A against model B in both orders and write the outputs into `out_dir`. With
-    `with_capacity`, also each model against `reference` per skill. `progress(label)` -> a callback fed with
-    the run's RateSummary (the CLI's progress bar). With `dry_run`, a dict of what would be sent."""
+    `with_capacity`, also each model against `reference` per skill. `judge_options` go to the judge, `options`
+    to the run (max_tokens, max_reasks, prices...). With `dry_run`, a dict of what would be sent."""
     rows_a, rows_b = load_answers(files, model_a, model_b, testset)
-    ref_rows: list[AnswerRow] = []
-    if with_capacity:
-        if reference is None:
-            raise UserError("--capacity needs --reference FILE (the reference model's answers)")
-        try:
-            ref_rows = read_answers(reference, reference_model, testset)
-            table = read_skills(skills, testset) if skills else bundled_skills()
-        except (DataError, OSError) as e:
-            raise UserError(str(e)) from e
-        for rows in (rows_a, rows_b, ref_rows):
-            attach_skills(rows, table)
+    ref_rows = _reference(rows_a, rows_b, reference, reference_model, skills, testset) if with_capacity else []
     try:
-        template = load_template("pairwise")
-        cap_template = load_template("capacity")
-        j = judges.get(judge, mode="generate", **{k: v for k, v in (judge_options or {}).items() if v is not None})
-    except (TemplateError, JudgeError) as e:
+        template, cap_template = load_template("pairwise"), load_template("capacity")
+    except TemplateError as e:
         raise UserError(str(e)) from e
-    opts = RateOptions(max_reasks=max_reasks, retry_unparsed=retry_unparsed, price_in=price_in,
-                       price_out=price_out, max_tokens=max_tokens)
-    store = Store(store_path or default_store())
+    opts = options or RunOptions()
     inputs = {"files": [str(f) for f in files], "reference": str(reference) if reference else None,
-              "max_tokens": max_tokens, "limit": limit}
-    try:
+              "max_tokens": opts.max_tokens, "limit": limit}
+    with judging_session(judge, mode="generate", judge_options=judge_options, store_path=store_path,
+                         lock=not dry_run, wait=wait) as session:
+        j, store = session.judge, session.store
         if dry_run:
             return _dry_run(rows_a, rows_b, template, store, j.id, opts, limit)
-        with store.exclusive(wait=wait):
-            result = compare(rows_a, rows_b, j, store, template, opts, limit,
-                             progress("judging both orders") if progress else None)
-            cap = None
-            if with_capacity:
-                if rows_a[0].model == rows_b[0].model:
-                    raise UserError(f"both models are named {rows_a[0].model!r}: name them with --model-a and "
-                                    "--model-b for the capacity table")
+        result = compare(rows_a, rows_b, j, store, template, opts, limit, progress)
+        cap = None
+        if with_capacity:
+            if rows_a[0].model == rows_b[0].model:
+                raise UserError(f"both models are named {rows_a[0].model!r}: name them with --model-a and "
+                                "--model-b for the capacity table")
+            try:
                 cap = capacity({rows_a[0].model: rows_a, rows_b[0].model: rows_b}, ref_rows, j, store,
-                               cap_template, opts, limit, progress("capacity") if progress else None).to_json()
-    except (StoreBusy, JudgeError, CapacityError) as e:
-        raise UserError(str(e)) from e
-    finally:
-        store.close()
-        j.close()
+                               cap_template, opts, limit, progress).to_json()
+            except CapacityError as e:
+                raise UserError(str(e)) from e
     if not result.pairs:
         raise UserError("no question is in both answer files (see the mismatches): "
                         + "; ".join(str(m) for m in result.mismatches[:5]))
     return write_outputs(result, out_dir, inputs, cap)
 
 
-def _dry_run(rows_a: list[AnswerRow], rows_b: list[AnswerRow], template, store: Store, judge_id: str,
-             opts: RateOptions, limit: int | None) -> dict:
-    from alpagasus.compare.pairwise import match
+def _reference(rows_a: list[AnswerRow], rows_b: list[AnswerRow], reference: str | Path | None,
+               reference_model: str | None, skills: str | Path | None, testset: str | None) -> list[AnswerRow]:
+    """The reference model's answers, with every row's skill filled in from the skills table."""
+    if reference is None:
+        raise UserError("--capacity needs --reference FILE (the reference model's answers)")
+    try:
+        ref_rows = read_answers(reference, reference_model, testset)
+        table = read_skills(skills, testset) if skills else bundled_skills()
+    except (DataError, OSError) as e:
+        raise UserError(str(e)) from e
+    for rows in (rows_a, rows_b, ref_rows):
+        attach_skills(rows, table)
+    return ref_rows
 
+
+def _dry_run(rows_a: list[AnswerRow], rows_b: list[AnswerRow], template: Template, store: Store, judge_id: str,
+             opts: RunOptions, limit: int | None) -> dict:
     pairs, mismatches = match(rows_a, rows_b, limit)
-    todo, done = plan(pairs, template, store, judge_id, retry_unparsed=opts.retry_unparsed,
-                      max_tokens=opts.max_tokens)
+    todo, done = plan(pairs, template, store, judge_id, retry_unparsed=opts.retry_unparsed)
     tokens_in = sum(max(1, len(it.request.system + it.request.user) // 4) + 8 for it in todo)
     tokens_out = len(todo) * min(opts.max_tokens, 200)
-    cost = None
-    if opts.price_in is not None or opts.price_out is not None:
-        cost = (tokens_in * (opts.price_in or 0) + tokens_out * (opts.price_out or 0)) / 1e6
     return {"judge": judge_id, "prompt_version": template.version, "questions": len(pairs),
             "mismatches": len(mismatches), "already_in_store": done, "requests": len(todo),
-            "tokens_in_estimate": tokens_in, "tokens_out_estimate": tokens_out, "cost_estimate": cost}
+            "tokens_in_estimate": tokens_in, "tokens_out_estimate": tokens_out,
+            "cost_estimate": opts.cost(tokens_in, tokens_out)}
 
 
 def reaggregate_files(reviews_ab: Sequence[str | Path], reviews_ba: Sequence[str | Path], model_a: str,
@@ -161,23 +155,3 @@ def write_outputs(result: CompareResult, out_dir: str | Path, inputs: dict | Non
         capacity_bars(cap, out / CAPACITY_CHART)
         files += [out / CAPACITY, out / CAPACITY_CHART]
     return CompareReport(summary, result, cap, files)
-
-
-def progress_bar(console: Any):
-    """A factory of rich progress callbacks (one bar per judging phase), and a stop function."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("unparsed {task.fields[unparsed]}"), console=console, transient=False)
-
-    def factory(label: str):
-        task = None
-
-        def update(s: RateSummary) -> None:
-            nonlocal task
-            if task is None:
-                bar.start()
-                task = bar.add_task(label, total=s.to_rate, unparsed=0)
-            bar.update(task, completed=s.done, unparsed=s.unparsed)
-        return update
-    return factory, bar.stop

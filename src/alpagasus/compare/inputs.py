@@ -10,14 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from alpagasus.data import DataError, iter_records
-from alpagasus.records import InvalidRow
-from alpagasus.testsets import NAMES
+from alpagasus.data import DataError, iter_objects
+from alpagasus.testsets import ID_FIELDS, NAMES, QUESTION_FIELDS
 
-ID_FIELDS = ("question_id", "id", "idx")
-QUESTION_FIELDS = ("question", "text", "prompt", "instruction", "Instruction")
 ANSWER_FIELDS = ("answer", "output", "response", "completion")
 SKILL_FIELDS = ("skill", "Skill")
 
@@ -73,15 +70,6 @@ def testset_of(path: str | Path, given: str | None = None) -> str:
     return next((n for n in NAMES if n in low), stem)
 
 
-def _records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    for row, rec in iter_records(path):
-        if isinstance(rec, InvalidRow):
-            raise DataError(str(rec))
-        if not isinstance(rec, dict):
-            raise DataError(f"{path}, row {row}: expected an object, got {type(rec).__name__}")
-        yield row, rec
-
-
 def _text(path: str | Path, row: int, rec: dict, name: str, value: Any, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         kind = "null" if value is None else type(value).__name__
@@ -128,14 +116,14 @@ def _check_unique(path: str | Path, rows: list) -> None:
 
 def columns(path: str | Path) -> set[str]:
     """The fields of the first record (to tell a two-column file from a one-model file)."""
-    for _, rec in _records(path):
+    for _, rec in iter_objects(path):
         return set(rec)
     return set()
 
 
 def read_answers(path: str | Path, model: str | None = None, testset: str | None = None) -> list[AnswerRow]:
     """One model's answers. A file holding several models' rows (a `model` field) needs `model` to choose."""
-    recs = list(_records(path))
+    recs = list(iter_objects(path))
     if not recs:
         raise DataError(f"{path}: no rows")
     models = sorted({str(r["model"]) for _, r in recs if r.get("model") is not None})
@@ -163,7 +151,7 @@ def read_two_columns(path: str | Path, model_a: str, model_b: str,
     """Both models' answers from one file whose columns are named after the models."""
     a_rows: list[AnswerRow] = []
     b_rows: list[AnswerRow] = []
-    for row, rec in _records(path):
+    for row, rec in iter_objects(path):
         ts = rec["testset"] if isinstance(rec.get("testset"), str) and rec["testset"] else testset_of(path, testset)
         qid, question, skill = _qid(rec, row), question_of(path, row, rec), _skill(rec)
         for model, rows in ((model_a, a_rows), (model_b, b_rows)):
@@ -179,7 +167,7 @@ def read_reviews(path: str | Path, model_1: str, model_2: str, testset: str | No
     """An official review file: model_1 was Assistant 1. Any pre-parsed `score` field is ignored: scores are
     read from `review` itself, by the same parser as our own judgments."""
     out: list[ReviewRow] = []
-    for row, rec in _records(path):
+    for row, rec in iter_objects(path):
         for model in (model_1, model_2):
             if model not in rec:
                 raise DataError(f"{path}, row {row}, field '{model}': missing (the answer of model {model})")
@@ -201,7 +189,7 @@ def read_skills(path: str | Path, testset: str | None = None) -> dict[tuple[str,
     if ts not in NAMES:
         ts = "wizardlm"  # skills exist in WizardLM's set; a file of another name is taken to hold its ids
     out: dict[tuple[str, str], str] = {}
-    for row, rec in _records(path):
+    for row, rec in iter_objects(path):
         skill = _skill(rec)
         if skill is None:
             raise DataError(f"{path}, row {row}, field 'Skill': missing or empty")

@@ -1,31 +1,18 @@
 """Charts of `alpagasus compare`: stacked win/tie/lose bars per test set (the paper's main figure) and
-capacity per skill. matplotlib is imported inside the functions (Agg backend: no display needed)."""
+capacity per skill. Drawn with `report.figures` (matplotlib inside the functions, Agg backend)."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
+from typing import Any
 
-from alpagasus.data import atomic_writer
+from alpagasus.report.figures import pyplot, save_png
 
 COLORS = {"win": "#4c9a5b", "tie": "#c9c9c9", "lose": "#c0504d"}
+DPI = 120
 
 
-def _figure(height: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt, *plt.subplots(figsize=(8, height))
-
-
-def _save(plt, fig, path: str | Path) -> None:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    with atomic_writer(path, "wb") as f:
-        f.write(buf.getvalue())
+def _figure(height: float) -> tuple[Any, Any]:
+    return pyplot().subplots(figsize=(8, height))
 
 
 def win_tie_lose(summary: dict, model_a: str, model_b: str, path: str | Path) -> None:
@@ -34,7 +21,7 @@ def win_tie_lose(summary: dict, model_a: str, model_b: str, path: str | Path) ->
     sets = [k for k in summary if k != "all"]
     if len(sets) > 1:
         sets.append("all")
-    plt, fig, ax = _figure(1.4 + 0.6 * len(sets))
+    fig, ax = _figure(1.4 + 0.6 * len(sets))
     labels = {"win": f"{model_a} wins", "tie": "tie", "lose": f"{model_b} wins"}
     totals = [max(1, sum(summary[s][k] for k in COLORS)) for s in sets]
     names = [s if not summary[s].get("unparsed") else f"{s}\n({summary[s]['unparsed']} unparsed)" for s in sets]
@@ -54,7 +41,7 @@ def win_tie_lose(summary: dict, model_a: str, model_b: str, path: str | Path) ->
         ax.spines[side].set_visible(False)
     ax.set_title(f"{model_a} vs. {model_b}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False)
-    _save(plt, fig, path)
+    save_png(fig, path, DPI)
 
 
 def capacity_bars(result: dict, path: str | Path) -> None:
@@ -63,7 +50,7 @@ def capacity_bars(result: dict, path: str | Path) -> None:
     skills: list[str] = []
     for m in models:
         skills += [s for s in result["models"][m]["skills"] if s not in skills]
-    plt, fig, ax = _figure(1.5 + 0.35 * len(skills) * max(1, len(models)))
+    fig, ax = _figure(1.5 + 0.35 * len(skills) * max(1, len(models)))
     height = 0.8 / max(1, len(models))
     top = 100.0
     for i, m in enumerate(models):
@@ -81,4 +68,4 @@ def capacity_bars(result: dict, path: str | Path) -> None:
     ax.set_title(f"Capacity per skill, against {result['reference']}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(1, len(skills))),
               ncol=max(1, len(models)), frameon=False)
-    _save(plt, fig, path)
+    save_png(fig, path, DPI)

@@ -1,4 +1,5 @@
 """Answers of a model to the test sets (or any questions), resumable, with transformers, an API or vLLM."""
-from alpagasus.generate.answer import GenerateConfig, GenerateResult, generate, read_answers
+from alpagasus.generate.answer import GenerateResult, generate, read_answer_file
+from alpagasus.generate.config import GenerateConfig
 
-__all__ = ["generate", "GenerateConfig", "GenerateResult", "read_answers"]
+__all__ = ["generate", "GenerateConfig", "GenerateResult", "read_answer_file"]

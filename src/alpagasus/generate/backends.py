@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from alpagasus.alpaca import STOP_STRINGS, alpaca_prompt, cut_at_stop
+from alpagasus.alpaca import alpaca_prompt, cut_at_stop
+from alpagasus.generate.config import BACKENDS, GenerateConfig, stops_for
+from alpagasus.models import chat_prompt, generate_tokens, has_chat_template, load_causal_lm, loadable, prompt_ids
 from alpagasus.testsets import Question
-
-if TYPE_CHECKING:
-    from alpagasus.generate.answer import GenerateConfig
-
-BACKENDS = ("transformers", "openai", "vllm")
-DEFAULT_BATCH = {"transformers": 8, "vllm": 256}
 
 
 class BackendError(RuntimeError):
     pass
-
-
-def stops_for(config: GenerateConfig) -> list[str]:
-    """Alpaca-format answers end where the model starts another "### ..." block; chat answers at end of turn."""
-    return list(STOP_STRINGS) if config.prompt_format == "alpaca" else []
 
 
 def encode_prompts(questions: list[Question], prompt_format: str, tokenizer: Any) -> list[list[int]]:
@@ -36,23 +27,17 @@ def encode_prompts(questions: list[Question], prompt_format: str, tokenizer: Any
         return [list(tokenizer(alpaca_prompt(q.instruction, q.input))["input_ids"]) for q in questions]
     if prompt_format != "chat":
         raise ValueError(f"prompt format must be alpaca or chat, not {prompt_format!r}")
-    if not getattr(tokenizer, "chat_template", None):
+    # chat_prompt would fall back to plain text; here the chat format was asked for explicitly
+    if not has_chat_template(tokenizer):
         raise BackendError("this model's tokenizer has no chat template; use the Alpaca format "
                            "(drop --chat-template)")
-    out = []
-    for q in questions:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": q.question}], tokenize=False,
-                                             add_generation_prompt=True)
-        out.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))  # the template has its BOS
-    return out
+    return [prompt_ids(tokenizer, chat_prompt(tokenizer, "", q.question)) for q in questions]
 
 
 class TransformersBackend:
     """Batched generation with left padding; greedy unless a temperature is set."""
 
     def __init__(self, model: str, config: GenerateConfig):
-        from alpagasus.models import load_causal_lm
-
         self.config = config
         self.lm, self.tok = load_causal_lm(model, dtype=config.dtype, device=config.device)
         self.tok.padding_side = "left"
@@ -62,18 +47,11 @@ class TransformersBackend:
             torch.manual_seed(config.seed)
 
     def generate(self, questions: list[Question]) -> list[str | Exception]:
-        import torch
-
         cfg = self.config
-        ids = encode_prompts(questions, cfg.prompt_format, self.tok)
-        batch = self.tok.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.lm.device)
-        sampling = {"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p} \
-            if cfg.temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         stops = stops_for(cfg)
-        with torch.inference_mode():
-            out = self.lm.generate(**batch, max_new_tokens=cfg.max_new_tokens, pad_token_id=self.tok.pad_token_id,
-                                   stop_strings=stops or None, tokenizer=self.tok, **sampling)
-        texts = self.tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        out, width = generate_tokens(self.lm, self.tok, encode_prompts(questions, cfg.prompt_format, self.tok),
+                                     cfg.max_new_tokens, cfg.temperature, cfg.top_p, stops)
+        texts = self.tok.batch_decode(out[:, width:], skip_special_tokens=True)
         return [cut_at_stop(t, stops) for t in texts]
 
 
@@ -85,10 +63,8 @@ class VLLMBackend:
             from vllm import LLM, SamplingParams
         except ImportError as e:
             raise BackendError("the vllm backend needs vLLM: pip install 'alpagasus[vllm]'") from e
-        from alpagasus.train import model_dir
-
         self.config = config
-        self.llm = LLM(model=model_dir(model), seed=config.seed or 0)
+        self.llm = LLM(model=loadable(model), seed=config.seed or 0)
         self.tok = self.llm.get_tokenizer()
         self.params = SamplingParams(temperature=config.temperature, top_p=config.top_p, seed=config.seed,
                                      max_tokens=config.max_new_tokens, stop=stops_for(config) or None)

@@ -1,22 +1,31 @@
-"""Judge backends behind one small protocol, found by name so heavy imports happen only when chosen.
+"""Judge backends behind one small protocol (base.py), found by name so heavy imports happen only when chosen.
 
 A judge spec is "BACKEND:ARG", e.g. "openai:gpt-4o", "hf:/models/llama", "hf:model.gguf",
 "predictor:alpaca-claude-accuracy". No spec means the embedded default (see DEFAULT_JUDGE).
+
+Backends come from three places, looked up in this order: `register()` calls, the built-in table, and the
+entry-point group `alpagasus.judges` of installed distributions (name = "module:Class"), so a third-party
+package adds a judge by declaring it in its metadata, as `llm` plugins do. Nothing is imported until a
+backend is chosen.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
+from importlib import metadata
 from typing import Any
 
-from alpagasus.judges.base import Judge, JudgeError
+from alpagasus.judges.base import Judge, JudgeError, JudgeOptionError
 
-REGISTRY: dict[str, str] = {
+ENTRY_POINT_GROUP = "alpagasus.judges"
+BUILTIN: dict[str, str] = {
     "openai": "alpagasus.judges.openai_compat:OpenAIJudge",
     "hf": "alpagasus.judges.hf_local:HFJudge",
     "embedded": "alpagasus.judges.hf_local:HFJudge",
     "predictor": "alpagasus.judges.predictor:PredictorJudge",
     "vllm": "alpagasus.judges.vllm_local:VLLMJudge",
 }
+REGISTERED: dict[str, str | Any] = {}   # register(): wins over the built-ins and entry points of the same name
 
 DEFAULT_JUDGE = "embedded:smollm2"
 # `rate` with no --judge: the shipped predictor distilled from the strong judge of that dimension. Measured on
@@ -25,6 +34,8 @@ DEFAULT_JUDGE = "embedded:smollm2"
 # (docs/predictors.md). It ignores prompt text, so a custom prompt/scale/mode falls back to the LLM.
 DEFAULT_PREDICTORS = {"accuracy": "predictor:alpaca-claude-accuracy",
                       "helpfulness": "predictor:alpaca-chatgpt-helpfulness"}
+# what every backend's constructor receives from get() besides the options
+_FIXED = ("self", "arg", "mode", "backend")
 
 
 def default_rating_judge(dimension: str = "accuracy", prompt: str | None = None, scale: str | None = None,
@@ -39,24 +50,69 @@ def default_rating_judge(dimension: str = "accuracy", prompt: str | None = None,
     return DEFAULT_JUDGE
 
 
-def register(name: str, target: str) -> None:
-    """Add a backend: `target` is "module:Class"; the class takes (arg, mode=..., **options)."""
-    REGISTRY[name] = target
+def register(name: str, target: str | Any) -> None:
+    """Add a backend in code: `target` is "module:Class" (imported when chosen) or the class itself (or a
+    function that builds judges); it takes (arg, mode=..., backend=...,
+    **options). Installed packages can instead declare it under the `alpagasus.judges` entry points."""
+    REGISTERED[name] = target
 
 
-def backend_class(spec: str) -> type:
+def plugins() -> dict[str, str]:
+    """Backends declared by installed distributions: name -> "module:Class" (read from metadata, not imported)."""
+    return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> dict[str, str]:
+    """Every backend name this installation knows, and where its class lives."""
+    here = {k: v if isinstance(v, str) else f"{v.__module__}:{v.__qualname__}" for k, v in REGISTERED.items()}
+    return {**plugins(), **BUILTIN, **here}
+
+
+def backend_class(spec: str) -> Any:
+    """The class of a spec's backend, imported now."""
     name = spec.split(":", 1)[0]
-    if name not in REGISTRY:
-        raise JudgeError(f"unknown judge backend {name!r} in {spec!r}; known: {', '.join(sorted(REGISTRY))}")
-    module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    target = REGISTERED.get(name) or BUILTIN.get(name) or plugins().get(name)
+    if target is None:
+        raise JudgeError(f"unknown judge backend {name!r} in {spec!r}; known: {', '.join(sorted(available()))}")
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise JudgeError(f"judge backend {name!r} ({target}) cannot be loaded: {e}") from e
+    return obj
+
+
+def accepted_options(factory: Any) -> set[str] | None:
+    """Keyword options a backend (a class, or a function that builds judges) takes; None when it takes any
+    (a **kwargs nobody consumes). A constructor that passes **kwargs on to its parent's takes the parent's too."""
+    inits = [k.__dict__["__init__"] for k in factory.__mro__ if "__init__" in k.__dict__] \
+        if isinstance(factory, type) else [factory]
+    names: set[str] = set()
+    for init in inits:
+        if init is object.__init__:
+            return None  # **kwargs reached object: not checkable
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names - set(_FIXED)
+    return None
 
 
 def get(spec: str | None = None, mode: str | None = None, **options: Any) -> Judge:
-    """Build a judge from its spec. Options a backend does not take are ignored by it."""
+    """Build a judge from its spec. An option the backend does not take is an error naming both."""
     spec = spec or DEFAULT_JUDGE
     name, _, arg = spec.partition(":")
-    return backend_class(spec)(arg, mode=mode, backend=name, **options)
+    cls = backend_class(spec)
+    allowed = accepted_options(cls)
+    unknown = sorted(set(options) - allowed) if allowed is not None else []
+    if unknown:
+        raise JudgeOptionError(spec, unknown, sorted(allowed or ()))
+    return cls(arg, mode=mode, backend=name, **options)
 
 
-__all__ = ["Judge", "JudgeError", "get", "register", "default_rating_judge", "REGISTRY", "DEFAULT_JUDGE"]
+__all__ = ["Judge", "JudgeError", "JudgeOptionError", "get", "register", "plugins", "available", "backend_class",
+           "accepted_options", "default_rating_judge", "BUILTIN", "REGISTERED", "DEFAULT_JUDGE", "ENTRY_POINT_GROUP"]

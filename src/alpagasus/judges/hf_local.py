@@ -13,14 +13,15 @@ import threading
 import time
 from typing import Any
 
-from alpagasus.judges.base import JudgeError, LocalJudge
+from alpagasus.judges.base import JudgeError, LocalJudge, label_scores
+from alpagasus.models import chat_prompt, needs_special_tokens
 from alpagasus.records import Reply, Request
 
 
 class HFJudge(LocalJudge):
     def __init__(self, arg: str, mode: str | None = None, backend: str = "hf", batch_size: int | None = None,
                  device: str | None = None, dtype: str = "auto", prefix_cache: bool = True, min_prefix: int = 16,
-                 pass_cost: int = 32, **_: Any):
+                 pass_cost: int = 32):
         if not arg:
             raise JudgeError("hf judge needs a model: hf:PATH_OR_ID (a directory, hub id or .gguf file)")
         self.model_ref = arg if backend == "hf" else f"embedded:{arg}"
@@ -48,9 +49,7 @@ class HFJudge(LocalJudge):
     def id(self) -> str:
         return f"{self.spec}#{self.mode}"
 
-    @property
-    def sort_by_length(self) -> bool:
-        return True
+    sort_by_length = True  # rows are padded to the longest of a batch
 
     def load(self) -> None:
         if self.model is None:
@@ -70,14 +69,7 @@ class HFJudge(LocalJudge):
 
     # ---- prompt building ----------------------------------------------------------------------------
     def prompt_text(self, r: Request) -> str:
-        messages = ([{"role": "system", "content": r.system}] if r.system else []) + \
-                   [{"role": "user", "content": r.user}]
-        if getattr(self.tok, "chat_template", None):
-            text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:  # base models: plain text, system first
-            text = (r.system + "\n\n" if r.system else "") + r.user
-        prefix = r.assistant_prefix if self.mode == "logprob" else ""
-        return text + prefix
+        return chat_prompt(self.tok, r.system, r.user, r.assistant_prefix if self.mode == "logprob" else "")
 
     def _candidates(self, labels: tuple[str, ...]) -> list[list[int]]:
         """Token ids that spell each label at the answer position ("4", " 4", "▁4"...)."""
@@ -107,15 +99,13 @@ class HFJudge(LocalJudge):
 
     def _encode(self, requests: list[Request]) -> Any:
         texts = [self.prompt_text(r) for r in requests]
-        # the chat template already holds the special tokens
-        add_special = not getattr(self.tok, "chat_template", None)
+        add_special = needs_special_tokens(self.tok)
         return self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.model.device)
 
     def _logprob(self, requests: list[Request]) -> list[Reply]:
         import torch
 
-        # the chat template already holds the special tokens
-        add_special = not getattr(self.tok, "chat_template", None)
+        add_special = needs_special_tokens(self.tok)
         ids = self.tok([self.prompt_text(r) for r in requests], add_special_tokens=add_special)["input_ids"]
         # the engine sorts rows by characters, not tokens: a batch pads ~15-25% of its tokens. On CPU, where a
         # padded token costs as much as a real one, rows of similar token length go in separate passes
@@ -137,15 +127,8 @@ class HFJudge(LocalJudge):
         out = []
         for row, r in enumerate(requests):
             cands = self._candidates(r.labels)
-            label_p = [float(probs[row, tids].sum()) for tids in cands]
-            mass = sum(label_p)
-            dist = {lab: p / mass for lab, p in zip(r.labels, label_p)} if mass > 0 else None
-            score = sum(float(lab) * p for lab, p in dist.items()) if dist else None
-            extra = {"label_mass": mass}  # how much next-token probability the labels hold: low = unreliable
-            if dist:
-                extra["argmax"] = max(dist, key=dist.get)
-            out.append(Reply(probs=dist, score=score, model=self.model_ref, tokens_in=len(ids[row]),
-                             tokens_out=1, extra=extra))
+            label_p = {lab: float(probs[row, tids].sum()) for lab, tids in zip(r.labels, cands)}
+            out.append(label_scores(Reply(model=self.model_ref, tokens_in=len(ids[row]), tokens_out=1), label_p))
         return out
 
     def _forward(self, **kw: Any) -> Any:

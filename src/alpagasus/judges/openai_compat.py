@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from alpagasus.judges.base import JudgeError
+from alpagasus.judges.base import JudgeError, label_scores
 from alpagasus.records import Reply, Request
 
 # transport errors raised before the request left: nothing can have reached the server
@@ -19,11 +19,12 @@ NOT_SENT = ("ConnectError", "ConnectTimeout")
 
 class OpenAIJudge:
     batch_size = 1
+    sort_by_length = False
     per_client = 8  # requests in flight per HTTP client (see load)
 
     def __init__(self, arg: str, mode: str | None = None, backend: str = "openai", base_url: str | None = None,
                  api_key: str | None = None, concurrency: int | None = None, timeout: float = 120.0,
-                 top_logprobs: int = 20, context: int | None = None, **_: Any):
+                 top_logprobs: int = 20, context: int | None = None):
         if not arg:
             raise JudgeError("openai judge needs a model name: openai:MODEL (e.g. openai:gpt-4o-mini)")
         self.model_name = arg
@@ -39,6 +40,7 @@ class OpenAIJudge:
         self.concurrency = concurrency or 16
         self.timeout, self.top_logprobs, self._context = timeout, top_logprobs, context
         self.client: Any = None
+        self.clients: list[Any] = []
 
     @property
     def id(self) -> str:
@@ -66,7 +68,7 @@ class OpenAIJudge:
 
     async def aclose(self) -> None:
         """Close the HTTP clients in the loop that used them (collected later, they fail in a closed loop)."""
-        for c in getattr(self, "clients", None) or []:
+        for c in self.clients:
             await c.close()
         self.close()
 
@@ -149,16 +151,9 @@ def _from_logprobs(reply: Reply, choice: dict, labels: tuple[str, ...]) -> Reply
         tok = top["token"].strip()
         if tok in p:
             p[tok] += math.exp(top["logprob"])
-    mass = sum(p.values())
-    reply.extra = {**(reply.extra or {}), "label_mass": mass,
-                   "top": [(t["token"], round(t["logprob"], 4)) for t in tops[:5]]}
-    if mass <= 0:
-        reply.text = None  # no label among the top tokens: unparsed, with the top tokens kept
-        return reply
-    reply.probs = {k: v / mass for k, v in p.items()}
-    reply.score = sum(float(k) * v for k, v in reply.probs.items())
-    reply.extra["argmax"] = max(reply.probs, key=reply.probs.get)
-    return reply
+    # the top tokens are kept: with no label among them, they say what the judge answered instead
+    reply.extra = {**(reply.extra or {}), "top": [(t["token"], round(t["logprob"], 4)) for t in tops[:5]]}
+    return label_scores(reply, p)
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -21,7 +21,7 @@ class PredictorJudge(LocalJudge):
     batch_size = 256
 
     def __init__(self, arg: str, mode: str | None = None, backend: str = "predictor",
-                 batch_size: int | None = None, **_: Any):
+                 batch_size: int | None = None):
         if not arg:
             from alpagasus.predictors import shipped
 

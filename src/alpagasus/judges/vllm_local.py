@@ -10,19 +10,16 @@ import math
 import time
 from typing import Any
 
-from alpagasus.judges.base import JudgeError
+from alpagasus.judges.base import JudgeError, label_scores
 from alpagasus.judges.hf_local import HFJudge
 from alpagasus.records import Reply, Request
 
 
-def label_distribution(top: dict[int, float], candidates: list[list[int]], labels: tuple[str, ...]
-                       ) -> tuple[dict[str, float] | None, float]:
-    """(normalized label probabilities or None, label mass) from {token id: logprob} of the answer's first token."""
-    probs = [sum(math.exp(top[i]) for i in ids if i in top) for ids in candidates]
-    mass = sum(probs)
-    if mass <= 0:
-        return None, 0.0
-    return {lab: p / mass for lab, p in zip(labels, probs)}, mass
+def label_probabilities(top: dict[int, float], candidates: list[list[int]], labels: tuple[str, ...]
+                        ) -> dict[str, float]:
+    """Probability of each label (summed over the token ids that spell it) from {token id: logprob} of the
+    answer's first token; labels absent from the top-k get 0."""
+    return {lab: sum(math.exp(top[i]) for i in ids if i in top) for lab, ids in zip(labels, candidates)}
 
 
 class VLLMJudge(HFJudge):
@@ -35,9 +32,7 @@ class VLLMJudge(HFJudge):
         self.engine_args = {"gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True,
                             "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len}
 
-    @property
-    def sort_by_length(self) -> bool:
-        return False  # vLLM schedules by itself
+    sort_by_length = False  # vLLM schedules by itself
 
     def load(self) -> None:
         if self.model is not None:
@@ -46,10 +41,10 @@ class VLLMJudge(HFJudge):
             from vllm import LLM
         except ImportError as e:
             raise JudgeError("the vllm judge needs vLLM on a GPU machine: pip install 'alpagasus[vllm]'") from e
-        from alpagasus.models import resolve
+        from alpagasus.models import resolve_model
 
         args = {k: v for k, v in self.engine_args.items() if v is not None}
-        self.model = LLM(model=resolve(self.model_ref), **args)
+        self.model = LLM(model=resolve_model(self.model_ref), **args)
         self.tok = self.model.get_tokenizer()
 
     @property
@@ -80,10 +75,6 @@ class VLLMJudge(HFJudge):
                 rep.text = comp.text
             else:
                 top = {tid: lp.logprob for tid, lp in (comp.logprobs or [{}])[0].items()}
-                dist, mass = label_distribution(top, self._candidates(r.labels), r.labels)
-                rep.probs, rep.extra = dist, {"label_mass": mass}
-                if dist:
-                    rep.score = sum(float(k) * v for k, v in dist.items())
-                    rep.extra["argmax"] = max(dist, key=dist.get)
+                label_scores(rep, label_probabilities(top, self._candidates(r.labels), r.labels))
             replies.append(rep)
         return replies

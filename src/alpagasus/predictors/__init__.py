@@ -33,7 +33,7 @@ def shipped() -> list[str]:
     return sorted(p.name for p in HERE.iterdir() if (p / "card.json").exists())
 
 
-def resolve(name_or_path: str | Path) -> Path:
+def predictor_dir(name_or_path: str | Path) -> Path:
     """A shipped name (`alpaca-claude-accuracy`) or a folder saved by `distill`."""
     p = Path(name_or_path)
     if (p / "card.json").exists():
@@ -209,7 +209,7 @@ class Predictor:
     def load(cls, name_or_path: str | Path) -> "Predictor":
         import numpy as np
 
-        folder = resolve(name_or_path)
+        folder = predictor_dir(name_or_path)
         try:
             card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
             with np.load(folder / "head.npz", allow_pickle=False) as z:

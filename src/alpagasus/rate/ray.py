@@ -22,19 +22,21 @@ import sqlite3
 import threading
 import time
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
-from alpagasus.engine import Interrupted, Item, RateOptions, RateSummary, StoreWriteError, run_requests
+from alpagasus.engine.loop import Progress, chunked, run_items
+from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
 from alpagasus.judges.base import Judge, JudgeError, OutageError
-from alpagasus.prompts import Template
-from alpagasus.prompts.parse import parse_score
-from alpagasus.rate.loop import build_request, chunked, pending, reject_too_long
+from alpagasus.prompts.rubric import Rubric
+from alpagasus.prompts.template import Template
+from alpagasus.rate.loop import Pending, RateSummary, build_request
 from alpagasus.records import Example, Rating
-from alpagasus.store import FINAL, Store
+from alpagasus.store import Store
 
 __all__ = ["rate_on_ray", "RayRateError"]
 WINDOW = 4096      # examples checked against the store per query
 SWEEPS = 2         # extra passes for rows lost in transit, before giving up (resumably)
+# a block's counts the driver adds to its own; statuses it counts itself, from what it actually stores
 STATS = ("requests_sent", "tokens_in", "tokens_out", "ambiguous", "throttled", "outage_s")
 
 
@@ -43,8 +45,8 @@ class RayRateError(JudgeError):
 
 
 def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, judge_options: dict[str, Any],
-                template: Template, store: Store, options: RateOptions, summary: RateSummary,
-                address: str | None = None, progress: Callable[[RateSummary], None] | None = None,
+                template: Template, store: Store, options: RunOptions,
+                address: str | None = None, progress: Progress | None = None,
                 block_rows: int | None = None, actors: int | None = None, num_cpus: float | None = None,
                 num_gpus: float | None = None, runtime_env: dict | None = None) -> RateSummary:
     """Rate `examples` (deduplicated) on Ray, with the statuses, store and resume semantics of `rate.rate`.
@@ -56,16 +58,15 @@ def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, j
     API judge's window is rarely waiting on a block's last replies). `actors`: pool size
     (default: one actor per GPU for vllm judges and `device=cuda`, else one per CPU). Raises RayRateError (a
     JudgeError), OutageError, and `Interrupted` after Ctrl-C once the blocks in flight are stored."""
-    s = summary
-    s.judge, s.prompt_version = judge.id, template.version
-    block_rows = block_rows or max(64, 4 * judge.concurrency, judge.batch_size)
+    s = RunCounts(judge=judge.id, prompt_version=template.version)
     reader = Store(store.path)  # the feeder thread's own connection; the driver's writes stay on this thread
+    pending = Pending(reader, judge.id, template.version, options.retry_unparsed, WINDOW)
+    block_rows = block_rows or max(64, 4 * judge.concurrency, judge.batch_size)
     try:
-        blocks = _pending_blocks(examples, reader, judge.id, template.version, options.retry_unparsed,
-                                 block_rows, s)
+        blocks = _pending_blocks(examples, pending, block_rows, s)
         first = next(blocks, None)
-        if first is None:
-            return s  # nothing to do: no cluster started, no judge loaded
+        if first is None:  # nothing to do: no cluster started, no judge loaded
+            return RateSummary(judge.id, template.version, unique=pending.already, already_rated=pending.already)
         ray, started = _connect(address, runtime_env)
         try:
             gpu = judge_spec.startswith("vllm:") or str(judge_options.get("device", "")).startswith("cuda")
@@ -84,7 +85,8 @@ def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, j
                 ray.shutdown()
     finally:
         reader.close()
-    return s
+    return RateSummary(judge.id, template.version, unique=pending.already + s.to_judge,
+                       already_rated=pending.already, run=s)
 
 
 def _connect(address: str | None, runtime_env: dict | None) -> tuple[Any, bool]:
@@ -103,19 +105,17 @@ def _connect(address: str | None, runtime_env: dict | None) -> tuple[Any, bool]:
     return ray, True
 
 
-def _pending_blocks(examples: Iterable[Example], reader: Store, judge_id: str, pv: str, retry_unparsed: bool,
-                    block_rows: int, s: RateSummary) -> Iterator[list[Example]]:
+def _pending_blocks(examples: Iterable[Example], pending: Pending, block_rows: int,
+                    s: RunCounts) -> Iterator[list[Example]]:
     """Full blocks of the examples not yet rated for good, checked against the store a window at a time."""
     buf: list[Example] = []
-    seen = 0
     for window in chunked(examples, WINDOW):
-        todo, done = pending(window, reader, judge_id, pv, retry_unparsed)
-        seen, s.already_rated, s.to_rate = seen + len(window), s.already_rated + done, s.to_rate + len(todo)
+        todo = pending.split(window)
+        s.to_judge += len(todo)
         buf.extend(todo)
         while len(buf) >= block_rows:
             yield buf[:block_rows]
             buf = buf[block_rows:]
-    s.unique = s.unique or seen
     if buf:
         yield buf
 
@@ -126,7 +126,7 @@ class _Run:
     def __init__(self, ray, store, options, s, progress, worker, pool):
         self.ray, self.store, self.opts, self.s, self.progress = ray, store, options, s, progress
         self.worker, self.pool = worker, pool
-        self.final = tuple(x for x in FINAL if not (options.retry_unparsed and x == "unparsed"))
+        self.final = options.final_statuses()
         self.outstanding: dict[str, Example] = {}  # sent to the cluster, not stored yet
         self.max_blocks = 2 * pool["actors"] + 2    # out in the cluster at once: every actor has its next block
         self.cond = threading.Condition(threading.RLock())  # RLock: the SIGINT handler may take it re-entrantly
@@ -231,7 +231,7 @@ class _Run:
         """Store one block's ratings (ids still outstanding and not final in the store), add its figures."""
         s = self.s
         for k in STATS:
-            setattr(s, k, getattr(s, k) + res["stats"][k])
+            setattr(s, k, getattr(s, k) + getattr(res["counts"], k))
         with self.cond:
             fresh = [r for r in res["ratings"] if r.example_id in self.outstanding]
         done = self.store.done_ids(s.judge, s.prompt_version, [r.example_id for r in fresh], final=self.final)
@@ -240,17 +240,15 @@ class _Run:
             self.store.put_many(fresh)
             self.store.log_attempts(res["log"])
         except (sqlite3.Error, OSError) as e:
-            raise StoreWriteError(f"cannot write the store {self.store.path}: {e}. Nothing stored was lost; free "
-                                  "space (or fix the path) and run the same command again to resume") from e
+            raise StoreWriteError.of(self.store.path, e) from e
         with self.cond:
             for r in res["ratings"]:
                 self.outstanding.pop(r.example_id, None)
             self.cond.notify_all()
         for r in fresh:
-            setattr(s, r.status, getattr(s, r.status) + 1)
+            s.settled(r.status)
         s.elapsed_s = time.perf_counter() - self.t0
-        if self.opts.price_in is not None or self.opts.price_out is not None:
-            s.cost = (s.tokens_in * (self.opts.price_in or 0) + s.tokens_out * (self.opts.price_out or 0)) / 1e6
+        s.cost = self.opts.cost(s.tokens_in, s.tokens_out)
         if self.progress:
             self.progress(s)
         if res["error"]:
@@ -343,7 +341,7 @@ class _BlockRater:
     """A Ray Data map actor: builds and loads its own judge once, then rates one block per call."""
 
     def __init__(self, judge_spec: str, mode: str, judge_options: dict, judge_id: str, template: Template,
-                 options: RateOptions, feed: Any):
+                 options: RunOptions, feed: Any):
         from alpagasus import judges
 
         self.judge = judges.get(judge_spec, mode=mode, **judge_options)
@@ -362,7 +360,8 @@ class _BlockRater:
     def rate(self, examples: list[Example]) -> bytes:
         import ray
 
-        t, j, s, error = self.template, self.judge, RateSummary(), None
+        t, j, error = self.template, self.judge, None
+        counts = RunCounts()
         ratings: list[Rating] = []
         log: list[tuple] = []  # the engine's store, on a worker: kept in memory, returned with the block
         sink = SimpleNamespace(path="(a Ray worker's memory)", put_many=ratings.extend, log_attempts=log.extend)
@@ -372,15 +371,11 @@ class _BlockRater:
         except Exception:  # the feed is gone: so is the driver's pass
             examples = []
         items = [Item(e.id, build_request(e, t, j.mode)) for e in examples]
-        for it in items:
-            it.request.max_tokens = self.opts.max_tokens
         try:
-            items = reject_too_long(items, j, sink, s, t.version)  # type: ignore[arg-type]
-            self.loop.run_until_complete(run_requests(items, j, sink, t.version,  # type: ignore[arg-type]
-                                                      lambda text: parse_score(text, *t.scale), t.scale,
-                                                      self.opts, s))
+            counts = self.loop.run_until_complete(run_items(items, j, sink, Rubric.rating(t),  # type: ignore[arg-type]
+                                                            self.opts))
         except OutageError as e:  # the judge stayed away: return what was rated; the driver stops resumably
             error = ("outage", str(e))
         except Exception as e:
             error = ("error", f"{type(e).__name__}: {e}")
-        return pickle.dumps({"ratings": ratings, "log": log, "error": error, "stats": {k: getattr(s, k) for k in STATS}})
+        return pickle.dumps({"ratings": ratings, "log": log, "error": error, "counts": counts})

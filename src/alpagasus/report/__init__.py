@@ -1,4 +1,10 @@
-"""The ratings report: score distribution, thresholds, keyword split, length, judge agreement, HTML page."""
-from alpagasus.report.stats import DEFAULT_KEYWORDS, ReportError, build_report
+"""The ratings report: score distribution, thresholds, keyword split, length, judge agreement, HTML page.
+
+Modules, bottom up: `figures` (page and plot helpers, shared with compare and run), `ratings` (reading the
+file), `stats` (the numbers), `charts` (the plots), `html` (the page), `build` (all of it, for one file).
+"""
+from alpagasus.report.build import build_report
+from alpagasus.report.ratings import ReportError
+from alpagasus.report.stats import DEFAULT_KEYWORDS
 
 __all__ = ["build_report", "ReportError", "DEFAULT_KEYWORDS"]

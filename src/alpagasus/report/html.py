@@ -1,12 +1,9 @@
-"""The report page and its plots. Rated text is untrusted: every piece of it is HTML-escaped, and the page's
+"""The ratings report's page. Rated text is untrusted: every piece of it is HTML-escaped, and the page's
 Content-Security-Policy allows no script and no remote content, so a hostile example cannot act in a browser.
-Plots are PNG files beside the page and also embedded as data URIs, so index.html alone is the whole report.
-matplotlib is imported inside functions (Agg backend)."""
+Plots (`report.charts`) are PNG files beside the page and also embedded as data URIs, so index.html alone is
+the whole report."""
 from __future__ import annotations
 
-import base64
-import html
-import io
 from decimal import ROUND_FLOOR, Decimal
 from importlib import resources
 from pathlib import Path
@@ -14,27 +11,18 @@ from string import Template
 from typing import Any, Sequence
 
 from alpagasus.data import atomic_writer
-from alpagasus.report.stats import TEXT_FIELDS, clean, is_rated
+from alpagasus.report.charts import plot_confusion, plot_histogram, plot_keyword_bins, plot_kept, plot_length
+from alpagasus.report.figures import escape, fmt, img_tag, table, write_png
+from alpagasus.report.ratings import EXAMPLE_FIELDS
 from alpagasus.select.rules import BINS
 
-BLUE, ORANGE, GREY = "#4c72b0", "#dd8452", "#8c8c8c"
 CLIP = 600            # characters of a text field shown on the page
 PROBLEMS_SHOWN = 50   # rows listed per problem status
 
 
 def esc(value: Any, clip: int | None = CLIP) -> str:
-    text = clean("" if value is None else value)
-    if clip is not None and len(text) > clip:
-        text = text[:clip] + f"… [{len(text) - clip} more characters]"
-    return html.escape(text, quote=True)
-
-
-def fmt(x: Any, digits: int = 2) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}".rstrip("0").rstrip(".") if abs(x) < 1e6 else f"{x:.3g}"
-    return str(x)
+    """Escaped, and clipped to what a page can show."""
+    return escape(value, clip)
 
 
 def fmt_score(x: Any) -> str:
@@ -48,134 +36,14 @@ def pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
-# ---- plots -------------------------------------------------------------------------------------------------
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(plt, fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def plot_histogram(bins: dict[str, int]) -> bytes:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    bars = ax.bar(list(bins), list(bins.values()), color=BLUE)
-    ax.bar_label(bars, labels=[str(v) for v in bins.values()], padding=2)
-    ax.set_xlabel("score bin")
-    ax.set_ylabel("rows")
-    ax.set_title("Scores in the paper's bins")
-    ax.margins(y=0.15)
-    return _png(plt, fig)
-
-
-def plot_kept(summary: dict[str, Any]) -> bytes:
-    """Rows kept per threshold; the keyword rows and the rest as fractions on a second panel."""
-    plt = _plt()
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ths = [float(t) for t in summary["kept_at"]]
-    ax.step(ths, list(summary["kept_at"].values()), where="post", color=BLUE)
-    ax.axvline(summary["threshold"], color=GREY, linestyle="--", linewidth=1, label=f"--threshold {summary['threshold']:g}")
-    ax.set_xlabel("threshold (keep score ≥ t)")
-    ax.set_ylabel("rows kept")
-    ax.set_title("Rows each threshold keeps")
-    ax.legend(loc="lower left", frameon=False)
-    kw = summary["keywords"]
-    for group, name, color in ((kw, "with a keyword", ORANGE), (kw["rest"], "the rest", BLUE)):
-        if group["rated"]:
-            ax2.step(ths, [100 * v / group["rated"] for v in group["kept_at"].values()], where="post", color=color,
-                     label=f"{name} ({group['rated']} rated)")
-    ax2.axvline(summary["threshold"], color=GREY, linestyle="--", linewidth=1)
-    ax2.set_xlabel("threshold")
-    ax2.set_ylabel("% of the group's rated rows kept")
-    ax2.set_title("Keyword rows against the rest")
-    ax2.set_ylim(-2, 102)
-    if ax2.get_legend_handles_labels()[0]:
-        ax2.legend(loc="lower left", frameon=False)
-    return _png(plt, fig)
-
-
-def plot_keyword_bins(kw: dict[str, Any]) -> bytes:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    x = range(len(BINS))
-    for k, (group, name, color) in enumerate(((kw, "with a keyword", ORANGE), (kw["rest"], "the rest", BLUE))):
-        total = group["rated"] or 1
-        bars = ax.bar([i + (k - 0.5) * 0.4 for i in x], [100 * group["bins"][b] / total for b in BINS], width=0.4,
-                      color=color, label=f"{name} ({group['rated']} rated)")
-        ax.bar_label(bars, labels=[str(group["bins"][b]) for b in BINS], padding=1, fontsize=8)
-    ax.set_xticks(list(x), BINS)
-    ax.set_xlabel("score bin (bar labels: rows)")
-    ax.set_ylabel("% of the group's rated rows")
-    ax.set_title("Score bins: keyword rows against the rest")
-    ax.legend(frameon=False)
-    ax.margins(y=0.15)
-    return _png(plt, fig)
-
-
-def plot_length(rows: Sequence[dict[str, Any]], rho: float | None) -> bytes:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    rated = [r for r in rows if is_rated(r)]
-    lengths = [max(1, len(str(r.get("output") or ""))) for r in rated]
-    ax.scatter(lengths, [float(r["score"]) for r in rated], s=10, alpha=0.5, color=BLUE)
-    if lengths and max(lengths) / min(lengths) > 20:
-        ax.set_xscale("log")
-    ax.set_xlabel("response length (characters)")
-    ax.set_ylabel("score")
-    ax.set_title(f"Score against response length (Spearman {fmt(rho, 3)})")
-    return _png(plt, fig)
-
-
-def plot_confusion(agr: dict[str, Any]) -> bytes:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    matrix = [[agr["confusion"][a][b] for b in BINS] for a in BINS]
-    ax.imshow(matrix, cmap="Blues")
-    top = max(max(r) for r in matrix) or 1
-    for i, row in enumerate(matrix):
-        for j, v in enumerate(row):
-            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
-    ax.set_xticks(range(len(BINS)), BINS)
-    ax.set_yticks(range(len(BINS)), BINS)
-    ax.set_xlabel("B's bin")
-    ax.set_ylabel("A's bin")
-    ax.set_title("Score bins: A against B")
-    return _png(plt, fig)
-
-
-# ---- page --------------------------------------------------------------------------------------------------
-
 def img(name: str, data: bytes, alt: str) -> str:
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return f'<figure><img id="img-{name}" src="{uri}" alt="{esc(alt)}"><figcaption>{name}.png</figcaption></figure>'
-
-
-def table(tid: str, head: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
-    th = "".join(f"<th>{esc(h)}</th>" for h in head)
-    rows = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if _numeric(c) else f"<td>{c}</td>" for c in r)
-                   + "</tr>" for r in body)
-    return f'<table id="{tid}"><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>'
-
-
-def _numeric(cell: Any) -> bool:
-    """Numbers are right-aligned; text (already escaped) is not."""
-    return isinstance(cell, (int, float)) or str(cell).rstrip("%").replace(".", "", 1).lstrip("-").isdigit()
+    """A plot inline, captioned with the name of its PNG file beside the page."""
+    return f"<figure>{img_tag(data, alt, f'img-{name}')}<figcaption>{name}.png</figcaption></figure>"
 
 
 def _fields(r: dict[str, Any], with_output: bool = True) -> str:
     out = []
-    for f in TEXT_FIELDS if with_output else TEXT_FIELDS[:2]:
+    for f in EXAMPLE_FIELDS if with_output else EXAMPLE_FIELDS[:2]:
         if r.get(f):
             out.append(f'<div class="field"><b>{f}</b><pre>{esc(r[f])}</pre></div>')
     return "".join(out)
@@ -263,16 +131,14 @@ def agreement_html(agr: dict[str, Any], confusion_png: bytes) -> str:
             f"<h3>Where they disagree most</h3>{worst}")
 
 
-def write_page(out: Path, s: dict[str, Any], rows: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]],
-               examples: dict[str, list[dict]]) -> None:
+def write_page(out: Path, s: dict[str, Any], rows: Sequence[dict[str, Any]], examples: dict[str, list[dict]]) -> None:
     """Draw the plots, write them beside the page, and write index.html with them embedded."""
     pngs = {"histogram": plot_histogram(s["bins"]), "kept": plot_kept(s),
             "keywords": plot_keyword_bins(s["keywords"]), "length": plot_length(rows, s["length_spearman"])}
     if "agreement" in s:
         pngs["agreement"] = plot_confusion(s["agreement"])
     for name, data in pngs.items():
-        with atomic_writer(out / f"{name}.png", "wb") as f:
-            f.write(data)
+        write_png(out / f"{name}.png", data)
     rated = s["rated"]
     overview = table("overview", ["rows", "rated", "unparsed", "invalid input", "error", "flagged", "mean score",
                                   "score range"],
@@ -301,6 +167,6 @@ def write_page(out: Path, s: dict[str, Any], rows: Sequence[dict[str, Any]], oth
         "agreement": (f"<h2>Agreement with a second rating</h2>{agreement_html(s['agreement'], pngs['agreement'])}"
                       if "agreement" in s else ""),
     }
-    page = Template(resources.files("alpagasus").joinpath("templates/report.html").read_text("utf-8"))
+    page = Template(resources.files("alpagasus.report").joinpath("page.html").read_text("utf-8"))
     with atomic_writer(out / "index.html") as f:
         f.write(page.substitute(fill))

@@ -1,72 +1,24 @@
-"""`alpagasus report`: the numbers behind a ratings file, so its scores are looked at before they are trusted.
+"""`alpagasus report`'s numbers: what a ratings file says, so its scores are looked at before they are trusted.
 
 Score bins (the paper's histogram), rows kept per threshold, the paper's keyword check (does filtering starve
 coding examples?), score against response length, and agreement between two ratings of the same data.
-The page and the plots are drawn by `report_html`; this module only counts.
+This module only counts: `report.build` reads the files and `report.html` draws the page.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from alpagasus.data import write_json
+from alpagasus.report.figures import clean
+from alpagasus.report.ratings import EXAMPLE_FIELDS, is_rated
 from alpagasus.select.rules import BINS, bin_counts, score_bin, select
 
 # The paper's coding keywords; matched case-sensitively as substrings, which is why both cases are listed.
 DEFAULT_KEYWORDS = ("Java", "java", "C++", "c++", "C#", "c#", "Python", "python")
-TEXT_FIELDS = ("instruction", "input", "output")
 STEP = 0.25          # spacing of the kept-per-threshold curve
 SNIPPET = 200        # characters of an instruction kept in summary.json
-
-
-class ReportError(ValueError):
-    """A ratings file the report cannot read; the message names the file, the line and the field."""
-
-
-def load_ratings(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a ratings JSONL file, checked enough that the counts mean something."""
-    p = Path(path)
-    if not p.is_file():
-        raise ReportError(f"{path}: no such ratings file")
-    rows = []
-    with p.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8", "surrogateescape"))
-            except json.JSONDecodeError as e:
-                raise ReportError(f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise ReportError(f"{path}, line {lineno}: expected an object, got {type(row).__name__}")
-            _check_row(row, path, lineno)
-            rows.append(row)
-    return rows
-
-
-def _check_row(row: dict[str, Any], path: str | Path, lineno: int) -> None:
-    where = f"{path}, line {lineno}, field"
-    status = row.get("status")
-    if not isinstance(status, str):
-        raise ReportError(f"{where} 'status': missing or not a string (is this an `alpagasus rate` output?)")
-    score = row.get("score")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score)):
-        raise ReportError(f"{where} 'score': must be a number or null, got {score!r}")
-    flags = row.get("flags")
-    if flags is not None and not (isinstance(flags, list) and all(isinstance(x, str) for x in flags)):
-        raise ReportError(f"{where} 'flags': must be a list of strings, got {flags!r}")
-
-
-def clean(value: Any) -> str:
-    """Text fit for a page or a JSON file: lone surrogates (undecodable input bytes) become U+FFFD."""
-    return str(value).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-
-
-def is_rated(row: dict[str, Any]) -> bool:
-    return row.get("status") == "ok" and row.get("score") is not None
 
 
 def thresholds(max_score: float = 5.0, extra: Iterable[float] = ()) -> list[float]:
@@ -82,7 +34,7 @@ def kept_at(rows: Sequence[dict[str, Any]], ths: Iterable[float]) -> dict[str, i
 
 
 def has_keyword(row: dict[str, Any], keywords: Sequence[str]) -> bool:
-    text = "\n".join(str(row.get(f) or "") for f in TEXT_FIELDS)
+    text = "\n".join(str(row.get(f) or "") for f in EXAMPLE_FIELDS)
     return any(k in text for k in keywords)
 
 
@@ -210,7 +162,7 @@ def pick_examples(rows: Sequence[dict[str, Any]], per_bin: int, seed: int = 0) -
     return {b: [v[i] for i in sorted(rng.sample(range(len(v)), min(per_bin, len(v))))] for b, v in by_bin.items()}
 
 
-def _label(path: str | Path, rows: Sequence[dict[str, Any]]) -> str:
+def label(path: str | Path, rows: Sequence[dict[str, Any]]) -> str:
     """A rating file's name for the page: its judge and prompt version, else the file name."""
     first = next((r for r in rows if r.get("judge")), {})
     judge = " ".join(str(first[k]) for k in ("judge", "prompt_version") if first.get(k))
@@ -240,26 +192,3 @@ def summarize(rows: Sequence[dict[str, Any]], keywords: Sequence[str] = DEFAULT_
         "length_spearman": length["spearman"],
         "length": length,
     }
-
-
-def build_report(ratings_path: str | Path, out_dir: str | Path, keywords: Sequence[str] = DEFAULT_KEYWORDS,
-                 compare: str | Path | None = None, threshold: float = 4.5, examples_per_bin: int = 3) -> dict:
-    """Write REPORT_DIR/index.html (plots embedded), the PNGs and summary.json; return the summary."""
-    from alpagasus.report import html as report_html
-
-    keywords = [k for k in keywords if k]
-    if not keywords:
-        raise ReportError("--keywords: give at least one non-empty keyword")
-    rows = load_ratings(ratings_path)
-    summary = {"ratings": str(ratings_path), "label": _label(ratings_path, rows),
-               **summarize(rows, keywords, threshold)}
-    other: list[dict[str, Any]] = []
-    if compare is not None:
-        other = load_ratings(compare)
-        summary["agreement"] = {"a": summary["label"], "b": _label(compare, other), "compare": str(compare),
-                                **agreement(rows, other, threshold)}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report_html.write_page(out, summary, rows, other, pick_examples(rows, examples_per_bin))
-    write_json(out / "summary.json", summary)
-    return summary

@@ -1,18 +1,18 @@
 """The final report of an experiment (`alpagasus run`): comparisons, training times, selection sizes, plots."""
 from __future__ import annotations
 
-import base64
-import html
 import json
 from pathlib import Path
 from typing import Any
 
 from alpagasus.data import atomic_writer, write_json
+from alpagasus.report.figures import escape, img_tag, table
 
-COLUMNS = ("win", "tie", "lose", "winning_score", "questions", "unparsed", "disagreement")
+# The columns of a comparison's results shown per test set (compare's summary.json names them).
+RESULT_COLUMNS = ("win", "tie", "lose", "winning_score", "questions", "unparsed", "disagreement")
 
 
-def collect(exp: Any) -> dict[str, Any]:
+def read_numbers(exp: Any) -> dict[str, Any]:
     """The numbers, from what the stages wrote (never recomputed)."""
     d: Path = exp.dir
     sel = exp.done("select") or {}
@@ -37,7 +37,7 @@ def collect(exp: Any) -> dict[str, Any]:
 
 def write_final_report(exp: Any) -> dict:
     """RUN_DIR/final.json, final.md and final.html (plots embedded); returns the numbers."""
-    data = collect(exp)
+    data = read_numbers(exp)
     write_json(exp.dir / "final.json", data)
     with atomic_writer(exp.dir / "final.md") as f:
         f.write(_markdown(data))
@@ -53,7 +53,7 @@ def _fmt(v: Any) -> str:
 
 
 def _rows(results: dict) -> list[list[str]]:
-    return [[ts] + [_fmt(r.get(c)) for c in COLUMNS] for ts, r in results.items()]
+    return [[ts] + [_fmt(r.get(c)) for c in RESULT_COLUMNS] for ts, r in results.items()]
 
 
 def _markdown(d: dict) -> str:
@@ -62,38 +62,33 @@ def _markdown(d: dict) -> str:
     for k, n in d["selection_sizes"].items():
         out.append(f"| {k} | {n} | {_fmt(d['train_wall_time_s'].get(k))} | {_fmt(d['train_time_ratio_to_all'].get(k))} |")
     for title, c in d["comparisons"].items():
-        out += ["", f"## {title} (judge `{c['judge']}`)", "", "| test set | " + " | ".join(COLUMNS) + " |",
-                "|---" * (len(COLUMNS) + 1) + "|"]
+        out += ["", f"## {title} (judge `{c['judge']}`)", "", "| test set | " + " | ".join(RESULT_COLUMNS) + " |",
+                "|---" * (len(RESULT_COLUMNS) + 1) + "|"]
         out += ["| " + " | ".join(r) + " |" for r in _rows(c["results"])]
     out += ["", "Winning score = (#win - #lose) / #questions + 1; above 1 the filtered model wins.", ""]
     return "\n".join(out)
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _img(path: Path) -> str:
-    if not path.exists():
-        return ""
-    b64 = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.parent.name)}" src="data:image/png;base64,{b64}">'
+    return img_tag(path.read_bytes(), path.parent.name) if path.exists() else ""
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    return table(None, head, [[escape(c) for c in r] for r in rows])
 
 
 def _html(d: dict, run_dir: Path) -> str:
-    parts = [f"<h1>{html.escape(d['name'])}: filtered vs baselines</h1>",
-             f"<p>Rating judge: <code>{html.escape(str(d['judge']))}</code>. "
+    parts = [f"<h1>{escape(d['name'])}: filtered vs baselines</h1>",
+             f"<p>Rating judge: <code>{escape(str(d['judge']))}</code>. "
              '<a href="report/index.html">The ratings report</a>.</p>', "<h2>Selection and training</h2>",
              _table(["set", "examples", "training s", "ratio to all"],
                     [[k, str(n), _fmt(d["train_wall_time_s"].get(k)), _fmt(d["train_time_ratio_to_all"].get(k))]
                      for k, n in d["selection_sizes"].items()])]
     for title, c in d["comparisons"].items():
-        parts += [f"<h2>{html.escape(title)}</h2>", f"<p>judge <code>{html.escape(str(c['judge']))}</code></p>",
-                  _table(["test set", *COLUMNS], _rows(c["results"])),
+        parts += [f"<h2>{escape(title)}</h2>", f"<p>judge <code>{escape(str(c['judge']))}</code></p>",
+                  _table(["test set", *RESULT_COLUMNS], _rows(c["results"])),
                   _img(run_dir / c["dir"] / "win_tie_lose.png")]
     style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(d['name'])}</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(d['name'])}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")

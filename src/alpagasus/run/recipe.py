@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "rate": {"judge": None, "mode": None, "dimension": "accuracy", "store": None, "concurrency": None,
              "batch_size": None, "base_url": None, "max_tokens": 256},
     "select": {"threshold": 4.5, "top_k": None, "keep_fraction": None, "baselines": ["random", "longest", "all"],
-               "seed": 0},
+               "seed": 0, "exclude_flagged": False},
     "train": {},
     "generate": {"testsets": ["vicuna", "koala", "sinstruct", "wizardlm"], "limit": None, "max_new_tokens": 512,
                  "batch_size": None},
@@ -81,40 +81,41 @@ class Experiment:
 
     # ---- stages ---------------------------------------------------------------------------------
     def rate(self) -> dict:
-        from alpagasus.rate import files as api
+        from alpagasus.engine.types import RunOptions
+        from alpagasus.rate.files import rate_file
 
         d, c = self.r["data"], self.r["rate"]
-        s = api.rate_file(d["path"], self.dir / "ratings.jsonl", judge=c["judge"], mode=c["mode"],
-                          dimension=c["dimension"], store_path=c["store"], field_map=d["fields"] or None,
-                          skip_invalid=d["skip_invalid"], limit=d["limit"], sample=d["sample"], seed=d["seed"],
-                          concurrency=c["concurrency"], batch_size=c["batch_size"], base_url=c["base_url"],
-                          max_tokens=c["max_tokens"])
-        return {"judge": s.judge, "ok": s.ok, "unparsed": s.unparsed, "requests_sent": s.requests_sent,
-                "seconds": round(s.elapsed_s, 1)}
+        s = rate_file(d["path"], self.dir / "ratings.jsonl", judge=c["judge"], mode=c["mode"],
+                      dimension=c["dimension"], store_path=c["store"], field_map=d["fields"] or None,
+                      skip_invalid=d["skip_invalid"], limit=d["limit"], sample=d["sample"], seed=d["seed"],
+                      judge_options=_given(c, "base_url", "concurrency", "batch_size"),
+                      options=RunOptions(max_tokens=int(c["max_tokens"])))
+        r = s.run
+        return {"judge": s.judge, "ok": r.ok, "unparsed": r.unparsed, "requests_sent": r.requests_sent,
+                "seconds": round(r.elapsed_s, 1)}
 
     def select(self) -> dict:
-        from alpagasus.data import read_jsonl, write_json as wj
-        from alpagasus.select.rules import select, training_rows
+        """The filtered set by the recipe's rule, then each baseline of the same size, through the CLI's
+        streaming `select_file`; `exclude_flagged` keeps flagged rows out of every set alike."""
+        from alpagasus.select.files import select_file
 
         c = self.r["select"]
-        rows = list(read_jsonl(self.dir / "ratings.jsonl"))
         if c["top_k"] is not None:
-            kept = select(rows, "top_k", k=int(c["top_k"]))
+            rule, value = "top_k", int(c["top_k"])
         elif c["keep_fraction"] is not None:
-            kept = select(rows, "keep_fraction", fraction=float(c["keep_fraction"]))
+            rule, value = "keep_fraction", float(c["keep_fraction"])
         else:
-            kept = select(rows, "threshold", threshold=float(c["threshold"]))
-        if not kept:
+            rule, value = "threshold", float(c["threshold"])
+        opts = {"seed": int(c["seed"]), "exclude_flagged": bool(c["exclude_flagged"])}
+        ratings, out = self.dir / "ratings.jsonl", self.dir / "sets"
+        n = select_file(ratings, out / "filtered.json", rule, value, **opts)["kept"]
+        if not n:
+            (out / "filtered.json").unlink()  # as if never written: the stage failed
             raise RecipeError("the selection rule kept no example: lower select.threshold, or use select.top_k / "
                               "select.keep_fraction (a weak judge rarely gives 4.5)")
-        n = len(kept)
-        sets = {"filtered": kept}
+        sizes = {"filtered": n}
         for b in c["baselines"]:
-            sets[b] = select(rows, b, k=n, seed=int(c["seed"])) if b != "all" else select(rows, "all")
-        sizes = {}
-        for name, picked in sets.items():
-            wj(self.dir / "sets" / f"{name}.json", training_rows(picked))
-            sizes[name] = len(picked)
+            sizes[b] = select_file(ratings, out / f"{b}.json", b, n if b != "all" else None, **opts)["kept"]
         return {"sizes": sizes}
 
     def train(self) -> dict:
@@ -133,7 +134,8 @@ class Experiment:
                 "steps": {k: v.get("steps") for k, v in out.items()}}
 
     def generate(self) -> dict:
-        from alpagasus.generate.answer import GenerateConfig, generate
+        from alpagasus.generate.answer import generate
+        from alpagasus.generate.config import GenerateConfig
 
         g = self.r["generate"]
         out = {}
@@ -146,19 +148,20 @@ class Experiment:
 
     def compare(self) -> dict:
         from alpagasus.compare.files import compare_files
+        from alpagasus.engine.types import RunOptions
 
         c = self.r["compare"]
-        opts = {k: c[k] for k in ("base_url", "concurrency") if c.get(k) is not None}
+        run = RunOptions(max_tokens=int(c["max_tokens"]), max_reasks=int(c["max_reasks"]))
         out = {}
         for b in self.sets()[1:]:
             rep = compare_files([self.dir / "answers" / "filtered.jsonl", self.dir / "answers" / f"{b}.jsonl"],
                                 self.dir / "compare" / f"filtered_vs_{b}", judge=c["judge"], store_path=c["store"],
-                                max_tokens=int(c["max_tokens"]), max_reasks=int(c["max_reasks"]), judge_options=opts)
+                                judge_options=_given(c, "base_url", "concurrency"), options=run)
             out[b] = rep.summary
         return {"comparisons": list(out)}
 
     def report(self) -> dict:
-        from alpagasus.report.stats import DEFAULT_KEYWORDS, build_report
+        from alpagasus.report import DEFAULT_KEYWORDS, build_report
         from alpagasus.run.final_report import write_final_report
 
         c = self.r["report"]
@@ -186,6 +189,11 @@ class Experiment:
             self.mark(stage, info)
             results[stage] = info
         return results
+
+
+def _given(section: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The judge options a recipe section sets (unset ones leave the judge's defaults)."""
+    return {k: section[k] for k in keys if section.get(k) is not None}
 
 
 def run_recipe(recipe_path: str | Path, run_dir: str | Path | None = None, until: str | None = None,

@@ -7,17 +7,16 @@ input is not empty, else the instruction alone).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-from alpagasus.data import DataError
+from alpagasus.data import DataError, iter_objects
 
 NAMES = ("vicuna", "koala", "sinstruct", "wizardlm")
 ID_FIELDS = ("question_id", "id", "idx")
-TEXT_FIELDS = ("question", "text", "prompt", "instruction", "Instruction")
+QUESTION_FIELDS = ("question", "text", "prompt", "instruction", "Instruction")  # the question's text, first found
 
 
 @dataclass
@@ -53,29 +52,14 @@ def expand(specs: str | Iterable[str]) -> list[str]:
 def load(spec: str, limit: int | None = None) -> list[Question]:
     """Questions of a bundled test set (by name) or of a JSONL file; `limit` keeps the first N."""
     if spec in NAMES:
-        rows = _jsonl(builtin_path(spec))
-        questions = [_BUILTIN[spec](row) for _, row in rows]
+        questions = [_BUILTIN[spec](row) for _, row in iter_objects(builtin_path(spec), jsonl=True)]
     else:
         path = Path(spec)
         if not path.exists():
             raise DataError(f"{spec}: not a bundled test set ({', '.join(NAMES)}, all) and no such file")
-        questions = [_user_question(path, n, row) for n, row in _jsonl(path)]
+        questions = [_user_question(path, n, row) for n, row in iter_objects(path, jsonl=True)]
         _check_unique(path, questions)
     return questions[:limit] if limit is not None else questions
-
-
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, row {n}: malformed JSON line ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}, row {n}: expected an object")
-            yield n, row
 
 
 def _vicuna(row: dict) -> Question:
@@ -103,15 +87,19 @@ _BUILTIN = {"vicuna": _vicuna, "koala": _koala, "sinstruct": _sinstruct, "wizard
 
 def _user_question(path: Path, n: int, row: dict) -> Question:
     id_field = next((f for f in ID_FIELDS if f in row), None)
-    text_field = next((f for f in TEXT_FIELDS if isinstance(row.get(f), str) and row[f].strip()), None)
+    text_field = next((f for f in QUESTION_FIELDS if isinstance(row.get(f), str) and row[f].strip()), None)
     if id_field is None:
         raise DataError(f"{path}, row {n}, field 'question_id': missing (one of {', '.join(ID_FIELDS)} is needed)")
     if text_field is None:
         raise DataError(f"{path}, row {n}, field 'question': missing or empty "
-                        f"(one of {', '.join(TEXT_FIELDS)} is needed)")
+                        f"(one of {', '.join(QUESTION_FIELDS)} is needed)")
     inp = row.get("input") if isinstance(row.get("input"), str) else ""
     text = row[text_field]
     question = f"{text} Input: {inp}" if inp.strip() else text
+    try:  # undecodable bytes reach here as lone surrogates: name the row rather than fail at writing answers
+        question.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{path}, row {n}, field '{text_field}': contains invalid UTF-8") from None
     extra = {k.lower(): row[k] for k in ("category", "Category", "skill", "Skill", "difficulty", "Difficulty")
              if k in row}
     return Question(path.stem, str(row[id_field]), question, text, inp, extra=extra)

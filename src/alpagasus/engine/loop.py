@@ -11,118 +11,47 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import json
-import random
 import signal
 import sqlite3
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterable, Iterator
+from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
+from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
+from alpagasus.engine.settle import settle
 from alpagasus.judges.base import Judge, OutageError
-from alpagasus.prompts.parse import Parsed
-from alpagasus.records import InvalidRow, Rating, Reply, Request
+from alpagasus.prompts.rubric import Rubric
+from alpagasus.records import Rating, Reply
 from alpagasus.store import Store
 
-
-class StoreWriteError(RuntimeError):
-    """The store could not be written (disk full...): the run stops; what was stored is intact."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C: the replies in flight were waited for and stored; `summary` says what this run did."""
-
-    def __init__(self, summary: "RateSummary"):
-        super().__init__("interrupted")
-        self.summary = summary
+T = TypeVar("T")
+Progress = Callable[[RunCounts], None]              # fed the run's counts as replies settle
+ProgressFactory = Callable[[str, "int | None"], Progress]  # (phase, items to judge if known) -> its Progress
 
 
-@dataclass
-class RateSummary:
-    judge: str = ""
-    prompt_version: str = ""
-    rows: int = 0                  # rows read from the input
-    unique: int = 0                # distinct valid examples
-    duplicates: int = 0
-    invalid: list[InvalidRow] = field(default_factory=list)
-    already_rated: int = 0         # found in the store: not requested again
-    to_rate: int = 0
-    requests_sent: int = 0
-    ok: int = 0
-    unparsed: int = 0
-    invalid_input: int = 0
-    error: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: float | None = None
-    elapsed_s: float = 0.0
-    outage_s: float = 0.0          # time spent paused because the judge was unreachable
-    ambiguous: int = 0             # attempts that timed out or were cut off and may have reached the server
-    throttled: int = 0             # 429 answers (waited for, not charged to the item)
-    flagged: int = 0               # rows flagged as possible prompt injection (see flags.py)
-    note: str = ""                 # what the run is waiting for right now (an outage), for progress displays
-
-    @property
-    def done(self) -> int:
-        return self.ok + self.unparsed + self.invalid_input + self.error
+async def run_items(items: Iterable[Item], judge: Judge, store: Store, rubric: Rubric,
+                    options: RunOptions | None = None, progress: Progress | None = None) -> RunCounts:
+    """Judge every item (the judge is loaded by the caller); returns this run's counts. `items` may be a
+    generator: it is read as the window has room, so a million items never sit in memory. Items too long for
+    the judge's context are stored as `invalid_input` without a request. Raises OutageError / StoreWriteError
+    (resumable) when it must stop, and Interrupted after Ctrl-C once the replies in flight are stored."""
+    return await _Engine(judge, store, rubric, options or RunOptions(), progress).run(items)
 
 
-@dataclass
-class RateOptions:
-    max_reasks: int = 2            # extra asks after a reply with no score (generate mode)
-    max_attempts: int = 5          # requests charged to an item (failures, re-asks) before it is stored as `error`
-    max_throttled: int = 30        # 429 answers per item before it is stored as `error` (retried by the next run)
-    retry_unparsed: bool = False   # ask again for items stored as `unparsed` by an earlier run
-    price_in: float | None = None  # currency per million input tokens
-    price_out: float | None = None
-    max_tokens: int = 256          # generate mode: reply length cap
-    backoff_s: float = 1.0         # first retry delay after a failure; doubles per attempt (with jitter)
-    max_backoff_s: float = 60.0    # a Retry-After longer than this is treated as an outage (pause)
-    max_outage_s: float = 3600.0   # give up (resumably) after the judge is unreachable this long
-    outage_after: int = 8          # this many failures in a row, across items, mean the server is down
-    probe_every_s: float = 30.0    # while the judge is away, one probe request at most this far apart
-    drain_s: float = 15.0          # Ctrl-C: wait this long for the replies in flight (paid for), then quit
-
-
-@dataclass
-class Item:
-    key: str                 # the id the reply is stored under
-    request: Request
-    attempts: int = 0
-    reasks: int = 0
-    throttled: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    latency_s: float = 0.0
-
-
-async def run_requests(items: Iterable[Item], judge: Judge, store: Store, prompt_version: str,
-                       parse: Callable[[str | None], Parsed], scale: tuple[float, float],
-                       opts: RateOptions, s: RateSummary,
-                       progress: Callable[[RateSummary], None] | None = None) -> RateSummary:
-    """Judge every item; returns the summary. `items` may be a generator: it is read as the window has room,
-    so a million items never sit in memory. Raises OutageError / StoreWriteError (resumable) when it must
-    stop, and Interrupted after Ctrl-C once the replies in flight are stored."""
-    return await _Engine(judge, store, prompt_version, parse, scale, opts, s, progress).run(items)
-
-
-def run_sync(coro: Awaitable[RateSummary], judge: Judge) -> RateSummary:
+def run_sync(coro: Awaitable[T], judge: Judge) -> T:
     """`asyncio.run(coro)`, then the judge's async clients (if any) are closed in that same loop."""
-    async def main() -> RateSummary:
+    async def main() -> T:
         try:
             return await coro
         finally:
-            aclose = getattr(judge, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await judge.aclose()
     return asyncio.run(main())
 
 
 class _Engine:
-    def __init__(self, judge, store, prompt_version, parse, scale, opts, s, progress):
-        self.judge, self.store, self.pv, self.parse, self.scale = judge, store, prompt_version, parse, scale
-        self.opts, self.s, self.progress = opts, s, progress
+    def __init__(self, judge: Judge, store: Store, rubric: Rubric, opts: RunOptions, progress: Progress | None):
+        self.judge, self.store, self.rubric, self.opts, self.progress = judge, store, rubric, opts, progress
+        self.s = RunCounts(judge=judge.id, prompt_version=rubric.version)
         self.ready: deque[list[Item]] = deque()           # batches to send now
         self.delayed: list[tuple[float, int, list[Item]]] = []  # (not before, seq, batch): retries waiting
         self.seq = 0
@@ -134,9 +63,9 @@ class _Engine:
         self.stop_at: float | None = None                 # Ctrl-C: quit once nothing is in flight, or then
         self.interrupts = 0
 
-    async def run(self, items: Iterable[Item]) -> RateSummary:
+    async def run(self, items: Iterable[Item]) -> RunCounts:
         t0 = time.perf_counter()
-        source = _batches(items, max(1, self.judge.batch_size), getattr(self.judge, "sort_by_length", False))
+        source = _batches(self._admit(items), max(1, self.judge.batch_size), self.judge.sort_by_length)
         more = True
         in_flight: set[asyncio.Task] = set()
         sigint = self._catch_sigint()
@@ -183,7 +112,7 @@ class _Engine:
 
     def _tick(self, t0: float) -> None:
         self.s.elapsed_s = time.perf_counter() - t0
-        self.s.cost = _cost(self.s, self.opts)
+        self.s.cost = self.opts.cost(self.s.tokens_in, self.s.tokens_out)
         if self.progress:
             self.progress(self.s)
 
@@ -207,8 +136,20 @@ class _Engine:
         self.seq += 1
         heapq.heappush(self.delayed, (time.monotonic() + delay, self.seq, batch))
 
-    def _backoff(self, n: int) -> float:
-        return min(self.opts.max_backoff_s, self.opts.backoff_s * 2 ** max(0, n - 1)) * (0.5 + random.random())
+    def _admit(self, items: Iterable[Item]) -> Iterator[Item]:
+        """Items as the window pulls them (one at a time: nothing is read ahead of the window), the run's reply
+        cap applied; those too long for the judge's context are stored as `invalid_input`, never sent."""
+        for it in items:
+            self.s.to_judge += 1
+            it.request.max_tokens = self.opts.max_tokens
+            keep, rejected = too_long([it], self.judge, self.rubric.version, self.opts.max_tokens)
+            if rejected:  # rare: one write each is cheap
+                try:
+                    self.store.put_many(rejected)
+                except (sqlite3.Error, OSError) as e:
+                    raise StoreWriteError.of(self.store.path, e) from e
+                self.s.invalid_input += 1
+            yield from keep
 
     async def call(self, batch: list[Item]) -> None:
         self.s.requests_sent += len(batch)
@@ -241,15 +182,15 @@ class _Engine:
                 it.throttled += 1  # rate limited: wait as told, charge nothing (the request was not served)
                 self.s.throttled += 1
                 log.append((it.key, "throttled", rep.error))
-                self._delay([it], max(rep.retry_after or 0.0, self._backoff(it.throttled)))
+                self._delay([it], max(rep.retry_after or 0.0, self.opts.backoff(it.throttled)))
                 continue
             it.attempts += 1
             if rep.error is not None and (rep.extra or {}).get("ambiguous"):
                 self.s.ambiguous += 1
             try:
-                rating, retry_after = settle(it, rep, self.judge.id, self.pv, self.parse, self.scale, self.opts)
+                rating, retry_after = settle(it, rep, self.judge.id, self.rubric, self.opts)
             except Exception as e:  # a parser must never lose an item: keep the raw reply
-                rating, retry_after = Rating(it.key, self.judge.id, self.pv, None, "unparsed", raw=rep.text,
+                rating, retry_after = Rating(it.key, self.judge.id, self.rubric.version, None, "unparsed", raw=rep.text,
                                              explanation=f"parser failed: {type(e).__name__}: {e}",
                                              attempts=it.attempts, created_at=time.time()), None
             if rating is not None:
@@ -263,9 +204,10 @@ class _Engine:
             self._write(lambda: self.store.put_many(finished))
             if self.fatal is None:
                 for r in finished:
-                    setattr(self.s, r.status, getattr(self.s, r.status) + 1)
+                    self.s.settled(r.status)
         if log:
-            self._write(lambda: self.store.log_attempts([(k, self.judge.id, self.pv, o, d) for k, o, d in log]))
+            rows = [(k, self.judge.id, self.rubric.version, o, d) for k, o, d in log]
+            self._write(lambda: self.store.log_attempts(rows))
 
     def _write(self, fn: Callable[[], None]) -> None:
         if self.fatal is not None:
@@ -273,8 +215,7 @@ class _Engine:
         try:
             fn()
         except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as e:
-            self.fatal = StoreWriteError(f"cannot write the store {self.store.path}: {e}. Nothing stored was lost; "
-                                         "free space (or fix the path) and run the same command again to resume")
+            self.fatal = StoreWriteError.of(self.store.path, e)
 
     def _pause(self, rep: Reply) -> None:
         """The judge is away (refused, or asks to wait longer than we would back off): stop sending, then
@@ -303,43 +244,35 @@ class _Engine:
             self.outage_since, self.outage_pause, self.s.note = None, self.opts.backoff_s, ""
 
 
-def settle(it: Item, rep: Reply, judge_id: str, prompt_version: str, parse: Callable[[str | None], Parsed],
-           scale: tuple[float, float], opts: RateOptions) -> tuple[Rating | None, float | None]:
-    """A final Rating for this item, or the delay before asking again."""
-    base = dict(example_id=it.key, judge=judge_id, prompt_version=prompt_version, model=rep.model,
-                tokens_in=it.tokens_in, tokens_out=it.tokens_out, latency_s=it.latency_s, attempts=it.attempts,
-                created_at=time.time())
-    if rep.error is not None:
-        if rep.retryable and it.attempts < opts.max_attempts:
-            delay = min(opts.max_backoff_s, opts.backoff_s * 2 ** (it.attempts - 1)) * (0.5 + random.random())
-            return None, max(delay, rep.retry_after or 0.0)
-        return Rating(score=None, status="error", raw=rep.error, explanation=None, **base), None
-    if rep.score is not None:  # the backend computed the score itself (logprob, predictor)
-        lo, hi = scale
-        if lo <= rep.score <= hi:
-            return Rating(score=rep.score, status="ok", probs=rep.probs, raw=rep.text, extra=rep.extra, **base), None
-        return Rating(score=None, status="unparsed", probs=rep.probs, raw=str(rep.score), extra=rep.extra,
-                      explanation=f"score {rep.score:g} outside the scale {lo:g}-{hi:g}", **base), None
-    if rep.text is None:  # logprob mode with no probability on any label
-        top = (rep.extra or {}).get("top")
-        return Rating(score=None, status="unparsed", probs=rep.probs, raw=json.dumps(top) if top else None,
-                      extra=rep.extra, explanation="no probability on the score labels", **base), None
-    parsed = parse(rep.text)
-    if parsed.score is not None:
-        extra = {**(rep.extra or {}), **(parsed.extra or {})} or None
-        return Rating(score=parsed.score, status="ok", explanation=parsed.explanation, raw=rep.text,
-                      extra=extra, **base), None
-    if it.reasks < opts.max_reasks:
-        it.reasks += 1
-        it.request.temperature = 0.7  # the same greedy request would get the same reply
-        return None, 0.0
-    return Rating(score=None, status="unparsed", raw=rep.text, explanation=parsed.reason,
-                  extra={**(rep.extra or {}), "asks": it.reasks + 1}, **base), None
+def chunked(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Lists of n (the last may be shorter), pulled lazily."""
+    batch: list[T] = []
+    for x in items:
+        batch.append(x)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
-def _chunks(items: list[Item], n: int) -> Iterable[list[Item]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
+def too_long(items: list[Item], judge: Judge, prompt_version: str, max_tokens: int) -> tuple[list[Item], list[Rating]]:
+    """(items that fit the judge's context, `invalid_input` ratings for those that do not)."""
+    limit = judge.max_context
+    if not limit:
+        return items, []
+    room = limit - (max_tokens if judge.mode == "generate" else 1)
+    keep, rejected = [], []
+    for it in items:
+        n = judge.count_tokens(it.request.system + it.request.user) + 16  # + chat markup
+        if n > room:
+            rejected.append(Rating(it.key, judge.id, prompt_version, None, "invalid_input",
+                                   explanation=f"too long for the judge: the prompt has about {n} tokens, the "
+                                               f"judge's context allows {room}; not sent",
+                                   attempts=0, created_at=time.time()))
+        else:
+            keep.append(it)
+    return keep, rejected
 
 
 def _batches(items: Iterable[Item], n: int, sort_by_length: bool) -> Iterator[list[Item]]:
@@ -352,14 +285,8 @@ def _batches(items: Iterable[Item], n: int, sort_by_length: bool) -> Iterator[li
         if len(window) >= size:
             if sort_by_length:
                 window.sort(key=lambda x: len(x.request.user))
-            yield from _chunks(window, n)
+            yield from chunked(window, n)
             window = []
     if sort_by_length:
         window.sort(key=lambda x: len(x.request.user))
-    yield from _chunks(window, n)
-
-
-def _cost(s: RateSummary, opts: RateOptions) -> float | None:
-    if opts.price_in is None and opts.price_out is None:
-        return None
-    return (s.tokens_in * (opts.price_in or 0) + s.tokens_out * (opts.price_out or 0)) / 1e6
+    yield from chunked(window, n)

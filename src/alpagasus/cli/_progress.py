@@ -1,0 +1,49 @@
+"""Progress bars for the commands that judge (rate, compare): the library takes a progress factory
+(phase label, items to judge) -> callback fed with the engine's RunCounts; this is the rich one."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from alpagasus.engine.types import RunCounts
+
+
+class ProgressBars:
+    """One bar per judging phase: done/total, rate, ETA, unparsed, tokens, cost; an outage or an interrupt
+    note is printed on its own line. Use as a context manager so the bars stop however the run ends."""
+
+    def __init__(self, console: Any):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = console
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}/s"), TimeRemainingColumn(),
+                            TextColumn("unparsed {task.fields[unparsed]} tokens {task.fields[tokens]} "
+                                       "{task.fields[cost]}"), console=console, transient=False)
+        self.started = False
+
+    def __call__(self, label: str, total: int | None) -> Callable[[RunCounts], None]:
+        if not self.started:
+            self.bar.start()
+            self.started = True
+        task = self.bar.add_task(label, total=total, rate="-", unparsed=0, tokens=0, cost="")
+        note = ""
+
+        def update(s: RunCounts) -> None:
+            nonlocal note
+            if s.note != note:
+                if s.note:
+                    self.console.print(f"[yellow]{s.note}[/yellow]")
+                elif note:
+                    self.console.print("[green]the judge answers again: resuming[/green]")
+                note = s.note
+            self.bar.update(task, completed=s.done, rate=f"{s.done / s.elapsed_s:.2f}" if s.elapsed_s else "-",
+                            unparsed=s.unparsed, tokens=s.tokens_in + s.tokens_out,
+                            cost="" if s.cost is None else f"cost {s.cost:.4f}")
+        return update
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.started:
+            self.bar.stop()

@@ -1,0 +1,41 @@
+"""Settling one reply: a final Rating for the item, or the delay before it is asked again."""
+from __future__ import annotations
+
+import json
+import time
+
+from alpagasus.engine.types import Item, RunOptions
+from alpagasus.prompts.rubric import Rubric
+from alpagasus.records import Rating, Reply
+
+def settle(it: Item, rep: Reply, judge_id: str, rubric: Rubric,
+           opts: RunOptions) -> tuple[Rating | None, float | None]:
+    """A final Rating for this item, or the delay before asking again."""
+    base = dict(example_id=it.key, judge=judge_id, prompt_version=rubric.version, model=rep.model,
+                tokens_in=it.tokens_in, tokens_out=it.tokens_out, latency_s=it.latency_s, attempts=it.attempts,
+                created_at=time.time())
+    if rep.error is not None:
+        if rep.retryable and it.attempts < opts.max_attempts:
+            return None, max(opts.backoff(it.attempts), rep.retry_after or 0.0)
+        return Rating(score=None, status="error", raw=rep.error, explanation=None, **base), None
+    if rep.score is not None:  # the backend computed the score itself (logprob, predictor)
+        if rubric.in_scale(rep.score):
+            return Rating(score=rep.score, status="ok", probs=rep.probs, raw=rep.text, extra=rep.extra, **base), None
+        lo, hi = rubric.scale
+        return Rating(score=None, status="unparsed", probs=rep.probs, raw=str(rep.score), extra=rep.extra,
+                      explanation=f"score {rep.score:g} outside the scale {lo:g}-{hi:g}", **base), None
+    if rep.text is None:  # logprob mode with no probability on any label
+        top = (rep.extra or {}).get("top")
+        return Rating(score=None, status="unparsed", probs=rep.probs, raw=json.dumps(top) if top else None,
+                      extra=rep.extra, explanation="no probability on the score labels", **base), None
+    parsed = rubric.parse(rep.text)
+    if parsed.score is not None:
+        extra = {**(rep.extra or {}), **(parsed.extra or {})} or None
+        return Rating(score=parsed.score, status="ok", explanation=parsed.explanation, raw=rep.text,
+                      extra=extra, **base), None
+    if it.reasks < opts.max_reasks:
+        it.reasks += 1
+        it.request.temperature = 0.7  # the same greedy request would get the same reply
+        return None, 0.0
+    return Rating(score=None, status="unparsed", raw=rep.text, explanation=parsed.reason,
+                  extra={**(rep.extra or {}), "asks": it.reasks + 1}, **base), None
