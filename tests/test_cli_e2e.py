@@ -15,7 +15,8 @@ def run(*args, env):
 def test_rate_then_select_with_embedded_judge(tmp_path):
     rows = json.loads((SHARED_DATA / "alpaca" / "alpaca_random_9k.json").read_text())[:20]
     rows.append(dict(rows[0]))                       # a duplicate: rated once
-    rows.append({"instruction": "x", "input": "", "output": ""})  # invalid: listed, not rated
+    rows.append({"instruction": "x", "input": "", "output": ""})  # bad data: status `empty`, not sent
+    rows.append({"instruction": "y", "input": "", "output": 42})  # a broken row: listed with --skip-invalid
     data = tmp_path / "alpaca20.json"
     data.write_text(json.dumps(rows))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -25,15 +26,17 @@ def test_rate_then_select_with_embedded_judge(tmp_path):
     r = run("rate", str(data), "-o", str(out), "--store", str(store), "--skip-invalid", *emb, env=env)
     assert r.returncode == 0, r.stderr
     got = [json.loads(l) for l in out.read_text().splitlines()]
-    assert len(got) == 21  # 20 unique + 1 invalid row
-    rated = [g for g in got if g["status"] != "invalid_input"]
+    assert len(got) == 22  # 20 unique + 1 empty + 1 invalid row
+    rated = [g for g in got if g["status"] not in ("invalid_input", "empty")]
     assert {g["judge"] for g in rated} == {"embedded:smollm2#logprob"}
     assert all(g["status"] == "ok" and 0 <= g["score"] <= 5 for g in rated)
     assert [g["instruction"] for g in rated] == [x["instruction"] for x in rows[:20]]
     bad = [g for g in got if g["status"] == "invalid_input"]
-    assert bad[0]["row"] == 22 and bad[0]["field"] == "output"
+    assert bad[0]["row"] == 23 and bad[0]["field"] == "output"
+    assert [(g["row"], g["score"]) for g in got if g["status"] == "empty"] == [(22, None)]
     err = " ".join(r.stderr.split())
-    assert "row 22, field 'output': is empty" in err and "duplicates (rated once) │ 1" in err
+    assert "row 23, field 'output': must be a string" in err and "duplicates (rated once) │ 1" in err
+    assert "empty instruction or output (not sent) │ 1" in err
 
     # a second run finds everything in the store and loads no model
     r2 = run("rate", str(data), "-o", str(tmp_path / "again.jsonl"), "--store", str(store), "--skip-invalid", *emb,
@@ -48,11 +51,11 @@ def test_rate_then_select_with_embedded_judge(tmp_path):
     best = sorted((g["score"] for g in rated), reverse=True)[:5]
     assert len(kept) == 5 and set(kept[0]) == {"instruction", "input", "output"}
     assert sorted(g["score"] for g in rated if g["instruction"] in {k["instruction"] for k in kept}) == sorted(best)
-    assert "kept 5 of 21" in " ".join(r3.stderr.split())
+    assert "kept 5 of 22" in " ".join(r3.stderr.split())
 
     # bad input without --skip-invalid: a clear error naming the file, the row and the field
     r4 = run("rate", str(data), "-o", str(tmp_path / "x.jsonl"), "--store", str(store), *emb, env=env)
-    assert r4.returncode == 2 and "row 22, field 'output'" in " ".join(r4.stderr.split())
+    assert r4.returncode == 2 and "row 23, field 'output'" in " ".join(r4.stderr.split())
     assert "Traceback" not in r4.stderr
 
 

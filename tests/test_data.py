@@ -166,3 +166,64 @@ def test_user_questions_name_file_and_row(tmp_path):
     path.write_text('{"question_id": 1, "text": "Hi?", "category": "greeting"}\n')
     [q] = load(str(path))
     assert (q.testset, q.question_id, q.question, q.extra) == ("qs", "1", "Hi?", {"category": "greeting"})
+
+
+def test_empty_outputs_are_examples_when_allowed_and_invalid_otherwise(tmp_path):
+    from alpagasus.data import stream_examples
+
+    src = tmp_path / "d.json"
+    src.write_text(json.dumps([{"instruction": "a", "input": "", "output": ""},
+                               {"instruction": " ", "input": "", "output": "b"},
+                               {"instruction": "c", "input": "", "output": "d"}]))
+    got = list(stream_examples(src, allow_empty=True))
+    assert [e.empty_field for e in got] == ["output", "instruction", None]
+    with pytest.raises(DataError, match="row 1, field 'output': is empty"):  # training and distill stay strict
+        list(stream_examples(src))
+
+
+def test_a_hub_name_that_cannot_be_loaded_says_what_to_do():
+    from alpagasus.data import stream_examples
+
+    with pytest.raises(DataError) as e:  # offline here (HF_HUB_OFFLINE): the load fails at once
+        list(stream_examples("no-such-org/no-such-dataset-xyz"))
+    msg = str(e.value)
+    assert "no-such-org/no-such-dataset-xyz" in msg and "hub" in msg and "local file" in msg
+
+
+KILLED_WRITER = """
+import sys, time
+from alpagasus.data import atomic_writer
+with atomic_writer(sys.argv[1]) as f:
+    f.write("partial")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_after_the_next_write(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "ratings.jsonl"
+    target.write_text("old\n")
+    p = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(10)
+    left = list(tmp_path.glob(".ratings.jsonl.*.tmp"))
+    assert len(left) == 1 and target.read_text() == "old\n"  # the kill left its temp file; the old file is whole
+    legacy_old = tmp_path / ".ratings.jsonl.abc123.tmp"      # an older version's name, untouched for hours
+    legacy_old.write_text("x")
+    os.utime(legacy_old, (0, 0))
+    legacy_new = tmp_path / ".ratings.jsonl.def456.tmp"      # could be another writer right now: kept
+    legacy_new.write_text("x")
+    mine_alive = tmp_path / f".ratings.jsonl.p{os.getppid()}.zzz.tmp"  # a live process's: kept
+    mine_alive.write_text("x")
+    with atomic_writer(target) as f:
+        f.write("new\n")
+    assert target.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.glob(".ratings.jsonl.*.tmp")) == sorted([legacy_new.name,
+                                                                                   mine_alive.name])

@@ -218,7 +218,7 @@ def test_openai_backend_needs_an_endpoint(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     result = run_cli("m", "--backend", "openai", "-t", "vicuna", "-o", str(tmp_path / "a.jsonl"))
-    assert result.exit_code == 1 and "--base-url" in result.output
+    assert result.exit_code == 2 and "--base-url" in result.output
 
 
 def test_openai_backend_against_alpagasus_serve_matches_local(tiny_model, tmp_path):

@@ -385,13 +385,15 @@ def test_hostile_input_file_is_sorted_not_crashed_on(proxy, rows, tmp_path):
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     rated = [g for g in got if g["status"] == "ok"]
     rejected = [g for g in got if g["status"] == "invalid_input"]
-    assert len(lines) == len(rated) + len(rejected) + 6  # every input row accounted for
-    assert len(rated) == 60 and len(rejected) == 9
+    empty = [g for g in got if g["status"] == "empty"]  # bad data, not a broken row: kept, not sent
+    assert len(lines) == len(rated) + len(rejected) + len(empty) + 6  # every input row accounted for
+    assert len(rated) == 60 and len(rejected) == 8 and len(empty) == 1
+    assert empty[0]["instruction"] == "empty" and "output is empty" in empty[0]["explanation"]
     assert all(g["row"] and g["explanation"] for g in rejected)
     big = [g for g in rejected if g["id"]]
     assert len(big) == 1 and big[0]["row"] == len(lines) and "too long for the judge" in big[0]["explanation"]
     reasons = " ".join(g["explanation"] for g in rejected)
-    for why in ("malformed JSON", "expected an object", "got null", "got int", "is empty", "NUL", "invalid UTF-8"):
+    for why in ("malformed JSON", "expected an object", "got null", "got int", "NUL", "invalid UTF-8"):
         assert why in reasons
     assert proxy.received == 60  # paid requests = unique valid rows that fit the context
     assert all(g["flags"] == [] for g in got)

@@ -5,6 +5,7 @@ write signature, one writer at a time across processes, durability, rollback and
 Everything runs on real SQLite files under tmp_path; the exclusive lock is contended by a real second process."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -13,11 +14,14 @@ import textwrap
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
+import alpagasus.store as store_mod
 from alpagasus.records import Rating
-from alpagasus.store import FINAL, Store, StoreBusy
+from alpagasus.store import (FINAL, MIGRATIONS, SCHEMA, SCHEMA_V1, STORE_VERSION, Store, StoreBusy,
+                             StoreVersionError)
 
 J, P = "hf:tiny#logprob", "accuracy-v1"
 
@@ -338,3 +342,215 @@ def test_integrity_ok(tmp_path):
     path.write_bytes(bytes(data))
     with Store(path) as st:
         assert st.integrity_ok() is False  # PRAGMA integrity_check lists the broken pages instead of "ok"
+
+
+# ---- the layout's version: today's stores open, newer ones are refused untouched -------------------------
+FIXTURES = Path(__file__).parent / "fixtures"
+# What tests/fixtures/store_v0.sql must read back as: written out here by hand, not derived from the fixture
+V0_RATINGS = [
+    Rating("e1", J, P, 3.75, "ok", {"3": 0.25, "4": 0.75}, "Mostly right.\nOne slip.", "Score: 4\nMostly",
+           "llama-3-8b", 321, 17, 1.5, 3, 1700000000.25,
+           {"label_mass": 0.98, "argmax": "4", "note": "ünïcödé ✓", "nested": {"a": [1, 2]}}),
+    Rating("e2", J, P, 5.0, "ok", {"5": 1.0}, "Correct; it's \"exact\".", "5", "llama-3-8b", 280, 1, 0.5, 1,
+           1700000001.5, {"argmax": "5"}),
+    Rating("e1", "openai:gpt-4o#generate", P, 2.0, "ok", {"2": 0.5, "3": 0.5}, "Two errors; see 'step 2'.",
+           "Score: 2", "gpt-4o-2024-08-06", 410, 55, 2.25, 2, 1700000060.5, {"finish_reason": "stop"}),
+    Rating("e1", J, "helpfulness-v1", 1.0, "unparsed", {"1": 0.125, "0": 0.875}, "no score in the reply",
+           "I cannot rate this.", "llama-3-8b", 300, 9, 0.75, 3, 1700000120.0, {"reasks": 2, "empty": []}),
+    Rating("9f2c41d0a7b3e5c6", "openai:gpt-4o#generate", "pairwise-v1", 7.5, "ok", {"8": 0.5, "7": 0.5},
+           "Assistant 1 is clearer.", "8 7\nAssistant 1 is clearer.", "gpt-4o-2024-08-06", 900, 120, 3.0, 1,
+           1700000180.75, {"order": "ab", "scores": [8, 7], "question_id": "vicuna-12"}),
+]
+V0_META = {"input_sig": {"files": ["alpaca.json"], "sizes": [1024], "ok": True, "none": None}, "runs": 3}
+V0_ATTEMPTS = [("e1", J, P, 1699999990.5, "reask", "no score in the reply"),
+               ("e1", J, P, 1699999995.25, "error", "HTTP 500: upstream"),
+               ("e2", "openai:gpt-4o#generate", P, 1700000050.0, "throttled", "")]
+
+
+CONNECT = sqlite3.connect  # the real one, for connections of our own while `connections` spies on Store's
+
+
+def raw_db(path) -> contextlib.closing:
+    """A plain sqlite3 connection, outside Store: what another version of the tool would see."""
+    return contextlib.closing(CONNECT(path, isolation_level=None))
+
+
+def version_of(path) -> int:
+    with raw_db(path) as db:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def layout(path) -> list[tuple]:
+    with raw_db(path) as db:
+        return list(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"))
+
+
+def new_layout(tmp_path) -> list[tuple]:
+    """The layout Store gives a brand-new file: what every migrated store must end up with."""
+    with Store(tmp_path / "reference.sqlite") as st:
+        return layout(st.path)
+
+
+def v0_store(path: Path, version: int = 0) -> Path:
+    """A store as alpagasus wrote it before versions (from the SQL fixture), stamped `version` if given."""
+    with raw_db(path) as db:
+        db.executescript((FIXTURES / "store_v0.sql").read_text(encoding="utf-8"))
+        if version:
+            db.execute(f"PRAGMA user_version={version}")
+    assert version_of(path) == version
+    return path
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """Every connection Store opens, with the SQL each ran (in order), to see what it did and that it closed."""
+    opened: list[tuple[sqlite3.Connection, list[str]]] = []
+    def spy(*a, **kw):
+        db, ran = CONNECT(*a, **kw), []
+        db.set_trace_callback(ran.append)
+        opened.append((db, ran))
+        return db
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", spy)
+    return opened
+
+
+def test_a_new_store_gets_the_current_layout_and_version(tmp_path):
+    assert STORE_VERSION == len(MIGRATIONS) >= 1  # one step per version since 0, the layout before versions
+    with Store(tmp_path / "new.sqlite") as st:
+        assert st.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert st.db.execute("PRAGMA busy_timeout").fetchone()[0] == 60000
+    assert version_of(tmp_path / "new.sqlite") == STORE_VERSION
+    assert [r[1] for r in layout(tmp_path / "new.sqlite") if r[0] == "table"] == ["attempts", "meta", "replies"]
+
+
+def test_a_store_of_todays_layout_is_stamped_and_reads_back_identical(tmp_path, connections):
+    path = v0_store(tmp_path / "old.sqlite")
+    with Store(path) as st:
+        assert st.count() == len(V0_RATINGS)
+        for r in V0_RATINGS:
+            assert asdict(st.get(r.example_id, r.judge, r.prompt_version)) == asdict(r)
+        assert st.get_many(["e1", "e2"], J, P) == {"e1": V0_RATINGS[0], "e2": V0_RATINGS[1]}
+        assert st.done_ids(J, P) == {"e1", "e2"} and st.done_ids(J, "helpfulness-v1") == {"e1"}
+        assert {k: st.get_meta(k) for k in V0_META} == V0_META
+        assert st.attempts() == V0_ATTEMPTS
+        st.put(rating("e3"))  # and it takes new work
+    assert version_of(path) == STORE_VERSION
+    assert any(s == f"PRAGMA user_version={STORE_VERSION}" for s in connections[0][1])
+    assert layout(path) == new_layout(tmp_path)  # migrated = created new
+
+    # opening again is a no-op: no transaction, no migration, the file unchanged
+    before = path.read_bytes()
+    with Store(path) as st:
+        assert st.count() == len(V0_RATINGS) + 1 and st.attempts() == V0_ATTEMPTS
+    assert not any(s.startswith(("BEGIN", "CREATE", "PRAGMA user_version=")) for s in connections[-1][1])
+    assert path.read_bytes() == before
+
+
+def test_a_v0_store_cut_short_at_creation_is_completed(tmp_path):
+    """Before versions, the tables were created one statement at a time: a store may hold `replies` only."""
+    path = tmp_path / "partial.sqlite"
+    with raw_db(path) as db:
+        db.execute(SCHEMA_V1.split(";")[0])
+        db.execute("INSERT INTO replies (item_id, judge, prompt_version, status) VALUES ('a', ?, ?, 'ok')", (J, P))
+    with Store(path) as st:
+        assert st.done_ids(J, P) == {"a"} and st.attempts() == [] and st.get_meta("k") is None
+    assert version_of(path) == STORE_VERSION
+
+
+def test_a_newer_store_is_refused_untouched_and_the_connection_closed(tmp_path, connections):
+    newer = STORE_VERSION + 1
+    path = v0_store(tmp_path / "newer.sqlite", version=newer)
+    before = path.read_bytes()
+    with pytest.raises(StoreVersionError) as e:
+        Store(path)
+    msg = str(e.value)
+    assert str(path) in msg and f"version {newer}" in msg and f"(version {STORE_VERSION})" in msg
+    assert "upgrade alpagasus to open it" in msg
+    assert isinstance(e.value, RuntimeError) and not isinstance(e.value, sqlite3.Error)
+    assert path.read_bytes() == before and not (tmp_path / "newer.sqlite-wal").exists()
+    assert connections[0][1] == ["PRAGMA busy_timeout=60000", "PRAGMA user_version"]  # read, then refused
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        connections[0][0].execute("SELECT 1")
+    with raw_db(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == len(V0_RATINGS)
+
+
+def test_a_database_that_is_not_a_store_is_refused_untouched(tmp_path):
+    path = tmp_path / "other.sqlite"
+    with raw_db(path) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+    before = path.read_bytes()
+    with pytest.raises(StoreVersionError, match=r"not an alpagasus store \(its tables: notes\)"):
+        Store(path)
+    assert path.read_bytes() == before and layout(path)[0][1] == "notes" and len(layout(path)) == 1
+
+
+def test_a_store_created_by_someone_else_while_we_wait_is_re_read(tmp_path, connections):
+    """The version is read again under the write lock: here another process creates the store (as a newer
+    version) between our first read and our BEGIN IMMEDIATE; we must see its stamp, not overwrite it."""
+    path = tmp_path / "race.sqlite"
+    other = CONNECT(path, isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("BEGIN IMMEDIATE")
+    for stmt in SCHEMA.split(";")[:-1]:
+        other.execute(stmt)
+    other.execute(f"PRAGMA user_version={STORE_VERSION + 1}")
+    errors: list[BaseException] = []
+
+    def opener():
+        try:
+            Store(path).close()
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=opener, daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not (connections and "BEGIN IMMEDIATE" in connections[0][1]) and time.time() < deadline:
+        time.sleep(0.01)
+    assert "BEGIN IMMEDIATE" in connections[0][1], "Store never tried to take the write lock"
+    time.sleep(0.2)  # it is waiting on our lock now (busy_timeout)
+    other.execute("COMMIT")
+    other.close()
+    t.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], StoreVersionError), errors
+    assert version_of(path) == STORE_VERSION + 1
+
+
+OPENER = textwrap.dedent("""
+    import os, sys, time
+    from alpagasus.records import Rating
+    from alpagasus.store import Store
+    path, go, me = sys.argv[1:]
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    with Store(path) as st:
+        st.put(Rating(example_id=me, judge="j", prompt_version="p", score=1.0, status="ok"))
+""")
+
+
+def test_processes_opening_a_new_store_at_once_create_it_once(tmp_path):
+    path, go = tmp_path / "new.sqlite", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(path), str(go), f"p{i}"], stderr=subprocess.PIPE,
+                              text=True) for i in range(4)]
+    time.sleep(1.5)  # let them all start and wait for the signal
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert version_of(path) == STORE_VERSION and layout(path) == new_layout(tmp_path)
+    with Store(path) as st:
+        assert st.done_ids("j", "p") == {"p0", "p1", "p2", "p3"} and st.integrity_ok()
+
+
+def test_cli_refuses_a_newer_store_without_a_traceback(tmp_path):
+    """Needs engine/session.py's open_store to turn StoreVersionError into a UserError, like sqlite3.Error."""
+    path = v0_store(tmp_path / "newer.sqlite", version=STORE_VERSION + 1)
+    before = path.read_bytes()
+    r = subprocess.run([sys.executable, "-m", "alpagasus.cli", "rate", "sample:alpaca", "-o", str(tmp_path / "o"),
+                        "--limit", "1", "--store", str(path)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "upgrade alpagasus to open it" in " ".join(r.stderr.split())
+    assert path.read_bytes() == before and not (tmp_path / "o").exists()

@@ -225,5 +225,5 @@ def test_cli_train_names_the_bad_row(tmp_path, tiny_model):
     bad.write_text(json.dumps({"instruction": "a", "input": "", "output": "b"}) + "\n"
                    + json.dumps({"instruction": "c", "input": "", "output": ""}) + "\n")
     result = CliRunner().invoke(app, ["train", str(bad), "-o", str(tmp_path / "r"), "--base", str(tiny_model)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "bad.jsonl, row 2, field 'output': is empty" in result.output

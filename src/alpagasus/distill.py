@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from alpagasus.data import DataError, read_table, to_example
+from alpagasus.data import DataError, atomic_writer, read_table, to_example
 from alpagasus.predictors import (CHEAP_FEATURES, ENCODER_NAME, ENCODER_PIP, FORMAT, MAX_TOKENS, Encoder,
                                   Predictor, featurize)
-from alpagasus.records import Example, InvalidRow
+from alpagasus.records import RATING_PREFIX, Example, InvalidRow, rating_field
 
 TRUE = {"true", "yes", "y", "t", "keep", "1"}
 FALSE = {"false", "no", "n", "f", "drop", "0"}
@@ -81,20 +81,20 @@ def load_labels(path: str | Path, label: str | None = None, threshold: float = 4
     for row, rec in enumerate(read_table(path), 1):
         if row == 1:
             columns = set(rec)
-            if label is None:
-                if "score" not in rec:
+            if label is None:  # `rate` output: its score, namespaced where the user's rows had their own
+                label = RATING_PREFIX + "score" if RATING_PREFIX + "status" in rec else "score"
+                if label not in rec:
                     raise DistillError(f"{src}: no --label given and no 'score' column (an `alpagasus rate` "
                                        f"output has one); columns: {', '.join(sorted(columns))}")
-                label = "score"
             for what, col in (("label", label), ("weight", weight_column), ("uniform", uniform_column)):
                 if col is not None and col not in rec:
                     raise DistillError(f"{src}: no {what} column {col!r}; columns: {', '.join(sorted(columns))}")
-        assert label is not None
-        if "status" in rec and rec["status"] != "ok":
-            skipped[f"status {rec['status']}"] = skipped.get(f"status {rec['status']}", 0) + 1
+        status = rating_field(rec, "status")
+        if status is not None and status != "ok":
+            skipped[f"status {status}"] = skipped.get(f"status {status}", 0) + 1
             continue
         ex = to_example(rec, row, src, field_map)
-        if isinstance(ex, InvalidRow):  # e.g. an empty output: `rate` marks such rows invalid_input too
+        if isinstance(ex, InvalidRow):  # e.g. an empty output (`rate` marks it `empty`)
             skipped["invalid row"] = skipped.get("invalid row", 0) + 1
             invalid.append(str(ex))
             continue
@@ -162,22 +162,22 @@ def cached_features(examples: Sequence[Example], cache: str | Path | None,
     """Features of `examples`, reusing rows already in `cache` (an .npz keyed by example id, written back
     with any new rows): training several predictors from one labels file encodes its rows once."""
     import numpy as np
-
     sig = f"{ENCODER_NAME}|{MAX_TOKENS}|prompt,output|{','.join(CHEAP_FEATURES)}"  # what the rows hold
     known: dict[str, Any] = {}
     if cache is not None and Path(cache).exists():
-        with np.load(cache, allow_pickle=False) as z:
-            if "sig" in z.files and str(z["sig"]) == sig:
-                known = dict(zip(z["ids"].tolist(), z["x"]))
-            else:
-                log(f"{cache}: made with other feature settings; encoding again")
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                same = "sig" in z.files and str(z["sig"]) == sig
+                known = dict(zip(z["ids"].tolist(), z["x"])) if same else {}
+        except (ValueError, OSError, KeyError) as e:  # not an .npz, or not one of ours
+            raise DistillError(f"{cache}: not a feature cache ({e}); delete it or give another --cache") from None
+        if not same:
+            log(f"{cache}: made with other feature settings; encoding again")
     todo = list({e.id: e for e in examples if e.id not in known}.values())
     if todo:
         log(f"encoding {len(todo)} rows with {ENCODER_NAME} ({len(examples) - len(todo)} from the cache)")
         known.update(zip([e.id for e in todo], featurize(todo, encoder)))
         if cache is not None:
-            from alpagasus.data import atomic_writer
-
             with atomic_writer(cache, "wb") as f:
                 np.savez(f, ids=np.array(list(known)), x=np.stack(list(known.values())), sig=np.array(sig))
     return np.stack([known[e.id] for e in examples])

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from alpagasus.errors import UserError
 from alpagasus.paths import cache_dir
 
 # name -> (PyPI package, file inside it or None for a package that assembles its file)
@@ -30,8 +31,8 @@ EMBEDDED_INSTALL = {
 }
 
 
-class ModelNotFound(FileNotFoundError):
-    pass
+class ModelNotFound(FileNotFoundError, UserError):
+    """A model that is not there or cannot be loaded (a FileNotFoundError, and a UserError the CLI prints)."""
 
 
 def embedded_path(name: str) -> Path:
@@ -95,14 +96,28 @@ def load_causal_lm(model: str, dtype: str = "auto", device: str | None = None) -
     src = loadable(model)
     torch_dtype = {"auto": torch.float32 if (device or "cpu") == "cpu" and not torch.cuda.is_available()
                    else "auto", "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    tok = AutoTokenizer.from_pretrained(src)
-    lm = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype)
+    tok = pretrained(AutoTokenizer, src)
+    lm = pretrained(AutoModelForCausalLM, src, dtype=torch_dtype)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     lm.to(device).eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return lm, tok
+
+
+def pretrained(cls: Any, src: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(src)`, a model that cannot be found or read (not downloaded and offline, no such
+    hub id, a directory that holds no model) being a ModelNotFound that says what to do."""
+    try:
+        return cls.from_pretrained(src, **kwargs)
+    except ModelNotFound:
+        raise
+    except (OSError, ValueError) as e:
+        why = " ".join(str(e).split())[:300]
+        raise ModelNotFound(f"{src}: cannot load the model ({why}). Give a local model directory, a .gguf file "
+                            "or embedded:NAME, or download the model first (online, or `huggingface-cli "
+                            "download`) when HF_HUB_OFFLINE is set") from None
 
 
 # ---- prompting ---------------------------------------------------------------------------------------------

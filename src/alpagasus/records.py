@@ -7,7 +7,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CORE_FIELDS = ("instruction", "input", "output")
-STATUSES = ("ok", "unparsed", "invalid_input", "error")
+# `empty`: the instruction or the output is empty (bad data the method filters, not a broken file); not sent to
+# the judge unless asked, never selected for training
+STATUSES = ("ok", "unparsed", "invalid_input", "error", "empty")
+# The fields the ratings file adds to each example's own. Where a user's row already has a field of one of these
+# names, that row's rating fields are all written as RATING_PREFIX + name instead, so no user value is lost.
+RATING_FIELDS = ("id", "row", "score", "status", "judge", "prompt_version", "model", "explanation", "raw", "probs",
+                 "flags", "field")
+RATING_PREFIX = "alpagasus_"
 
 
 def content_id(*parts: str) -> str:
@@ -36,6 +43,11 @@ class Example:
     def fields(self) -> dict[str, Any]:
         """The training-format view: the input's own fields, extras untouched."""
         return {"instruction": self.instruction, "input": self.input, "output": self.output, **self.extra}
+
+    @property
+    def empty_field(self) -> str | None:
+        """"instruction" or "output" when that field holds no text (nothing to learn from), else None."""
+        return next((f for f in ("instruction", "output") if not getattr(self, f).strip()), None)
 
 
 @dataclass
@@ -122,3 +134,35 @@ class Judgment:
     status: str
     raw: str | None = None
     judge: str = ""
+
+
+def with_rating(fields: dict[str, Any], rating: dict[str, Any]) -> dict[str, Any]:
+    """A ratings-file row: the example's own fields, then the rating's; the rating's go under RATING_PREFIX
+    when any of their names is taken by the example (a user's `score` or `model` column is kept as it was)."""
+    if any(k in fields for k in rating):
+        return {**fields, **{RATING_PREFIX + k: v for k, v in rating.items()}}
+    return {**fields, **rating}
+
+
+def rating_field(row: dict[str, Any], name: str, default: Any = None) -> Any:
+    """A rating field of a ratings-file row, wherever `with_rating` put it."""
+    if RATING_PREFIX + "status" in row:
+        return row.get(RATING_PREFIX + name, default)
+    return row.get(name, default)
+
+
+def rating_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A ratings-file row as readers that show ratings want it: the rating's fields under their plain names
+    (a user's field of the same name is left out of this view, never out of the file)."""
+    if RATING_PREFIX + "status" not in row:
+        return row
+    view = {k: v for k, v in row.items() if not k.startswith(RATING_PREFIX) and k not in RATING_FIELDS}
+    view.update((k[len(RATING_PREFIX):], v) for k, v in row.items() if k.startswith(RATING_PREFIX))
+    return view
+
+
+def user_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The user's own fields of a ratings-file row (the training format), exactly as they were read."""
+    if RATING_PREFIX + "status" in row:
+        return {k: v for k, v in row.items() if not k.startswith(RATING_PREFIX)}
+    return {k: v for k, v in row.items() if k not in RATING_FIELDS}

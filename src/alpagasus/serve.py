@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from alpagasus.errors import UserError
 from alpagasus.models import generate_tokens, load_causal_lm, messages_prompt, prompt_ids
 
 
@@ -131,11 +132,16 @@ class _Server(ThreadingHTTPServer):
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
           device: str | None = None, ready: threading.Event | None = None) -> None:
     runner = ModelRunner(model, name=name, device=device)
-    server = _Server((host, port), make_handler(runner))
+    try:
+        server = _Server((host, port), make_handler(runner))
+    except (OSError, OverflowError) as e:  # address in use, unknown host, port out of range
+        raise UserError(f"cannot listen on {host}:{port}: {e}") from None
     print(f"serving {runner.name} on http://{host}:{server.server_address[1]}/v1", flush=True)
     if ready:
         ready.set()
     try:
         server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C: the way to stop it
+        pass
     finally:
         server.server_close()

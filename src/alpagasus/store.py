@@ -3,6 +3,9 @@
 One row per (item id, judge, prompt version), committed the moment a reply returns (WAL), so Ctrl-C or
 kill -9 loses at most the requests in flight and no rating is ever paid for twice. Ratings and pairwise
 judgments share this table: a judgment is a paid reply too (its item id hashes the question and answers).
+
+The layout has a version, kept in `PRAGMA user_version`: opening a store brings an older one up to
+STORE_VERSION through MIGRATIONS, and a newer one (written by a later alpagasus) is refused, untouched.
 """
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from alpagasus.records import Rating
 
-SCHEMA = """
+# The layout of version 1, frozen: the 0 -> 1 step must keep creating exactly this even after SCHEMA moves on.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS replies (
     item_id TEXT NOT NULL, judge TEXT NOT NULL, prompt_version TEXT NOT NULL,
     score REAL, status TEXT NOT NULL, probs TEXT, explanation TEXT, raw TEXT, model TEXT,
@@ -30,6 +34,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     at REAL NOT NULL, outcome TEXT NOT NULL, detail TEXT
 );
 """
+# The current layout: what a brand-new store is created with. A change to it is a new STORE_VERSION and a new
+# step at the end of MIGRATIONS that turns the previous layout into this one.
+SCHEMA = SCHEMA_V1
 # Statuses that are final: a resumed run does not request these again. `error` rows are retried.
 FINAL = ("ok", "unparsed", "invalid_input")
 COLUMNS = ("item_id", "judge", "prompt_version", "score", "status", "probs", "explanation", "raw", "model",
@@ -40,6 +47,30 @@ class StoreBusy(RuntimeError):
     """Another run holds this store."""
 
 
+class StoreVersionError(RuntimeError):
+    """The file is a store of a layout this alpagasus does not know (a later version wrote it), or not a store."""
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT the migration's open transaction first, so DDL runs one statement at a time
+    # (a plain split on ";": the DDL holds no string literals)
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _v0_to_v1(db: sqlite3.Connection) -> None:
+    """Version 0 is the layout stores had before versions were recorded: the tables of version 1 with no
+    user_version. Creating any table that is missing (IF NOT EXISTS) only completes a store whose first open was
+    cut short between two CREATEs; existing tables and rows are left as they are."""
+    for stmt in _statements(SCHEMA_V1):
+        db.execute(stmt)
+
+
+# MIGRATIONS[n] turns version n into n + 1. Append a step for each new layout; never edit or reorder old ones:
+# stores of every past version on users' disks run them in order.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1]
+STORE_VERSION = len(MIGRATIONS)  # the layout this code reads and writes
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -47,10 +78,66 @@ class Store:
         self._lock_file = None
         # check_same_thread=False: written from the event loop thread only, read from anywhere
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA busy_timeout=60000")
+            # refuse a store we cannot read before anything below writes to it (WAL rewrites the file's header)
+            self._version()
+            self._wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            self._migrate()
+        except BaseException:
+            self.db.close()  # a refused or broken store leaves no open handle behind
+            raise
+
+    def _wal(self, patience_s: float = 60.0) -> None:
+        """Switch to WAL (a no-op once the file is WAL). Switching needs the file alone for a moment, and when
+        processes open a brand-new store at once SQLite answers "database is locked" at once instead of waiting
+        (busy_timeout does not apply: waiting could deadlock), so the switch is tried again for a while."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    # ---- the layout's version -------------------------------------------------------------------
+    def _version(self) -> int:
+        """The store's layout version, refusing what this code must not touch: a newer layout, or a database
+        that is not a store (adding our tables to someone else's file would be a surprise, not a migration)."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > STORE_VERSION:
+            raise StoreVersionError(
+                f"{self.path} is an alpagasus store of version {version}, newer than this alpagasus reads "
+                f"(version {STORE_VERSION}): upgrade alpagasus to open it")
+        if version == 0:
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "replies" not in tables:
+                raise StoreVersionError(f"{self.path} is not an alpagasus store (its tables: "
+                                        f"{', '.join(sorted(tables))}); use a new file or an alpagasus store")
+        return version
+
+    def _migrate(self) -> None:
+        """Bring the store to STORE_VERSION: a new file gets SCHEMA, an older store runs the steps from its
+        version on. All of it is one transaction, so a crash leaves the old version or the new one."""
+        if self._version() == STORE_VERSION:
+            return  # the usual case: no write, no lock
+        with self._tx():
+            # re-read under the write lock: another process opening the same store at the same moment may have
+            # created or migrated it while we waited, and then there is nothing left to do (or it is newer now)
+            version = self._version()
+            if version == STORE_VERSION:
+                return
+            empty = self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+            if empty:  # a brand-new file: the current layout at once
+                for stmt in _statements(SCHEMA):
+                    self.db.execute(stmt)
+            else:
+                for step in MIGRATIONS[version:]:
+                    step(self.db)
+            self.db.execute(f"PRAGMA user_version={STORE_VERSION}")  # a PRAGMA takes no ? parameter
 
     # ---- one writer at a time -------------------------------------------------------------------
     @contextlib.contextmanager

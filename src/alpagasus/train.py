@@ -21,7 +21,7 @@ import yaml
 
 from alpagasus.alpaca import prompt_version, tokenize_example
 from alpagasus.data import DataError, read_examples, to_example, write_json
-from alpagasus.models import loadable
+from alpagasus.models import loadable, pretrained
 from alpagasus.records import Example
 
 CONFIG_FILE = "config.yaml"
@@ -69,8 +69,12 @@ class TrainConfig:
         for name in ("batch_size", "per_device_batch_size", "max_length", "lora_r", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be at least 1 (or -1: no cap), not {self.max_steps}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ValueError("epochs must be > 0 (or set max_steps)")
+        if self.learning_rate <= 0 or self.save_steps <= 0:
+            raise ValueError("learning_rate and save_steps must be > 0")
 
 
 def load_train_recipe(path: str | Path) -> dict[str, Any]:
@@ -225,6 +229,8 @@ def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str
     config = config or TrainConfig()
     config.validate()
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"{run_dir}: a file, not a run directory; give a directory for --output")
     examples = load_examples(data, config.skip_invalid)
     if not examples:
         raise TrainError(f"{data if isinstance(data, (str, Path)) else 'data'}: no examples to train on")
@@ -316,14 +322,14 @@ def _make_trainer(config: TrainConfig, examples: list[Example], args: Any, state
 
     with state.main_process_first():  # a GGUF base is converted once, by the main process
         src = loadable(config.base)
-    tok = AutoTokenizer.from_pretrained(src)
+    tok = pretrained(AutoTokenizer, src)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     # full fine-tuning keeps fp32 master weights (mixed precision computes in bf16); LoRA's frozen base can
     # sit in the compute dtype
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32) if config.lora \
         else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
+    model = pretrained(AutoModelForCausalLM, src, dtype=dtype)
     dataset, data_stats = _tokenized(examples, tok, config.max_length)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                          peft_config=_lora_config(config), callbacks=callbacks)

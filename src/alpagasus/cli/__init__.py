@@ -35,4 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(len(args) - 1, -1, -1):
         if args[i] in OPTIONAL_VALUE and (i + 1 == len(args) or args[i + 1].startswith("-")):
             args.insert(i + 1, OPTIONAL_VALUE[args[i]])
-    app(args=args, prog_name="alpagasus")
+    try:
+        app(args=args, prog_name="alpagasus")
+    except Exception:  # a bug, not a user's mistake: the traceback is wanted, but never with a secret in it
+        import traceback
+
+        from alpagasus.redact import redact
+
+        sys.stderr.write(redact(traceback.format_exc()))
+        sys.exit(1)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from rich.markup import escape
+
 from alpagasus.engine.types import RunCounts
+from alpagasus.redact import redact
 
 
 class ProgressBars:
@@ -31,8 +34,8 @@ class ProgressBars:
         def update(s: RunCounts) -> None:
             nonlocal note
             if s.note != note:
-                if s.note:
-                    self.console.print(f"[yellow]{s.note}[/yellow]")
+                if s.note:  # it may quote the judge's error: no markup, no secret
+                    self.console.print(f"[yellow]{escape(redact(s.note))}[/yellow]")
                 elif note:
                     self.console.print("[green]the judge answers again: resuming[/green]")
                 note = s.note

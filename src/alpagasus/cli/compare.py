@@ -35,16 +35,16 @@ def compare_cmd(
                                            "file per test set)."),
     reviews_ba: List[Path] = typer.Option([], "--reviews-ba", help="The same with model B as Assistant 1."),
     store: Optional[Path] = typer.Option(None, help="SQLite store of judgments (default: in the user cache)."),
-    limit: Optional[int] = typer.Option(None, help="Judge only the first N questions of each test set."),
-    max_tokens: int = typer.Option(256, help="Judge reply length cap (the paper: 256)."),
-    max_reasks: int = typer.Option(2, help="Extra asks after a reply without two scores."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Judge only the first N questions of each test set."),
+    max_tokens: int = typer.Option(256, min=1, help="Judge reply length cap (the paper: 256)."),
+    max_reasks: int = typer.Option(2, min=0, help="Extra asks after a reply without two scores."),
     retry_unparsed: bool = typer.Option(False, help="Ask again for judgments stored as unparsed."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (or $OPENAI_BASE_URL)."),
-    concurrency: Optional[int] = typer.Option(None, help="Requests in flight (API judges; default 16)."),
-    batch_size: Optional[int] = typer.Option(None, help="Prompts per generate call (local judges)."),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="Requests in flight (API judges; default 16)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Prompts per generate call (local judges)."),
     device: Optional[str] = typer.Option(None, help="Local judges: cpu, cuda, cuda:1..."),
-    price_in: Optional[float] = typer.Option(None, help="Price per million input tokens."),
-    price_out: Optional[float] = typer.Option(None, help="Price per million output tokens."),
+    price_in: Optional[float] = typer.Option(None, min=0, help="Price per million input tokens."),
+    price_out: Optional[float] = typer.Option(None, min=0, help="Price per million output tokens."),
     dry_run: bool = typer.Option(False, help="Print requests, tokens and cost; send nothing."),
     wait: bool = typer.Option(False, help="If another run holds the store, wait instead of refusing."),
     capacity: bool = typer.Option(False, "--capacity", help="Also judge each model against --reference and "
@@ -55,12 +55,13 @@ def compare_cmd(
                                           "set) when the answers carry none (default: the bundled WizardLM set)."),
 ) -> None:
     """Compare two models with an LLM judge in both orders, as the AlpaGasus paper does."""
+    from alpagasus.cli._errors import user_errors
     from alpagasus.cli._progress import ProgressBars
     from alpagasus.compare import compare_files, reaggregate_files
     from alpagasus.engine import RunOptions
     from alpagasus.errors import UserError
 
-    try:
+    with user_errors():  # what the user can fix: `error: ...`, exit status 2
         if reviews_ab or reviews_ba:
             if not (model_a and model_b):
                 raise UserError("--reviews-ab/--reviews-ba need --model-a and --model-b (the answers' field names)")
@@ -76,9 +77,6 @@ def compare_cmd(
                                        device=device),
                     dry_run=dry_run, with_capacity=capacity, reference=reference, reference_model=reference_model,
                     skills=skills, progress=bars)
-    except UserError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2)
     if dry_run:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -35,17 +35,14 @@ def distill(
     """Train a predictor of LABELS (frozen MiniLM embeddings + a small head) and save it to OUT.
 
     Use it with `alpagasus rate --judge predictor:OUT`."""
-    from alpagasus.data import DataError, parse_field_map
+    from alpagasus.cli._errors import user_errors
+    from alpagasus.data import parse_field_map
     from alpagasus.distill import distill as run
-    from alpagasus.predictors import PredictorError
 
-    try:
+    with user_errors():
         pred = run(labels, out, label=label, threshold=threshold, weight_column=weight_column,
                    uniform_column=uniform_column, holdout=holdout, seed=seed, head=head, name=name,
                    field_map=parse_field_map(field), cache=cache, log=lambda s: typer.echo(s, err=True))
-    except (DataError, PredictorError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     m = pred.card["metrics"]
     typer.echo(json.dumps({"predictor": str(out), "judge": f"predictor:{out}",
                            "id": f"predictor:{pred.name}@{pred.digest}",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -17,8 +18,10 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(msg: str) -> None:
-    console.print(f"[red]error:[/red] {msg}")
-    raise typer.Exit(2)
+    """`error: MSG` (no markup, secrets redacted), exit status 2."""
+    from alpagasus.cli._errors import fail as fail_
+
+    fail_(msg)
 
 
 @app.command()
@@ -34,35 +37,38 @@ def rate(
     prompt: Optional[str] = typer.Option(None, help="Your own template file (see prompts/rate_accuracy.txt)."),
     scale: Optional[str] = typer.Option(None, help="Score range LO-HI, overriding the template's (e.g. 1-10)."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (or $OPENAI_BASE_URL)."),
-    concurrency: Optional[int] = typer.Option(None, help="Requests in flight (API judges; default 16)."),
-    batch_size: Optional[int] = typer.Option(None, help="Examples per forward pass (local judges)."),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="Requests in flight (API judges; default 16)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Examples per forward pass (local judges)."),
     store: Optional[Path] = typer.Option(None, help="SQLite store of paid ratings (default: in the user cache)."),
     field: List[str] = typer.Option([], "--field", help="Map a column: instruction=question (repeatable)."),
     skip_invalid: bool = typer.Option(False, help="Rate the valid rows; list invalid ones in the summary."),
-    limit: Optional[int] = typer.Option(None, help="Rate only the first N examples."),
-    sample: Optional[int] = typer.Option(None, help="Rate a random sample of N examples."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Rate only the first N examples."),
+    sample: Optional[int] = typer.Option(None, min=0, help="Rate a random sample of N examples."),
     seed: int = typer.Option(0, help="Seed for --sample."),
     dry_run: bool = typer.Option(False, help="Print requests, tokens and cost; send nothing."),
-    price_in: Optional[float] = typer.Option(None, help="Price per million input tokens."),
-    price_out: Optional[float] = typer.Option(None, help="Price per million output tokens."),
-    max_tokens: int = typer.Option(256, help="Generate mode: reply length cap."),
+    price_in: Optional[float] = typer.Option(None, min=0, help="Price per million input tokens."),
+    price_out: Optional[float] = typer.Option(None, min=0, help="Price per million output tokens."),
+    max_tokens: int = typer.Option(256, min=1, help="Generate mode: reply length cap."),
     retry_unparsed: bool = typer.Option(False, help="Ask again for examples stored as unparsed."),
+    rate_empty: bool = typer.Option(False, help="Also send rows whose instruction or output is empty (by default "
+                                    "they get status `empty` without a request, and are never selected)."),
     wait: bool = typer.Option(False, help="If another run holds the store, wait instead of refusing."),
     device: Optional[str] = typer.Option(None, help="Local judges: cpu, cuda, cuda:1..."),
-    context: Optional[int] = typer.Option(None, help="API judges: the model's context in tokens; longer examples "
-                                          "are stored as invalid_input without a request."),
-    timeout: Optional[float] = typer.Option(None, help="API judges: seconds to wait for one reply (default 120)."),
-    max_attempts: Optional[int] = typer.Option(None, help="Requests per example before it is stored as error "
+    context: Optional[int] = typer.Option(None, min=1, help="API judges: the model's context in tokens; longer "
+                                          "examples are stored as invalid_input without a request."),
+    timeout: Optional[float] = typer.Option(None, min=0.001, help="API judges: seconds to wait for one reply "
+                                            "(default 120)."),
+    max_attempts: Optional[int] = typer.Option(None, min=1, help="Requests per example before it is stored as error "
                                                "(default 5; outages and 429s are not counted)."),
-    max_outage: Optional[float] = typer.Option(None, help="Seconds to pause while the judge is unreachable "
+    max_outage: Optional[float] = typer.Option(None, min=0, help="Seconds to pause while the judge is unreachable "
                                                "before stopping (default 3600); rerun to resume."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Rate on Ray workers: --ray alone "
                                       "starts a local cluster; auto or ray://HOST:10001 joins one (docs/ray.md)."),
 ) -> None:
     """Rate every example with an LLM judge (0-5, the paper's prompt); every rating is stored as it returns."""
+    from alpagasus.cli._errors import user_errors
     from alpagasus.cli._progress import ProgressBars
     from alpagasus.engine import RunOptions
-    from alpagasus.errors import UserError
     from alpagasus.rate import rate_file
 
     opts = RunOptions(price_in=price_in, price_out=price_out, max_tokens=max_tokens, retry_unparsed=retry_unparsed)
@@ -73,14 +79,12 @@ def rate(
     judge_options = dict(base_url=base_url, concurrency=concurrency, batch_size=batch_size, device=device,
                          context=context, timeout=timeout)
     try:
-        with ProgressBars(console) as bars:
+        with user_errors(), ProgressBars(console) as bars:  # a fixable error: `error: ...`, exit status 2
             result = rate_file(
                 input, output, judge=judge, mode=mode, dimension=dimension, prompt=prompt, scale=scale,
                 judge_options=judge_options, options=opts, store_path=store, field_map=field,
                 skip_invalid=skip_invalid, limit=limit, sample=sample, seed=seed, dry_run=dry_run, wait=wait,
-                ray=ray, progress=bars)
-    except UserError as e:
-        fail(str(e))
+                ray=ray, rate_empty=rate_empty, progress=bars)
     except KeyboardInterrupt as e:
         counts = getattr(e, "counts", None)
         done = f"{counts.done} ratings stored by this run, " if counts is not None else ""
@@ -99,7 +103,8 @@ def _print_summary(s, output: Path) -> None:
         console.print(s.note)
     t = Table(title=f"rated with {s.judge}", show_header=False)
     for k, v in [("rows read", s.rows), ("unique examples", s.unique), ("duplicates (rated once)", s.duplicates),
-                 ("invalid rows", len(s.invalid)), ("already in the store", s.already_rated),
+                 ("invalid rows", len(s.invalid)), ("empty instruction or output (not sent)", s.empty),
+                 ("already in the store", s.already_rated),
                  ("requests sent", r.requests_sent), ("ok", r.ok), ("unparsed", r.unparsed),
                  ("invalid_input", r.invalid_input), ("error", r.error), ("rate limited (429, waited)", r.throttled),
                  ("ambiguous attempts (timed out)", r.ambiguous), ("paused for outages (s)", f"{r.outage_s:.0f}"),
@@ -128,7 +133,7 @@ def select_cmd(
     exclude_flagged: bool = typer.Option(False, help="Drop rows flagged as suspicious (prompt injection...)."),
 ) -> None:
     """Keep the best-rated examples (or a baseline) and write them in the training format."""
-    from alpagasus.errors import UserError
+    from alpagasus.cli._errors import user_errors
     from alpagasus.select import select_file
 
     rules = {"threshold": threshold, "top_k": top_k, "keep_fraction": keep_fraction, "random": random_k,
@@ -136,11 +141,11 @@ def select_cmd(
     chosen = [k for k, v in rules.items() if v is not None]
     if len(chosen) != 1:
         fail("choose exactly one of --threshold, --top-k, --keep-fraction, --random, --longest, --all")
-    try:
+    if threshold is not None and not math.isfinite(threshold):
+        fail(f"--threshold must be a number, not {threshold}")
+    with user_errors():
         res = select_file(ratings, output, chosen[0], value=rules[chosen[0]], seed=seed,
-                              exclude_flagged=exclude_flagged)
-    except UserError as e:
-        fail(str(e))
+                          exclude_flagged=exclude_flagged)
     t = Table(title=f"{ratings}: scores per bin")
     for b in res["bins"]:
         t.add_column(b, justify="right")
@@ -155,15 +160,21 @@ def select_cmd(
 @app.command()
 def show(
     ratings: Path = typer.Argument(..., help="Ratings file from `alpagasus rate`."),
-    status: str = typer.Option("unparsed", help="ok | unparsed | invalid_input | error"),
-    n: int = typer.Option(20, help="How many to show."),
+    status: str = typer.Option("unparsed", help="ok | unparsed | invalid_input | error | empty"),
+    n: int = typer.Option(20, min=0, help="How many to show."),
 ) -> None:
     """List rated rows of one status, with the raw reply (e.g. the unparsed ones)."""
+    from alpagasus.cli._errors import user_errors
     from alpagasus.data import read_jsonl
+    from alpagasus.records import STATUSES, rating_field
+    from alpagasus.redact import redact
 
+    if status not in STATUSES:
+        fail(f"--status must be one of {', '.join(STATUSES)}, not {status!r}")
     shown = 0
-    for r in read_jsonl(ratings):
-        if r.get("status") == status and shown < n:
-            shown += 1
-            typer.echo(json.dumps({k: r.get(k) for k in ("id", "row", "score", "status", "explanation", "raw",
-                                                           "instruction")}, ensure_ascii=False))
+    with user_errors():  # a missing, unreadable or malformed ratings file
+        for r in read_jsonl(ratings):
+            if rating_field(r, "status") == status and shown < n:
+                shown += 1
+                fields = {k: rating_field(r, k) for k in ("id", "row", "score", "status", "explanation", "raw")}
+                typer.echo(redact(json.dumps({**fields, "instruction": r.get("instruction")}, ensure_ascii=False)))

@@ -1,6 +1,7 @@
 """`alpagasus report`: an HTML page, plots and summary.json for a ratings file (and agreement with another)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -27,15 +28,14 @@ def report_cmd(
     examples: int = typer.Option(3, min=0, help="Example rows shown per score bin."),
 ) -> None:
     """See the ratings before trusting them: score bins, kept per threshold, keywords, length, agreement."""
-    from alpagasus.report import DEFAULT_KEYWORDS, ReportError, build_report
+    from alpagasus.cli._errors import check, user_errors
+    from alpagasus.report import DEFAULT_KEYWORDS, build_report
 
+    check(math.isfinite(threshold), f"--threshold must be a number, not {threshold}")
     words = [k.strip() for k in keywords.split(",")] if keywords is not None else list(DEFAULT_KEYWORDS)
-    try:
+    with user_errors():
         s = build_report(ratings, output, keywords=words, compare=compare, threshold=threshold,
                          examples_per_bin=examples)
-    except (ReportError, OSError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
     t = Table(title=f"{ratings}: scores per bin")
     for b in s["bins"]:
         t.add_column(b, justify="right")

@@ -19,15 +19,14 @@ def run_cmd(
     """Rate -> select (filtered, random, longest, all) -> train -> generate -> compare -> report, from one recipe."""
     from rich.console import Console
 
-    from alpagasus.errors import UserError
-    from alpagasus.run.recipe import RecipeError, run_recipe
+    from alpagasus.cli._errors import user_errors
+    from alpagasus.redact import redact
+    from alpagasus.run.recipe import run_recipe
 
     console = Console(stderr=True, soft_wrap=True)
-    try:
-        results = run_recipe(recipe, run_dir, until=until, only=only, log=lambda m: console.print(m, markup=False, highlight=False))
-    except (RecipeError, UserError, FileNotFoundError) as e:  # incl. a missing embedded model package
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+    with user_errors():  # a bad recipe, stage, file or model: one message (incl. a missing embedded model package)
+        results = run_recipe(recipe, run_dir, until=until, only=only,
+                             log=lambda m: console.print(redact(m), markup=False, highlight=False))
     final = (results.get("report") or {}).get("final")
     if final:
         typer.echo(final)

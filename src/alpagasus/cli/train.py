@@ -9,11 +9,7 @@ from typing import List, Optional
 import typer
 
 from alpagasus.cli import app
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
+from alpagasus.cli._errors import fail, user_errors
 
 
 @app.command()
@@ -53,11 +49,9 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run directory first."),
 ) -> None:
     """Fine-tune a base model on instruction data in the Alpaca format (loss on the responses only)."""
-    from alpagasus.data import DataError
-    from alpagasus.models import ModelNotFound
-    from alpagasus.train import TrainError, make_config, train as run_train
+    from alpagasus.train import make_config, train as run_train
 
-    try:
+    with user_errors(ValueError):  # a bad setting, file or base model: one message, exit status 2
         config = make_config(
             recipe, base=base, epochs=epochs, learning_rate=lr, batch_size=batch_size,
             per_device_batch_size=per_device_batch_size, max_length=max_length, lr_scheduler=scheduler,
@@ -67,9 +61,6 @@ def train(
             keep_checkpoints=keep_checkpoints, resume=resume, skip_invalid=skip_invalid,
         )
         metrics = run_train(data, output, config, overwrite=overwrite)
-    except (DataError, TrainError, ModelNotFound, ValueError) as e:
-        _fail(str(e))
-        return
     if os.environ.get("RANK", "0") != "0":  # one summary for a multi-process run
         return
     summary = {k: metrics.get(k) for k in ("steps", "examples_trained", "tokens_seen", "final_loss",
@@ -107,27 +98,21 @@ def generate(
     """Answer the evaluation questions with a model; one JSONL row per answer."""
     from rich.progress import Progress
 
-    from alpagasus.data import DataError
     from alpagasus.generate.answer import generate as run_generate
-    from alpagasus.generate.backends import BackendError
     from alpagasus.generate.config import GenerateConfig
-    from alpagasus.models import ModelNotFound
+    from alpagasus.redact import redact
 
     config = GenerateConfig(backend=backend, prompt_format="chat" if chat_template else "alpaca",
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                             batch_size=batch_size, limit=limit, name=name, base_url=base_url, api_key=api_key,
                             concurrency=concurrency, device=device)
-    try:
-        with Progress(transient=True) as progress:
-            task = progress.add_task("answering", total=None)
-            result = run_generate(model, testset, output, config,
-                                  on_batch=lambda done, total: progress.update(task, completed=done, total=total))
-    except (DataError, BackendError, ModelNotFound, ValueError) as e:
-        _fail(str(e))
-        return
+    with user_errors(ValueError), Progress(transient=True) as progress:
+        task = progress.add_task("answering", total=None)
+        result = run_generate(model, testset, output, config,
+                              on_batch=lambda done, total: progress.update(task, completed=done, total=total))
     typer.echo(f"{result.generated} new answers, {result.reused} already in {output}, "
                f"{len(result.failed)} failed")
     for testset_name, qid, error in result.failed[:10]:
-        typer.secho(f"  {testset_name}/{qid}: {error}", err=True, fg=typer.colors.YELLOW)
-    if result.failed:
-        _fail(f"{len(result.failed)} questions have no answer; run the same command again to retry them")
+        typer.secho(f"  {testset_name}/{qid}: {redact(error, [api_key])}", err=True, fg=typer.colors.YELLOW)
+    if result.failed:  # not a mistake of the user's: exit status 1
+        fail(f"{len(result.failed)} questions have no answer; run the same command again to retry them", code=1)

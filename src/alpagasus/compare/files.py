@@ -62,6 +62,9 @@ def compare_files(files: Sequence[str | Path], out_dir: str | Path, *, judge: st
     """Judge model A against model B in both orders and write the outputs into `out_dir`. With
     `with_capacity`, also each model against `reference` per skill. `judge_options` go to the judge, `options`
     to the run (max_tokens, max_reasks, prices...). With `dry_run`, a dict of what would be sent."""
+    if limit is not None and limit < 0:
+        raise UserError(f"limit must be >= 0, not {limit}")
+    _check_out_dir(out_dir)
     rows_a, rows_b = load_answers(files, model_a, model_b, testset)
     ref_rows = _reference(rows_a, rows_b, reference, reference_model, skills, testset) if with_capacity else []
     try:
@@ -91,6 +94,12 @@ def compare_files(files: Sequence[str | Path], out_dir: str | Path, *, judge: st
         raise UserError("no question is in both answer files (see the mismatches): "
                         + "; ".join(str(m) for m in result.mismatches[:5]))
     return write_outputs(result, out_dir, inputs, cap)
+
+
+def _check_out_dir(out_dir: str | Path) -> None:
+    """Before anything is judged: the outputs go into a directory, not onto a file."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"{out_dir}: a file, not a directory; give a directory for the outputs (-o)")
 
 
 def _reference(rows_a: list[AnswerRow], rows_b: list[AnswerRow], reference: str | Path | None,
@@ -125,6 +134,7 @@ def reaggregate_files(reviews_ab: Sequence[str | Path], reviews_ba: Sequence[str
     """Win/tie/lose from review files in the official AlpaGasus format (one per test set and order)."""
     if not reviews_ab or len(reviews_ab) != len(reviews_ba):
         raise UserError("give as many --reviews-ba files as --reviews-ab files (one of each per test set)")
+    _check_out_dir(out_dir)
     try:
         ab = [r for f in reviews_ab for r in read_reviews(f, model_a, model_b, testset)]
         ba = [r for f in reviews_ba for r in read_reviews(f, model_b, model_a, testset)]

@@ -15,7 +15,7 @@ from alpagasus.engine.types import StoreWriteError
 from alpagasus.errors import UserError
 from alpagasus.judges.base import Judge, JudgeError, OutageError
 from alpagasus.paths import default_store
-from alpagasus.store import Store, StoreBusy
+from alpagasus.store import Store, StoreBusy, StoreVersionError
 
 # what a run can stop on that the user can fix: all resumable, nothing stored is lost
 USER_FIXABLE = (StoreBusy, StoreWriteError, OutageError, JudgeError, DataError)
@@ -41,6 +41,8 @@ def open_store(path: str | Path | None) -> Store:
     path = path or default_store()
     try:
         return Store(path)
+    except StoreVersionError as e:  # a newer alpagasus's store: its message says what to do
+        raise UserError(str(e)) from e
     except (sqlite3.Error, OSError) as e:
         raise UserError(f"cannot open the store {path}: {e}") from e
 

@@ -15,6 +15,7 @@ from alpagasus.data import DataError, iter_jsonl, write_jsonl
 from alpagasus.generate.backends import make_backend
 from alpagasus.generate.config import GenerateConfig
 from alpagasus.records import Answer, InvalidRow
+from alpagasus.redact import redact
 from alpagasus.testsets import Question, expand, load
 
 EXTRA_FIELDS = ("category", "skill", "difficulty")   # copied from the question into its answer row
@@ -39,6 +40,8 @@ def read_answer_file(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         return []
+    if not p.is_file():
+        raise DataError(f"{p}: not a file; give a JSONL file for the answers")
     rows, bad = [], 0
     for row, rec in iter_jsonl(p):  # whatever the file's suffix: we write JSONL
         if isinstance(rec, InvalidRow):
@@ -103,7 +106,8 @@ def _answer(model: str, name: str, pending: list[Question], out_path: Path, conf
             batch = pending[start:start + size]
             for q, text in zip(batch, backend.generate(batch)):
                 if isinstance(text, Exception):
-                    result.failed.append((q.testset, q.question_id, f"{type(text).__name__}: {text}"))
+                    error = redact(f"{type(text).__name__}: {text}", [config.api_key])  # a 401 echoes the key
+                    result.failed.append((q.testset, q.question_id, error))
                     continue
                 answer = Answer(q.testset, q.question_id, q.question, text, name, dict(settings))
                 f.write(json.dumps(to_row(answer, q), ensure_ascii=False) + "\n")

@@ -39,6 +39,10 @@ class GenerateConfig:
             raise ValueError("max_new_tokens and batch_size must be at least 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"limit must be >= 0, not {self.limit}")
+        if self.concurrency < 1 or self.max_retries < 0 or self.timeout <= 0:
+            raise ValueError("concurrency must be at least 1, max_retries >= 0 and timeout > 0")
 
     def batch(self) -> int:
         """Questions per batch: the configured size, else the backend's default."""

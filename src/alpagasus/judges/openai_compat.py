@@ -12,6 +12,7 @@ from typing import Any
 
 from alpagasus.judges.base import JudgeError, label_scores
 from alpagasus.records import Reply, Request
+from alpagasus.redact import redact
 
 # transport errors raised before the request left: nothing can have reached the server
 NOT_SENT = ("ConnectError", "ConnectTimeout")
@@ -81,6 +82,12 @@ class OpenAIJudge:
         return self.clients[self._turn]
 
     async def _one(self, r: Request) -> Reply:
+        reply = await self._send(r)
+        if reply.error:  # a 401's message echoes the key it refused: it must not reach the store or the screen
+            reply.error = redact(reply.error, [self.api_key])
+        return reply
+
+    async def _send(self, r: Request) -> Reply:
         import openai
 
         messages = ([{"role": "system", "content": r.system}] if r.system else []) + \

@@ -66,6 +66,8 @@ def parse_template(text: str, name: str) -> Template:
     lo, _, hi = meta.get("scale", "0-5").partition("-")
     try:
         scale = (float(lo), float(hi))
+        if not scale[0] < scale[1]:  # also NaN
+            raise ValueError(scale)
     except ValueError:
         raise TemplateError(f"template {name}: bad scale {meta.get('scale')!r} (expected e.g. 0-5)") from None
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]

@@ -18,7 +18,7 @@ from alpagasus.errors import UserError
 from alpagasus.prompts.template import Template, TemplateError, load_template
 from alpagasus.rate.loop import Pending, RateSummary, estimate, rate
 from alpagasus.rate.view import RatingsView, output_rows
-from alpagasus.records import Example
+from alpagasus.records import Example, rating_field
 
 
 def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None, mode: str | None = None,
@@ -26,17 +26,21 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
               judge_options: Mapping[str, Any] | None = None, options: RunOptions | None = None,
               store_path: str | Path | None = None, field_map: Iterable[str] | dict | None = None,
               skip_invalid: bool = False, limit: int | None = None, sample: int | None = None, seed: int = 0,
-              dry_run: bool = False, wait: bool = False, ray: str | None = None,
+              dry_run: bool = False, wait: bool = False, ray: str | None = None, rate_empty: bool = False,
               progress: ProgressFactory | None = None) -> RateSummary | dict:
     """Rate a dataset file and write the ratings file; returns the summary (a dict of what would be sent with
     `dry_run`). `judge_options` go to the judge (base_url, concurrency, batch_size, device, context, timeout...;
     one it does not take is an error), `options` to the run (prices, max_tokens, attempts...). `ray`: rate on
-    a Ray cluster ("local" starts one here, "auto" or "ray://HOST:PORT" joins one; see docs/ray.md).
+    a Ray cluster ("local" starts one here, "auto" or "ray://HOST:PORT" joins one; see docs/ray.md). Rows
+    with an empty instruction or output are kept as status `empty`, not sent unless `rate_empty`.
     Raises UserError for what the user can fix, and `Interrupted` (a KeyboardInterrupt) after Ctrl-C once the
     replies in flight are stored; a stopped run resumes by running the same call again."""
+    for name, value in (("limit", limit), ("sample", sample)):
+        if value is not None and value < 0:
+            raise UserError(f"{name} must be 0 or more, not {value}")
     try:
         template = load_template(prompt or dimension, scale=scale)
-        source = InputFile(input, field_map, skip_invalid, limit, sample, seed)
+        source = InputFile(input, field_map, skip_invalid, limit, sample, seed, rate_empty)
     except (DataError, TemplateError, OSError) as e:
         raise UserError(str(e)) from e
     opts = options or RunOptions()
@@ -46,7 +50,7 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
         if dry_run:  # reads the store only: no lock
             return _dry_run(source, template, session, opts)
         view = RatingsView(input, output, session.store, session.judge.id, template.version,
-                           [source.fmap, skip_invalid, limit, sample, seed, opts.retry_unparsed])
+                           [source.fmap, skip_invalid, limit, sample, seed, opts.retry_unparsed, rate_empty])
         done_before = view.unchanged()
         if done_before is not None:  # the same command already finished: nothing to read, nothing to ask
             return done_before
@@ -66,6 +70,7 @@ class InputFile:
     limit: int | None
     sample: int | None
     seed: int
+    rate_empty: bool = False
 
     def __post_init__(self) -> None:
         self.fmap = self.field_map if isinstance(self.field_map, dict) else parse_field_map(self.field_map)
@@ -74,14 +79,14 @@ class InputFile:
 
     def examples(self, stats: ReadResult | None = None) -> Iterator[Example]:
         """A fresh pass over the input."""
-        it: Iterator[Example] = stream_examples(self.path, self.fmap, self.skip_invalid, stats)
+        it: Iterator[Example] = stream_examples(self.path, self.fmap, self.skip_invalid, stats, allow_empty=True)
         if self.chosen is not None:
             it = (e for i, e in enumerate(it) if i in self.chosen)
         return itertools.islice(it, self.limit) if self.limit is not None else it
 
     def _sample(self) -> set[int]:
         """Positions (among unique valid examples) of a seeded random sample: one counting pass."""
-        n = sum(1 for _ in stream_examples(self.path, self.fmap, skip_invalid=True))
+        n = sum(1 for _ in stream_examples(self.path, self.fmap, skip_invalid=True, allow_empty=True))
         return set(random.Random(self.seed).sample(range(n), min(self.sample or 0, n)))
 
 
@@ -89,7 +94,7 @@ def _rate(source: InputFile, template: Template, session: Session, opts: RunOpti
           judge_options: Mapping[str, Any] | None, ray: str | None, progress: ProgressFactory | None) -> RateSummary:
     """Pass 1 validates and counts every row before a single request is paid for; pass 2 rates what is left."""
     judge, store = session.judge, session.store
-    counter = Pending(store, judge.id, template.version, opts.retry_unparsed)
+    counter = Pending(store, judge.id, template.version, opts.retry_unparsed, rate_empty=source.rate_empty)
     left = sum(1 for _ in counter(source.examples(source.stats)))
     stats = source.stats
     if left:
@@ -99,14 +104,15 @@ def _rate(source: InputFile, template: Template, session: Session, opts: RunOpti
             options = {k: v for k, v in (judge_options or {}).items() if v is not None}
             got = rate_on_ray(source.examples(), judge=judge, judge_spec=spec, judge_options=options,
                               template=template, store=store, options=opts,
-                              address=None if ray in ("", "local") else ray,
+                              address=None if ray in ("", "local") else ray, rate_empty=source.rate_empty,
                               progress=progress("rating on Ray", left) if progress else None)
         else:
-            got = rate(source.examples(), judge, template, store, opts, progress, total=left)
+            got = rate(source.examples(), judge, template, store, opts, progress, total=left,
+                       rate_empty=source.rate_empty)
     else:  # nothing left: the judge is never loaded
         got = RateSummary(judge=judge.id, prompt_version=template.version, already_rated=counter.already)
-    got.rows, got.duplicates, got.invalid = stats.rows, stats.duplicates, stats.invalid
-    got.unique = counter.already + left
+    got.rows, got.duplicates, got.invalid, got.empty = stats.rows, stats.duplicates, stats.invalid, counter.empty
+    got.unique = counter.already + left + counter.empty
     return got
 
 
@@ -118,12 +124,12 @@ def _write(output: str | Path, source: InputFile, session: Session, template: Te
     def counted(rows: Iterable[dict]) -> Iterator[dict]:
         nonlocal flagged
         for row in rows:
-            flagged += bool(row["flags"])
+            flagged += bool(rating_field(row, "flags"))
             yield row
     try:
         write_jsonl(output, counted(output_rows(source.examples(), session.store, session.judge.id,
                                                 template.version, summary.invalid)))
-    except OSError as e:
+    except (OSError, DataError) as e:
         raise UserError(f"cannot write {output}: {e}. The ratings are safe in the store {session.store.path}: "
                         "run the same command again to write the file") from e
     return flagged
@@ -131,9 +137,10 @@ def _write(output: str | Path, source: InputFile, session: Session, template: Te
 
 def _dry_run(source: InputFile, template: Template, session: Session, opts: RunOptions) -> dict:
     stats = ReadResult()
-    pending = Pending(session.store, session.judge.id, template.version, opts.retry_unparsed)
+    pending = Pending(session.store, session.judge.id, template.version, opts.retry_unparsed,
+                      rate_empty=source.rate_empty)
     est = estimate(pending(source.examples(stats)), template, session.judge.mode, lambda t: max(1, len(t) // 4),
                    opts)
     return {"judge": session.judge.id, "prompt_version": template.version,
             "examples": pending.already + est["requests"], "already_rated": pending.already, **est,
-            "invalid_rows": len(stats.invalid), "duplicates": stats.duplicates}
+            "invalid_rows": len(stats.invalid), "duplicates": stats.duplicates, "empty": pending.empty}

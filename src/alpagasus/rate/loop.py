@@ -29,6 +29,7 @@ class RateSummary:
     duplicates: int = 0
     invalid: list[InvalidRow] = field(default_factory=list)
     already_rated: int = 0         # found in the store: not requested again
+    empty: int = 0                 # empty instruction or output: not sent (unless rate_empty), never selected
     flagged: int = 0               # rows flagged as possible prompt injection (see rate/injection.py)
     run: RunCounts = field(default_factory=RunCounts)
     note: str = ""                 # e.g. "nothing to do: ..." when a rerun finds the ratings file up to date
@@ -51,16 +52,22 @@ def neutralize_tags(text: str, tags: list[str]) -> str:
 
 
 class Pending:
-    """Filters a stream of examples down to those not yet rated for good by one judge and prompt, asking the
-    store a chunk at a time; `already` counts the others."""
+    """Filters a stream of examples down to those still to rate: not yet rated for good by this judge and prompt
+    (the store is asked a chunk at a time; `already` counts the others) and, unless `rate_empty`, not empty
+    (`empty` counts those: an empty output is bad data to filter out, not worth a request)."""
 
     def __init__(self, store: Store, judge_id: str, prompt_version: str, retry_unparsed: bool = False,
-                 chunk: int = 2000):
+                 chunk: int = 2000, rate_empty: bool = False):
         self.store, self.judge_id, self.version = store, judge_id, prompt_version
         self.final, self.chunk, self.already = final_statuses(retry_unparsed), chunk, 0
+        self.rate_empty, self.empty = rate_empty, 0
 
     def split(self, examples: list[Example]) -> list[Example]:
-        """The examples of one list still to rate (the rest are counted in `already`)."""
+        """The examples of one list still to rate (the rest are counted in `already` or `empty`)."""
+        if not self.rate_empty:
+            kept = [e for e in examples if not e.empty_field]
+            self.empty += len(examples) - len(kept)
+            examples = kept
         done = self.store.done_ids(self.judge_id, self.version, (e.id for e in examples), final=self.final)
         self.already += len(done)
         return [e for e in examples if e.id not in done]
@@ -72,18 +79,19 @@ class Pending:
 
 def rate(examples: Iterable[Example], judge: Judge, template: Template, store: Store,
          options: RunOptions | None = None, progress: ProgressFactory | None = None,
-         total: int | None = None) -> RateSummary:
+         total: int | None = None, rate_empty: bool = False) -> RateSummary:
     """Rate `examples` (already deduplicated; a list or a stream) with `judge` into `store`. Library entry
     point; `rate_file` does the same for a file. `progress("rating", total)` is called once there is work,
-    with `total` when the caller knows how many examples are left."""
-    return run_sync(rate_async(examples, judge, template, store, options, progress, total), judge)
+    with `total` when the caller knows how many examples are left. Examples with an empty instruction or
+    output are not sent unless `rate_empty`."""
+    return run_sync(rate_async(examples, judge, template, store, options, progress, total, rate_empty), judge)
 
 
 async def rate_async(examples: Iterable[Example], judge: Judge, template: Template, store: Store,
                      options: RunOptions | None = None, progress: ProgressFactory | None = None,
-                     total: int | None = None) -> RateSummary:
+                     total: int | None = None, rate_empty: bool = False) -> RateSummary:
     opts = options or RunOptions()
-    pending = Pending(store, judge.id, template.version, opts.retry_unparsed)
+    pending = Pending(store, judge.id, template.version, opts.retry_unparsed, rate_empty=rate_empty)
     todo = pending(examples)
     first = next(todo, None)
     s = RateSummary(judge=judge.id, prompt_version=template.version)
@@ -92,8 +100,8 @@ async def rate_async(examples: Iterable[Example], judge: Judge, template: Templa
         items = (Item(e.id, build_request(e, template, judge.mode)) for e in itertools.chain([first], todo))
         update = progress("rating", total) if progress else None
         s.run = await run_items(items, judge, store, Rubric.rating(template), opts, update)
-    s.already_rated = pending.already
-    s.unique = s.already_rated + s.run.to_judge
+    s.already_rated, s.empty = pending.already, pending.empty
+    s.unique = s.already_rated + s.run.to_judge + s.empty
     return s
 
 

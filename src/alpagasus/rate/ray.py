@@ -46,7 +46,7 @@ class RayRateError(JudgeError):
 
 def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, judge_options: dict[str, Any],
                 template: Template, store: Store, options: RunOptions,
-                address: str | None = None, progress: Progress | None = None,
+                address: str | None = None, progress: Progress | None = None, rate_empty: bool = False,
                 block_rows: int | None = None, actors: int | None = None, num_cpus: float | None = None,
                 num_gpus: float | None = None, runtime_env: dict | None = None) -> RateSummary:
     """Rate `examples` (deduplicated) on Ray, with the statuses, store and resume semantics of `rate.rate`.
@@ -60,13 +60,14 @@ def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, j
     JudgeError), OutageError, and `Interrupted` after Ctrl-C once the blocks in flight are stored."""
     s = RunCounts(judge=judge.id, prompt_version=template.version)
     reader = Store(store.path)  # the feeder thread's own connection; the driver's writes stay on this thread
-    pending = Pending(reader, judge.id, template.version, options.retry_unparsed, WINDOW)
+    pending = Pending(reader, judge.id, template.version, options.retry_unparsed, WINDOW, rate_empty)
     block_rows = block_rows or max(64, 4 * judge.concurrency, judge.batch_size)
     try:
         blocks = _pending_blocks(examples, pending, block_rows, s)
         first = next(blocks, None)
         if first is None:  # nothing to do: no cluster started, no judge loaded
-            return RateSummary(judge.id, template.version, unique=pending.already, already_rated=pending.already)
+            return RateSummary(judge.id, template.version, unique=pending.already + pending.empty,
+                               already_rated=pending.already, empty=pending.empty)
         ray, started = _connect(address, runtime_env)
         try:
             gpu = judge_spec.startswith("vllm:") or str(judge_options.get("device", "")).startswith("cuda")
@@ -85,8 +86,8 @@ def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, j
                 ray.shutdown()
     finally:
         reader.close()
-    return RateSummary(judge.id, template.version, unique=pending.already + s.to_judge,
-                       already_rated=pending.already, run=s)
+    return RateSummary(judge.id, template.version, unique=pending.already + s.to_judge + pending.empty,
+                       already_rated=pending.already, empty=pending.empty, run=s)
 
 
 def _connect(address: str | None, runtime_env: dict | None) -> tuple[Any, bool]:

@@ -12,24 +12,32 @@ from alpagasus.data import bundled_sample
 from alpagasus.engine.loop import chunked
 from alpagasus.rate.injection import flags
 from alpagasus.rate.loop import RateSummary
-from alpagasus.records import Example, InvalidRow
+from alpagasus.records import Example, InvalidRow, with_rating
 from alpagasus.store import Store
 
 
 def output_rows(examples: Iterable[Example], store: Store, judge_id: str, prompt_version: str,
                 invalid: Iterable[InvalidRow] = ()) -> Iterator[dict]:
-    """Example fields + the rating + `flags` (possible prompt injection in the data, see injection.py; [] when
-    clean), whatever score the row got; then one row per invalid input row."""
+    """The example's own fields, untouched, + the rating + `flags` (possible prompt injection in the data, see
+    injection.py; [] when clean), whatever score the row got; then one row per invalid input row. A rating
+    field whose name the example already uses is written as `alpagasus_<name>` (records.with_rating)."""
     for batch in chunked(examples, 1000):
         got = store.get_many([e.id for e in batch], judge_id, prompt_version)
         for e in batch:
             r = got.get(e.id)
-            row = e.fields()
-            row.update(id=e.id, row=e.row, score=r.score if r else None, status=r.status if r else "error",
-                       judge=judge_id, prompt_version=prompt_version, model=r.model if r else "",
-                       explanation=r.explanation if r else "not rated (run interrupted?)",
-                       raw=r.raw if r else None, probs=r.probs if r else None, flags=flags(row))
-            yield row
+            fields = e.fields()
+            if r is not None:
+                status, explanation = r.status, r.explanation
+            elif e.empty_field:
+                status = "empty"
+                explanation = (f"the {e.empty_field} is empty: not sent to the judge, never selected "
+                               "(--rate-empty rates it)")
+            else:
+                status, explanation = "error", "not rated (run interrupted?)"
+            yield with_rating(fields, dict(
+                id=e.id, row=e.row, score=r.score if r else None, status=status, judge=judge_id,
+                prompt_version=prompt_version, model=r.model if r else "", explanation=explanation,
+                raw=r.raw if r else None, probs=r.probs if r else None, flags=flags(fields)))
     for bad in invalid:
         yield {"id": None, "row": bad.row, "field": bad.field, "score": None, "status": "invalid_input",
                "judge": judge_id, "prompt_version": prompt_version, "explanation": bad.reason, "raw": None,
@@ -65,7 +73,8 @@ class RatingsView:
         s = saved["summary"]
         return RateSummary(judge=self.judge_id, prompt_version=self.version, rows=s["rows"], unique=s["unique"],
                            duplicates=s["duplicates"], invalid=[InvalidRow(**d) for d in s["invalid"]],
-                           already_rated=s["unique"], flagged=s["flagged"],
+                           already_rated=s["unique"] - s.get("empty", 0), empty=s.get("empty", 0),
+                           flagged=s["flagged"],
                            note="nothing to do: the ratings file is up to date with the input and the store")
 
     def remember(self, s: RateSummary) -> None:
@@ -74,5 +83,5 @@ class RatingsView:
             return
         with contextlib.suppress(sqlite3.Error, OSError):  # only a shortcut for the next run: never an error
             self.store.set_meta(self.key, {"state": state, "summary": {
-                "rows": s.rows, "unique": s.unique, "duplicates": s.duplicates, "flagged": s.flagged,
+                "rows": s.rows, "unique": s.unique, "duplicates": s.duplicates, "flagged": s.flagged, "empty": s.empty,
                 "invalid": [vars(x) for x in s.invalid]}})

@@ -1,5 +1,9 @@
 """`build_report`: a ratings file (and optionally a second rating of the same data) in; the report's
-directory out: index.html (plots embedded), the PNGs and summary.json."""
+directory out: index.html (plots embedded), the PNGs and summary.json.
+
+Memory stays flat in the file's size: one streaming pass per file keeps flat columns (`report.scan`), and one
+more pass over the first file reads back only the rows the page shows (examples per bin, the most disagreeing
+rows), by line number."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +11,10 @@ from typing import Any, Sequence
 
 from alpagasus.data import write_json
 from alpagasus.report.html import write_page
-from alpagasus.report.ratings import ReportError, load_ratings
-from alpagasus.report.stats import DEFAULT_KEYWORDS, agreement, label, pick_examples, summarize
+from alpagasus.report.ratings import ReportError
+from alpagasus.report.scan import scan_file
+from alpagasus.report.stats import (DEFAULT_KEYWORDS, agreement_of, example_lines, fill_instructions, label,
+                                    summarize_scan)
 
 
 def build_report(ratings_path: str | Path, out_dir: str | Path, keywords: Sequence[str] = DEFAULT_KEYWORDS,
@@ -17,15 +23,23 @@ def build_report(ratings_path: str | Path, out_dir: str | Path, keywords: Sequen
     keywords = [k for k in keywords if k]
     if not keywords:
         raise ReportError("--keywords: give at least one non-empty keyword")
-    rows = load_ratings(ratings_path)
-    summary: dict[str, Any] = {"ratings": str(ratings_path), "label": label(ratings_path, rows),
-                               **summarize(rows, keywords, threshold)}
+    scan = scan_file(ratings_path, keywords, ids=compare is not None)
+    summary: dict[str, Any] = {"ratings": str(ratings_path), "label": label(ratings_path, scan.judge),
+                               **summarize_scan(scan, threshold)}
+    worst: list[int] = []
     if compare is not None:
-        other = load_ratings(compare)
-        summary["agreement"] = {"a": summary["label"], "b": label(compare, other), "compare": str(compare),
-                                **agreement(rows, other, threshold)}
+        other = scan_file(compare, ids=True)  # only its ids, scores and judge are used
+        agr, worst = agreement_of(scan, other, threshold)
+        summary["agreement"] = {"a": summary["label"], "b": label(compare, other.judge), "compare": str(compare),
+                                **agr}
+        del other  # its id table is the largest thing held, and the page does not need it
+    chosen = example_lines(scan, examples_per_bin)
+    rows = scan.rows_at([line for lines in chosen.values() for line in lines] + worst)  # the second pass
+    if compare is not None:
+        fill_instructions(summary["agreement"], worst, rows)
+    scan.ids = None  # A's id table is not needed for the page either
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_page(out, summary, rows, pick_examples(rows, examples_per_bin))
+    write_page(out, summary, scan, {b: [rows[i] for i in lines] for b, lines in chosen.items()})
     write_json(out / "summary.json", summary)
     return summary

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from alpagasus.report.figures import fmt, png_bytes, pyplot
-from alpagasus.report.ratings import is_rated
 from alpagasus.select.rules import BINS
 
 BLUE, ORANGE, GREY = "#4c72b0", "#dd8452", "#8c8c8c"
@@ -67,13 +66,16 @@ def plot_keyword_bins(kw: dict[str, Any]) -> bytes:
     return png_bytes(fig)
 
 
-def plot_length(rows: Sequence[dict[str, Any]], rho: float | None) -> bytes:
+def plot_length(lengths: Sequence[int], scores: Sequence[float], rho: float | None) -> bytes:
+    """Score against response length, one point per rated row. Flat arrays (array('q'), array('d')) are
+    viewed by numpy without copying them into lists of Python numbers."""
+    import numpy as np
+
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    rated = [r for r in rows if is_rated(r)]
-    lengths = [max(1, len(str(r.get("output") or ""))) for r in rated]
-    ax.scatter(lengths, [float(r["score"]) for r in rated], s=10, alpha=0.5, color=BLUE)
-    if lengths and max(lengths) / min(lengths) > 20:
+    x = np.maximum(np.asarray(lengths, dtype=np.int64), 1)  # log scale: an empty response drawn at 1
+    ax.scatter(x, np.asarray(scores, dtype=np.float64), s=10, alpha=0.5, color=BLUE)
+    if len(x) and x.max() / x.min() > 20:
         ax.set_xscale("log")
     ax.set_xlabel("response length (characters)")
     ax.set_ylabel("score")

@@ -14,10 +14,10 @@ from alpagasus.data import atomic_writer
 from alpagasus.report.charts import plot_confusion, plot_histogram, plot_keyword_bins, plot_kept, plot_length
 from alpagasus.report.figures import escape, fmt, img_tag, table, write_png
 from alpagasus.report.ratings import EXAMPLE_FIELDS
+from alpagasus.report.scan import SHOWN as PROBLEMS_SHOWN, Scan
 from alpagasus.select.rules import BINS
 
 CLIP = 600            # characters of a text field shown on the page
-PROBLEMS_SHOWN = 50   # rows listed per problem status
 
 
 def esc(value: Any, clip: int | None = CLIP) -> str:
@@ -70,28 +70,30 @@ def examples_html(examples: dict[str, list[dict]], bins: dict[str, int]) -> str:
     return "".join(parts)
 
 
-def problems_html(rows: Sequence[dict[str, Any]]) -> str:
+def problems_html(shown: dict[str, list[dict[str, Any]]], counts: dict[str, int]) -> str:
+    """The first rows of each problem status (kept by the scan) and how many there are in all."""
     parts = []
-    for status, what in (("unparsed", "raw reply"), ("error", "error"), ("invalid_input", "reason")):
-        bad = [r for r in rows if r.get("status") == status]
-        if not bad:
+    for status, what in (("unparsed", "raw reply"), ("error", "error"), ("invalid_input", "reason"),
+                         ("empty", "reason")):
+        bad, n = shown[status][:PROBLEMS_SHOWN], counts[status]
+        if not n:
             parts.append(f'<p id="problems-{status}">{status}: none</p>')
             continue
         body = []
-        for r in bad[:PROBLEMS_SHOWN]:
+        for r in bad:
             where = f"row {esc(r.get('row'))}, field {esc(r.get('field'))}" if status == "invalid_input" else esc(r.get("id"))
             detail = r.get("raw") if status == "unparsed" and r.get("raw") else r.get("explanation")
             body.append([where, esc(r.get("instruction"), 200), f"<pre>{esc(detail, 1000)}</pre>"])
-        more = f"<p>… and {len(bad) - PROBLEMS_SHOWN} more.</p>" if len(bad) > PROBLEMS_SHOWN else ""
-        parts.append(f"<h3>{status}: {len(bad)}</h3>" + table(f"problems-{status}", ["row / id", "instruction", what], body) + more)
+        more = f"<p>… and {n - PROBLEMS_SHOWN} more.</p>" if n > PROBLEMS_SHOWN else ""
+        parts.append(f"<h3>{status}: {n}</h3>" + table(f"problems-{status}", ["row / id", "instruction", what], body) + more)
     return "".join(parts)
 
 
-def flagged_html(rows: Sequence[dict[str, Any]]) -> str:
-    flagged = [r for r in rows if r.get("flags")]
-    if not flagged:
+def flagged_html(flagged: Sequence[dict[str, Any]], n: int) -> str:
+    """The first flagged rows (kept by the scan) as cards; `n` flagged in all."""
+    if not n:
         return '<p id="flagged-none">No row was flagged.</p>'
-    more = f"<p>… and {len(flagged) - PROBLEMS_SHOWN} more.</p>" if len(flagged) > PROBLEMS_SHOWN else ""
+    more = f"<p>… and {n - PROBLEMS_SHOWN} more.</p>" if n > PROBLEMS_SHOWN else ""
     return f'<div id="flagged">{"".join(_card(r) for r in flagged[:PROBLEMS_SHOWN])}</div>{more}'
 
 
@@ -131,18 +133,20 @@ def agreement_html(agr: dict[str, Any], confusion_png: bytes) -> str:
             f"<h3>Where they disagree most</h3>{worst}")
 
 
-def write_page(out: Path, s: dict[str, Any], rows: Sequence[dict[str, Any]], examples: dict[str, list[dict]]) -> None:
-    """Draw the plots, write them beside the page, and write index.html with them embedded."""
-    pngs = {"histogram": plot_histogram(s["bins"]), "kept": plot_kept(s),
-            "keywords": plot_keyword_bins(s["keywords"]), "length": plot_length(rows, s["length_spearman"])}
+def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, list[dict]]) -> None:
+    """Draw the plots, write them beside the page, and write index.html with them embedded. `scan` gives the
+    length plot its points and the problem and flagged lists their first rows; `s` has every count."""
+    pngs = {"histogram": plot_histogram(s["bins"]), "kept": plot_kept(s), "keywords": plot_keyword_bins(s["keywords"]),
+            "length": plot_length(scan.lengths, scan.scores, s["length_spearman"])}
     if "agreement" in s:
         pngs["agreement"] = plot_confusion(s["agreement"])
     for name, data in pngs.items():
         write_png(out / f"{name}.png", data)
     rated = s["rated"]
-    overview = table("overview", ["rows", "rated", "unparsed", "invalid input", "error", "flagged", "mean score",
-                                  "score range"],
-                     [[s["total"], rated, s["unparsed"], s["invalid"], s["error"], s["flagged"], fmt(s["mean_score"]),
+    overview = table("overview", ["rows", "rated", "unparsed", "invalid input", "error", "empty", "flagged",
+                                  "mean score", "score range"],
+                     [[s["total"], rated, s["unparsed"], s["invalid"], s["error"], s["empty"], s["flagged"],
+                       fmt(s["mean_score"]),
                        " – ".join(fmt_score(x) for x in s["score_range"]) if s["score_range"] else "–"]])
     warn = ('<p class="warn">Scores above 5: this judge used a wider scale, and the paper\'s bins put them all '
             'in "5".</p>' if s["score_range"] and s["score_range"][1] > 5 else "")
@@ -162,8 +166,9 @@ def write_page(out: Path, s: dict[str, Any], rows: Sequence[dict[str, Any]], exa
                    f'{fmt(length["spearman"], 3)}</b> over {length["n"]} rated rows. Median length per bin: '
                    f'{medians}.</p>' + img("length", pngs["length"], "score against length")),
         "examples": examples_html(examples, s["bins"]),
-        "problems": problems_html(rows),
-        "flagged": flagged_html(rows),
+        "problems": problems_html(scan.problems, {"unparsed": s["unparsed"], "error": s["error"],
+                                                  "invalid_input": s["invalid"], "empty": s["empty"]}),
+        "flagged": flagged_html(scan.flagged_rows, s["flagged"]),
         "agreement": (f"<h2>Agreement with a second rating</h2>{agreement_html(s['agreement'], pngs['agreement'])}"
                       if "agreement" in s else ""),
     }

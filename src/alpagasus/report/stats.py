@@ -2,18 +2,26 @@
 
 Score bins (the paper's histogram), rows kept per threshold, the paper's keyword check (does filtering starve
 coding examples?), score against response length, and agreement between two ratings of the same data.
-This module only counts: `report.build` reads the files and `report.html` draws the page.
+This module only counts, from the flat columns of a `report.scan.Scan` (never from a list of row dicts, so
+a large file is summarized in a few megabytes): `report.build` reads the files and `report.html` draws the page.
+The functions taking rows (`summarize`, `agreement`, `pick_examples`) scan them first, for rows in memory.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import random
+from array import array
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from alpagasus.report.figures import clean
-from alpagasus.report.ratings import EXAMPLE_FIELDS, is_rated
-from alpagasus.select.rules import BINS, bin_counts, score_bin, select
+from alpagasus.report.scan import Scan, has_keyword, scan_rows
+from alpagasus.select.rules import BINS, score_bin
+
+__all__ = ["DEFAULT_KEYWORDS", "thresholds", "has_keyword", "spearman", "cohen_kappa", "summarize_scan",
+           "agreement_of", "example_lines", "summarize", "agreement", "pick_examples", "label"]
 
 # The paper's coding keywords; matched case-sensitively as substrings, which is why both cases are listed.
 DEFAULT_KEYWORDS = ("Java", "java", "C++", "c++", "C#", "c#", "Python", "python")
@@ -28,33 +36,34 @@ def thresholds(max_score: float = 5.0, extra: Iterable[float] = ()) -> list[floa
     return sorted(grid | {float(t) for t in extra})
 
 
-def kept_at(rows: Sequence[dict[str, Any]], ths: Iterable[float]) -> dict[str, int]:
-    """Threshold (as a string: "4.5") -> rows the paper's rule `score >= threshold` keeps."""
-    return {f"{t:g}": len(select(rows, "threshold", threshold=t)) for t in ths}
+def kept_at(scores: Sequence[float], ths: Iterable[float]) -> dict[str, int]:
+    """Threshold (as a string: "4.5") -> scores at or above it: the rows the paper's rule `score >= t` keeps
+    (`select --threshold`), counted by bisection of one sorted copy instead of a pass per threshold."""
+    ordered = sorted(scores)
+    return {f"{t:g}": len(ordered) - bisect_left(ordered, t) for t in ths}
 
 
-def has_keyword(row: dict[str, Any], keywords: Sequence[str]) -> bool:
-    text = "\n".join(str(row.get(f) or "") for f in EXAMPLE_FIELDS)
-    return any(k in text for k in keywords)
+def bins_of(scores: Iterable[float]) -> dict[str, int]:
+    counts = dict.fromkeys(BINS, 0)
+    for x in scores:
+        counts[score_bin(x)] += 1
+    return counts
 
 
-def _group(rows: list[dict[str, Any]], ths: list[float]) -> dict[str, Any]:
-    rated = [float(r["score"]) for r in rows if is_rated(r)]
-    return {"rows": len(rows), "rated": len(rated), "mean_score": _mean(rated), "bins": bin_counts(rows),
-            "kept_at": kept_at(rows, ths)}
+def _group(rows: int, scores: Sequence[float], ths: list[float]) -> dict[str, Any]:
+    return {"rows": rows, "rated": len(scores), "mean_score": _mean(scores), "bins": bins_of(scores),
+            "kept_at": kept_at(scores, ths)}
 
 
-def keyword_split(rows: Sequence[dict[str, Any]], keywords: Sequence[str], ths: list[float]) -> dict[str, Any]:
+def keyword_split(scan: Scan, ths: list[float]) -> dict[str, Any]:
     """The rows mentioning any keyword against the rest (rows with text only: invalid input has none)."""
-    texts = [r for r in rows if r.get("status") != "invalid_input"]
-    hit = [r for r in texts if has_keyword(r, keywords)]
-    rest = [r for r in texts if not has_keyword(r, keywords)]
-    return {"set": list(keywords), **_group(hit, ths), "rest": _group(rest, ths),
-            "per_keyword": {k: sum(has_keyword(r, [k]) for r in texts) for k in keywords}}
+    return {"set": list(scan.keywords), **_group(scan.keyword_rows, scan.with_keyword(), ths),
+            "rest": _group(scan.text_rows - scan.keyword_rows, scan.without_keyword(), ths),
+            "per_keyword": dict(zip(scan.keywords, scan.per_keyword))}
 
 
 def _mean(xs: Sequence[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
+    return sum(xs) / len(xs) if xs else None  # summed in file order, as always: the same float to the last bit
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
@@ -72,11 +81,17 @@ def _ranks(values: Sequence[float]) -> list[float]:
     return ranks
 
 
+def _constant(xs: Sequence[float]) -> bool:
+    """All values equal (no set of 200k floats built to find out)."""
+    return all(x == xs[0] for x in xs)
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rho (scipy's when installed); None when undefined (fewer than 2 pairs or a constant side)."""
+    """Spearman's rho (scipy's when installed); None when undefined (fewer than 2 pairs or a constant side).
+    Takes lists or flat arrays (array('d'), array('q'))."""
     if len(x) != len(y):
         raise ValueError("spearman: sequences differ in length")
-    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+    if len(x) < 2 or _constant(x) or _constant(y):
         return None
     try:
         from scipy.stats import spearmanr
@@ -89,19 +104,16 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
-def length_analysis(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def length_analysis(scan: Scan) -> dict[str, Any]:
     """Score against response length in characters (the measure `select --longest` ranks by)."""
-    rated = [r for r in rows if is_rated(r)]
-    lengths = [len(str(r.get("output") or "")) for r in rated]
-    scores = [float(r["score"]) for r in rated]
-    by_bin: dict[str, list[int]] = {b: [] for b in BINS}
-    for n, s in zip(lengths, scores):
+    by_bin: dict[str, array] = {b: array("q") for b in BINS}
+    for n, s in zip(scan.lengths, scan.scores):
         by_bin[score_bin(s)].append(n)
-    return {"spearman": spearman(lengths, scores), "n": len(rated), "unit": "characters of output",
+    return {"spearman": spearman(scan.lengths, scan.scores), "n": len(scan.scores), "unit": "characters of output",
             "median_length_by_bin": {b: _median(v) for b, v in by_bin.items()}}
 
 
-def _median(xs: list[int]) -> float | None:
+def _median(xs: Sequence[int]) -> float | None:
     if not xs:
         return None
     s, m = sorted(xs), len(xs) // 2
@@ -119,76 +131,113 @@ def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
     return None if chance == 1 else (observed - chance) / (1 - chance)
 
 
-def agreement(rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]], threshold: float,
-              top: int = 10) -> dict[str, Any]:
-    """Two ratings of the same data, matched on the example id; only rows both judges scored count."""
-    a = {r["id"]: r for r in rows_a if r.get("id") and is_rated(r)}
-    b = {r["id"]: r for r in rows_b if r.get("id") and is_rated(r)}
-    common = [i for i in a if i in b]  # file order of A
-    sa = [float(a[i]["score"]) for i in common]
-    sb = [float(b[i]["score"]) for i in common]
-    keep_a, keep_b = [s >= threshold for s in sa], [s >= threshold for s in sb]
+def _common(a: Scan, b: Scan) -> tuple[list[Any], array, array, array]:
+    """The ids both files rated, in A's order of first appearance, with both scores and A's line of the id."""
+    ids, sa, sb, lines = [], array("d"), array("d"), array("q")
+    b_ids = b.ids or {}
+    for ident, slot in (a.ids or {}).items():
+        other = b_ids.get(ident)
+        if other is not None:
+            ids.append(ident)
+            sa.append(a.id_score[slot])
+            sb.append(b.id_score[other])
+            lines.append(a.id_line[slot])
+    return ids, sa, sb, lines
+
+
+def agreement_of(a: Scan, b: Scan, threshold: float, top: int = 10) -> tuple[dict[str, Any], list[int]]:
+    """Two ratings of the same data (scans made with ids=True), matched on the example id; only rows both
+    judges scored count. Returns the agreement and the lines of A holding the `most_disagreeing` rows, whose
+    "instruction" is left empty for `fill_instructions` (so one second pass reads them with the examples)."""
+    ids, sa, sb, lines = _common(a, b)
+    keep = {"both": 0, "a_only": 0, "b_only": 0, "neither": 0}
     confusion = {x: dict.fromkeys(BINS, 0) for x in BINS}
+    names = {(True, True): "both", (True, False): "a_only", (False, True): "b_only", (False, False): "neither"}
     for x, y in zip(sa, sb):
         confusion[score_bin(x)][score_bin(y)] += 1
-    order = sorted(range(len(common)), key=lambda k: -abs(sa[k] - sb[k]))  # stable: file order on ties
-    worst = [{"id": common[k], "score_a": sa[k], "score_b": sb[k], "diff": sb[k] - sa[k],
-              "instruction": clean(a[common[k]].get("instruction") or "")[:SNIPPET]}
-             for k in order[:top] if sa[k] != sb[k]]
-    pairs = list(zip(keep_a, keep_b))
+        keep[names[(x >= threshold, y >= threshold)]] += 1
+    # the largest |difference| first, file order on ties (a stable sort's first `top`)
+    order = heapq.nsmallest(top, range(len(ids)), key=lambda k: (-abs(sa[k] - sb[k]), k))
+    shown = [k for k in order if sa[k] != sb[k]]
+    worst = [{"id": ids[k], "score_a": sa[k], "score_b": sb[k], "diff": sb[k] - sa[k], "instruction": ""}
+             for k in shown]
+    n = len(ids)
+    keep_a = bytearray(x >= threshold for x in sa)
+    keep_b = bytearray(y >= threshold for y in sb)
     return {
-        "common": len(common),
-        "only_a": len(a) - len(common),
-        "only_b": sum(i not in a for i in b),
+        "common": n,
+        "only_a": len(a.ids or {}) - n,
+        "only_b": len(b.ids or {}) - n,
         "threshold": threshold,
         "spearman": spearman(sa, sb),
         "kappa": cohen_kappa(keep_a, keep_b),
-        "keep": {"both": pairs.count((True, True)), "a_only": pairs.count((True, False)),
-                 "b_only": pairs.count((False, True)), "neither": pairs.count((False, False))},
-        "decision_agreement": _mean([float(x == y) for x, y in pairs]),
-        "mean_abs_diff": _mean([abs(x - y) for x, y in zip(sa, sb)]),
+        "keep": keep,
+        "decision_agreement": (keep["both"] + keep["neither"]) / n if n else None,
+        "mean_abs_diff": _mean(array("d", (abs(x - y) for x, y in zip(sa, sb)))),
         "confusion": confusion,
         "most_disagreeing": worst,
-    }
+    }, [lines[k] for k in shown]
 
 
-def pick_examples(rows: Sequence[dict[str, Any]], per_bin: int, seed: int = 0) -> dict[str, list[dict]]:
-    """A few rated rows per bin, drawn at random (seeded) and shown in file order."""
-    by_bin: dict[str, list[dict]] = {b: [] for b in BINS}
-    for r in rows:
-        if is_rated(r):
-            by_bin[score_bin(float(r["score"]))].append(r)
+def fill_instructions(agr: dict[str, Any], lines: list[int], rows: dict[int, dict[str, Any]]) -> None:
+    """Put the instruction snippets into `most_disagreeing`, from the rows read back by line."""
+    for w, line in zip(agr["most_disagreeing"], lines):
+        w["instruction"] = clean(rows[line].get("instruction") or "")[:SNIPPET]
+
+
+def example_lines(scan: Scan, per_bin: int, seed: int = 0) -> dict[str, list[int]]:
+    """A few rated rows per bin, drawn at random (seeded) and shown in file order; their lines. The draw
+    depends only on the bins' sizes, so it picks exactly the rows that drawing from lists of rows picked."""
+    by_bin: dict[str, array] = {b: array("q") for b in BINS}
+    for x, line in zip(scan.scores, scan.lines):
+        by_bin[score_bin(x)].append(line)
     rng = random.Random(seed)
     return {b: [v[i] for i in sorted(rng.sample(range(len(v)), min(per_bin, len(v))))] for b, v in by_bin.items()}
 
 
-def label(path: str | Path, rows: Sequence[dict[str, Any]]) -> str:
-    """A rating file's name for the page: its judge and prompt version, else the file name."""
-    first = next((r for r in rows if r.get("judge")), {})
-    judge = " ".join(str(first[k]) for k in ("judge", "prompt_version") if first.get(k))
-    return clean(f"{Path(path).name} ({judge})" if judge else Path(path).name)
+def label(path: str | Path, judge: dict[str, Any]) -> str:
+    """A rating file's name for the page: its judge and prompt version (`Scan.judge`), else the file name."""
+    text = " ".join(str(judge[k]) for k in ("judge", "prompt_version") if judge.get(k))
+    return clean(f"{Path(path).name} ({text})" if text else Path(path).name)
 
 
-def summarize(rows: Sequence[dict[str, Any]], keywords: Sequence[str] = DEFAULT_KEYWORDS,
-              threshold: float = 4.5) -> dict[str, Any]:
+def summarize_scan(scan: Scan, threshold: float = 4.5) -> dict[str, Any]:
     """Every number of the report for one ratings file (the body of summary.json, without agreement)."""
-    scores = [float(r["score"]) for r in rows if is_rated(r)]
+    scores = scan.scores
     ths = thresholds(max(scores, default=5.0), extra=[threshold])
-    statuses = [r.get("status") for r in rows]
-    length = length_analysis(rows)
+    length = length_analysis(scan)
     return {
-        "total": len(rows),
+        "total": scan.total,
         "rated": len(scores),
-        "unparsed": statuses.count("unparsed"),
-        "invalid": statuses.count("invalid_input"),
-        "error": statuses.count("error"),
-        "flagged": sum(bool(r.get("flags")) for r in rows),
+        "unparsed": scan.status["unparsed"],
+        "invalid": scan.status["invalid_input"],
+        "error": scan.status["error"],
+        "empty": scan.status["empty"],
+        "flagged": scan.flagged,
         "score_range": [min(scores), max(scores)] if scores else None,
         "mean_score": _mean(scores),
-        "bins": bin_counts(rows),
+        "bins": bins_of(scores),
         "threshold": threshold,
-        "kept_at": kept_at(rows, ths),
-        "keywords": keyword_split(rows, keywords, ths),
+        "kept_at": kept_at(scores, ths),
+        "keywords": keyword_split(scan, ths),
         "length_spearman": length["spearman"],
         "length": length,
     }
+
+
+# ---- the same for rows already in memory -------------------------------------------------------------------
+def summarize(rows: Sequence[dict[str, Any]], keywords: Sequence[str] = DEFAULT_KEYWORDS,
+              threshold: float = 4.5) -> dict[str, Any]:
+    return summarize_scan(scan_rows(rows, keywords), threshold)
+
+
+def agreement(rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]], threshold: float,
+              top: int = 10) -> dict[str, Any]:
+    a = scan_rows(rows_a, ids=True)
+    agr, lines = agreement_of(a, scan_rows(rows_b, ids=True), threshold, top)
+    fill_instructions(agr, lines, a.rows_at(lines))
+    return agr
+
+
+def pick_examples(rows: Sequence[dict[str, Any]], per_bin: int, seed: int = 0) -> dict[str, list[dict]]:
+    return {b: [rows[i] for i in v] for b, v in example_lines(scan_rows(rows), per_bin, seed).items()}

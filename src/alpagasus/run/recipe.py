@@ -9,27 +9,39 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from alpagasus.data import write_json
+from alpagasus.redact import redact_config
 
 STAGES = ("rate", "select", "train", "generate", "compare", "report")
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "data": {"path": None, "limit": None, "sample": None, "seed": 0, "skip_invalid": True, "fields": {}},
     "rate": {"judge": None, "mode": None, "dimension": "accuracy", "store": None, "concurrency": None,
-             "batch_size": None, "base_url": None, "max_tokens": 256},
+             "batch_size": None, "base_url": None, "api_key": None, "max_tokens": 256},
     "select": {"threshold": 4.5, "top_k": None, "keep_fraction": None, "baselines": ["random", "longest", "all"],
                "seed": 0, "exclude_flagged": False},
     "train": {},
     "generate": {"testsets": ["vicuna", "koala", "sinstruct", "wizardlm"], "limit": None, "max_new_tokens": 512,
                  "batch_size": None},
     "compare": {"judge": None, "store": None, "max_tokens": 256, "max_reasks": 2, "base_url": None,
-                "concurrency": None},
+                "api_key": None, "concurrency": None},
     "report": {"keywords": None, "threshold": None},
 }
+# numbers a recipe sets: (section, key) -> (type, least value or None); a None default may stay None
+NUMBERS: dict[tuple[str, str], tuple[type, float | None]] = {
+    ("data", "limit"): (int, 0), ("data", "sample"): (int, 0), ("data", "seed"): (int, None),
+    ("rate", "concurrency"): (int, 1), ("rate", "batch_size"): (int, 1), ("rate", "max_tokens"): (int, 1),
+    ("select", "threshold"): (float, None), ("select", "top_k"): (int, 0), ("select", "keep_fraction"): (float, 0),
+    ("select", "seed"): (int, None), ("generate", "limit"): (int, 0), ("generate", "max_new_tokens"): (int, 1),
+    ("generate", "batch_size"): (int, 1), ("compare", "max_tokens"): (int, 1), ("compare", "max_reasks"): (int, 0),
+    ("compare", "concurrency"): (int, 1), ("report", "threshold"): (float, None),
+}
+BASELINES = ("random", "longest", "all")
 
 
 class RecipeError(ValueError):
@@ -44,6 +56,8 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise RecipeError(f"{path}: cannot read the recipe ({e})") from e
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections (name, data, rate, select, ...)")
     recipe = copy.deepcopy(DEFAULTS)
     for key, value in raw.items():
         if key not in recipe:
@@ -59,15 +73,51 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
             recipe[key] = value
     if not recipe["data"]["path"]:
         raise RecipeError(f"{path}: data.path is required")
+    _check_values(path, recipe)
     return recipe
+
+
+def _check_values(path: str | Path, recipe: dict[str, Any]) -> None:
+    """Numbers, names and the training settings checked (and numbers converted) before anything runs: a typo
+    found after the rating stage costs its time, after training a GPU's."""
+    if not isinstance(recipe["name"], str) or not recipe["name"].strip():
+        raise RecipeError(f"{path}: name must be a non-empty string")
+    for (section, key), (kind, least) in NUMBERS.items():
+        value = recipe[section][key]
+        if value is None and DEFAULTS[section][key] is None:
+            continue
+        what = "an integer" if kind is int else "a number"
+        try:
+            number = kind(value) if not isinstance(value, bool) else None
+            ok = number is not None and math.isfinite(number) and (kind is float or number == float(value))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise RecipeError(f"{path}: {section}.{key} must be {what}, not {value!r}")
+        if least is not None and number < least or (key == "keep_fraction" and not 0 < number <= 1):
+            bound = "in (0, 1]" if key == "keep_fraction" else f"at least {least}"
+            raise RecipeError(f"{path}: {section}.{key} must be {bound}, not {value!r}")
+        recipe[section][key] = number
+    bad = [b for b in recipe["select"]["baselines"] or () if b not in BASELINES]
+    if bad or not isinstance(recipe["select"]["baselines"], list):
+        raise RecipeError(f"{path}: select.baselines must be a list of {', '.join(BASELINES)}")
+    from alpagasus.data import DataError
+    from alpagasus.train import make_config
+
+    try:
+        make_config(**recipe["train"])
+    except (DataError, ValueError) as e:
+        raise RecipeError(f"{path}: train: {e}") from None
 
 
 class Experiment:
     def __init__(self, recipe: dict[str, Any], run_dir: str | Path, log: Callable[[str], None] = print):
         self.r, self.dir, self.log = recipe, Path(run_dir), log
+        if self.dir.exists() and not self.dir.is_dir():
+            raise RecipeError(f"{self.dir}: a file, not a run directory; give another --run-dir")
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / ".done").mkdir(exist_ok=True)
-        write_json(self.dir / "recipe.resolved.json", recipe)
+        write_json(self.dir / "recipe.resolved.json", redact_config(recipe))  # no API key in the run dir
 
     def done(self, stage: str) -> dict | None:
         f = self.dir / ".done" / f"{stage}.json"
@@ -88,7 +138,7 @@ class Experiment:
         s = rate_file(d["path"], self.dir / "ratings.jsonl", judge=c["judge"], mode=c["mode"],
                       dimension=c["dimension"], store_path=c["store"], field_map=d["fields"] or None,
                       skip_invalid=d["skip_invalid"], limit=d["limit"], sample=d["sample"], seed=d["seed"],
-                      judge_options=_given(c, "base_url", "concurrency", "batch_size"),
+                      judge_options=_given(c, "base_url", "api_key", "concurrency", "batch_size"),
                       options=RunOptions(max_tokens=int(c["max_tokens"])))
         r = s.run
         return {"judge": s.judge, "ok": r.ok, "unparsed": r.unparsed, "requests_sent": r.requests_sent,
@@ -156,7 +206,7 @@ class Experiment:
         for b in self.sets()[1:]:
             rep = compare_files([self.dir / "answers" / "filtered.jsonl", self.dir / "answers" / f"{b}.jsonl"],
                                 self.dir / "compare" / f"filtered_vs_{b}", judge=c["judge"], store_path=c["store"],
-                                judge_options=_given(c, "base_url", "concurrency"), options=run)
+                                judge_options=_given(c, "base_url", "api_key", "concurrency"), options=run)
             out[b] = rep.summary
         return {"comparisons": list(out)}
 
@@ -172,9 +222,7 @@ class Experiment:
 
     # ---- driver ---------------------------------------------------------------------------------
     def run(self, until: str | None = None, only: str | None = None) -> dict:
-        for name in (until, only):
-            if name is not None and name not in STAGES:
-                raise RecipeError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        _check_stages(until, only)
         stages = [only] if only else list(STAGES[: STAGES.index(until) + 1] if until else STAGES)
         results = {}
         for stage in stages:
@@ -191,6 +239,12 @@ class Experiment:
         return results
 
 
+def _check_stages(*names: str | None) -> None:
+    for name in names:
+        if name is not None and name not in STAGES:
+            raise RecipeError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+
+
 def _given(section: dict[str, Any], *keys: str) -> dict[str, Any]:
     """The judge options a recipe section sets (unset ones leave the judge's defaults)."""
     return {k: section[k] for k in keys if section.get(k) is not None}
@@ -198,6 +252,7 @@ def _given(section: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 def run_recipe(recipe_path: str | Path, run_dir: str | Path | None = None, until: str | None = None,
                only: str | None = None, log: Callable[[str], None] = print) -> dict:
+    _check_stages(until, only)
     recipe = load_recipe(recipe_path)
     run_dir = run_dir or Path("runs") / recipe["name"]
     return Experiment(recipe, run_dir, log).run(until=until, only=only)

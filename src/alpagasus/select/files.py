@@ -6,7 +6,8 @@ from typing import Any
 
 from alpagasus.data import DataError, read_jsonl, write_rows
 from alpagasus.errors import UserError
-from alpagasus.select.rules import BINS, RATING_KEYS, Columns, SelectError, choose, score_bin, training_row
+from alpagasus.records import rating_field, user_fields
+from alpagasus.select.rules import BINS, Columns, SelectError, choose, score_bin, training_row
 
 
 def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any = None, seed: int = 0,
@@ -25,18 +26,21 @@ def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any =
     elif rule in ("top_k", "random", "longest"):
         kwargs["k"] = int(value)
     cols, bins, columns = Columns(), dict.fromkeys(BINS, 0), {}
-    counts = {"rows": 0, "flagged": 0, "ok": 0, "unparsed": 0}
+    counts = {"rows": 0, "flagged": 0, "ok": 0, "unparsed": 0, "empty": 0}
     try:
         for r in read_jsonl(ratings):
             counts["rows"] += 1
-            flagged = bool(r.get("flags"))
+            if rating_field(r, "status") is None:
+                raise UserError(f"{ratings}, row {counts['rows']}, field 'status': missing (is this an "
+                                "`alpagasus rate` output?)")
+            flagged = bool(rating_field(r, "flags"))
             counts["flagged"] += flagged
-            status = r.get("status")
-            if status in ("ok", "unparsed"):
+            status, score = rating_field(r, "status"), rating_field(r, "score")
+            if status in ("ok", "unparsed", "empty"):
                 counts[status] += 1
-            if status == "ok" and r.get("score") is not None:
-                bins[score_bin(float(r["score"]))] += 1
-            columns.update(dict.fromkeys(k for k in r if k not in RATING_KEYS))
+            if status == "ok" and score is not None:
+                bins[score_bin(float(score))] += 1
+            columns.update(dict.fromkeys(user_fields(r)))
             cols.add(r, excluded=exclude_flagged and flagged)
     except (OSError, ValueError) as e:
         raise UserError(f"{ratings}: cannot read ratings ({e})") from e
@@ -51,5 +55,6 @@ def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any =
         raise UserError(str(e)) from e
     excluded = counts["flagged"] if exclude_flagged else 0
     return {"rows": counts["rows"], "flagged": counts["flagged"], "excluded_flagged": excluded,
-            "rated": counts["ok"], "unparsed": counts["unparsed"],
-            "other": counts["rows"] - counts["ok"] - counts["unparsed"], "bins": bins, "kept": n, "rule": rule}
+            "rated": counts["ok"], "unparsed": counts["unparsed"], "empty": counts["empty"],
+            "other": counts["rows"] - counts["ok"] - counts["unparsed"] - counts["empty"], "bins": bins, "kept": n,
+            "rule": rule}

@@ -11,9 +11,10 @@ import random
 from array import array
 from typing import Any, Iterable
 
+from alpagasus.records import RATING_FIELDS, rating_field, user_fields
+
 # Columns `rate` adds to the example's own fields; stripped from the training file.
-RATING_KEYS = ("id", "score", "status", "judge", "prompt_version", "model", "explanation", "raw", "probs",
-               "flags", "row", "field")
+RATING_KEYS = RATING_FIELDS  # the columns `rate` adds (namespaced when the user's row has one of these names)
 BINS = ("<3", "3", "3.5", "4", "4.5", "5")
 RULES = ("threshold", "top_k", "keep_fraction", "random", "longest", "all")
 
@@ -33,8 +34,9 @@ def score_bin(score: float) -> str:
 def bin_counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
     counts = dict.fromkeys(BINS, 0)
     for r in rows:
-        if r.get("status") == "ok" and r.get("score") is not None:
-            counts[score_bin(float(r["score"]))] += 1
+        score = rating_field(r, "score")
+        if rating_field(r, "status") == "ok" and score is not None:
+            counts[score_bin(float(score))] += 1
     return counts
 
 
@@ -48,10 +50,13 @@ class Columns:
         self.valid = bytearray()      # 1 unless the row's data is invalid (or excluded by the caller)
 
     def add(self, row: dict[str, Any], excluded: bool = False) -> None:
-        ok = row.get("status") == "ok" and row.get("score") is not None and not excluded
-        self.scores.append(float(row["score"]) if ok else math.nan)
+        status, score = rating_field(row, "status"), rating_field(row, "score")
+        # a row with nothing to learn from (empty instruction or output) is never picked, whatever its rating
+        usable = not excluded and trainable(row)
+        ok = usable and status == "ok" and score is not None
+        self.scores.append(float(score) if ok else math.nan)
         self.lengths.append(len(str(row.get("output", ""))))
-        self.valid.append(0 if excluded or row.get("status") == "invalid_input" else 1)
+        self.valid.append(1 if usable and status not in ("invalid_input", "empty") else 0)
 
     def __len__(self) -> int:
         return len(self.valid)
@@ -99,9 +104,14 @@ def _need_k(k: int | None) -> None:
         raise SelectError("this rule needs a size K >= 0")
 
 
+def trainable(row: dict[str, Any]) -> bool:
+    """Whether a row has an instruction and an output with text in them."""
+    return all(isinstance(row.get(f), str) and row[f].strip() for f in ("instruction", "output"))
+
+
 def training_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The training format: the example's own fields, rating columns removed."""
-    return {k: v for k, v in row.items() if k not in RATING_KEYS}
+    """The training format: the user's own fields exactly as they were read, rating columns removed."""
+    return user_fields(row)
 
 
 def training_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

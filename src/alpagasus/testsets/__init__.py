@@ -57,6 +57,8 @@ def load(spec: str, limit: int | None = None) -> list[Question]:
         path = Path(spec)
         if not path.exists():
             raise DataError(f"{spec}: not a bundled test set ({', '.join(NAMES)}, all) and no such file")
+        if not path.is_file():
+            raise DataError(f"{spec}: a directory, not a JSONL file of questions")
         questions = [_user_question(path, n, row) for n, row in iter_objects(path, jsonl=True)]
         _check_unique(path, questions)
     return questions[:limit] if limit is not None else questions

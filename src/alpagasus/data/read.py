@@ -1,4 +1,4 @@
-"""Datasets in and out: JSON, JSONL, CSV/TSV, Parquet, Hugging Face datasets; validation; atomic writes.
+"""Datasets in: JSON, JSONL, CSV/TSV, Parquet, Hugging Face datasets; validation into Examples.
 
 The one home for reading records: `iter_records` (any format, examples), `iter_jsonl` (JSONL whatever the
 suffix), `iter_objects` (plain objects: ratings, answers, questions), `read_jsonl` (our own outputs).
@@ -7,15 +7,12 @@ the file, the row and the field, so valid rows are never lost because of invalid
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from alpagasus.records import CORE_FIELDS, Example, InvalidRow
 
@@ -56,8 +53,10 @@ def _bad_text(value: str) -> str | None:
     return None
 
 
-def to_example(record: Any, row: int, source: str, field_map: Mapping[str, str] | None = None) -> Example | InvalidRow:
-    """Validate one raw record; never raises for bad data."""
+def to_example(record: Any, row: int, source: str, field_map: Mapping[str, str] | None = None,
+               allow_empty: bool = False) -> Example | InvalidRow:
+    """Validate one raw record; never raises for bad data. With `allow_empty`, an empty instruction or output
+    is an Example (`empty_field` says which): bad data to rate or filter, not a broken row."""
     if not isinstance(record, dict):
         return InvalidRow(source, row, None, f"expected an object, got {type(record).__name__}")
     field_map = field_map or {}
@@ -83,7 +82,7 @@ def to_example(record: Any, row: int, source: str, field_map: Mapping[str, str] 
         problem = _bad_text(value)
         if problem:
             return InvalidRow(source, row, column, problem)
-        if name != "input" and not value.strip():
+        if name != "input" and not value.strip() and not allow_empty:
             return InvalidRow(source, row, column, "is empty")
         values[name] = value
     extra = {k: v for k, v in record.items() if k not in used}
@@ -210,7 +209,11 @@ def _iter_hf_dir(p: Path) -> Iterator[tuple[int, Any]]:
         import datasets
     except ImportError as e:  # pragma: no cover
         raise DataError(f"{p}: reading a datasets directory needs `datasets` (pip install 'alpagasus[data]')") from e
-    ds = datasets.load_from_disk(str(p))
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(f"{p}: a directory, but not a dataset saved by `datasets` ({e}); give a .json, .jsonl, "
+                        ".csv or .parquet file") from None
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
     yield from enumerate(ds, 1)
@@ -222,24 +225,31 @@ def _iter_hf_hub(name: str) -> Iterator[tuple[int, Any]]:
     except ImportError as e:  # pragma: no cover
         raise DataError(f"{name}: reading a hub dataset needs `datasets` (pip install 'alpagasus[data]')") from e
     repo, _, split = name.partition("@")
-    ds = datasets.load_dataset(repo, split=split or "train")
+    try:
+        ds = datasets.load_dataset(repo, split=split or "train")
+    except Exception as e:  # no network, no such dataset, a gated one...: say what failed and what to do
+        why = ([x for x in str(e).splitlines() if x.strip()] or [type(e).__name__])[0][:300]
+        raise DataError(f"{name}: not a local file, and loading it as a Hugging Face hub dataset failed "
+                        f"({type(e).__name__}: {why}). Download it and give the local file (.json, .jsonl, .csv, "
+                        ".parquet or a `datasets` directory), or check the name and the network") from None
     yield from enumerate(ds, 1)
 
 
-def iter_examples(path: str | Path, field_map: Mapping[str, str] | None = None) -> Iterator[Example | InvalidRow]:
+def iter_examples(path: str | Path, field_map: Mapping[str, str] | None = None,
+                  allow_empty: bool = False) -> Iterator[Example | InvalidRow]:
     """Stream validated examples (or InvalidRow for bad rows) from a dataset file."""
     for row, rec in iter_records(path):
-        yield rec if isinstance(rec, InvalidRow) else to_example(rec, row, str(path), field_map)
+        yield rec if isinstance(rec, InvalidRow) else to_example(rec, row, str(path), field_map, allow_empty)
 
 
 def stream_examples(path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False,
-                    stats: ReadResult | None = None) -> Iterator[Example]:
+                    stats: ReadResult | None = None, allow_empty: bool = False) -> Iterator[Example]:
     """Validated, deduplicated examples, one at a time: memory holds only the ids seen (8 bytes of hash each
     as an int), never the rows. Counts go to `stats` (rows, duplicates, invalid rows with their reasons).
     Raises DataError on the first bad row unless `skip_invalid`."""
     st = stats if stats is not None else ReadResult()
     seen: set[int] = set()
-    for item in iter_examples(path, field_map):
+    for item in iter_examples(path, field_map, allow_empty):
         st.rows += 1
         if isinstance(item, InvalidRow):
             if not skip_invalid:
@@ -262,115 +272,6 @@ def read_examples(
     result = ReadResult()
     result.examples = list(stream_examples(path, field_map, skip_invalid, result))
     return result
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temp file beside `path`, fsync, then rename: a crash leaves the old file or the new one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "errors": "surrogatepass"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    n = 0
-    with atomic_writer(path) as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            n += 1
-    return n
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    with atomic_writer(path) as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2)
-        f.write("\n")
-
-
-def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None) -> int:
-    """Write rows in the format the suffix names: .jsonl, .json (a list), .csv or .parquet. Rows stream
-    through (CSV too when `columns` is given; Parquet in chunks), so memory does not grow with the output."""
-    suffix = Path(path).suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        return write_jsonl(path, rows)
-    n = 0
-    if suffix == ".json":
-        with atomic_writer(path) as f:
-            f.write("[")
-            for r in rows:
-                f.write(("," if n else "") + "\n  " + json.dumps(r, ensure_ascii=False))
-                n += 1
-            f.write("\n]\n" if n else "]\n")
-    elif suffix == ".csv":
-        if columns is None:  # the header is the union of all keys: needs the rows first
-            rows = list(rows)
-            columns = list(dict.fromkeys(k for r in rows for k in r))
-        with atomic_writer(path) as f:
-            w = csv.DictWriter(f, fieldnames=columns)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: _csv_cell(v) for k, v in r.items()})
-                n += 1
-    elif suffix in (".parquet", ".pq"):
-        n = _write_parquet(path, rows)
-    else:
-        raise DataError(f"{path}: unknown output format (use .json, .jsonl, .csv or .parquet)")
-    return n
-
-
-def _write_parquet(path: str | Path, rows: Iterable[Mapping[str, Any]], chunk: int = 20000) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    n, writer, schema = 0, None, None
-    batch: list[Mapping[str, Any]] = []
-    with atomic_writer(path, "wb") as f:
-        def flush() -> None:
-            nonlocal writer, schema
-            if schema is None:  # the first chunk fixes the schema; all-null columns become strings
-                inferred = pa.Table.from_pylist(batch).schema
-                schema = pa.schema([pa.field(x.name, pa.string()) if pa.types.is_null(x.type) else x
-                                    for x in inferred])
-                writer = pq.ParquetWriter(f, schema)
-            try:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                raise DataError(f"{path}: rows {n - len(batch) + 1}-{n} do not fit the columns of the first "
-                                f"rows ({e}); write .jsonl instead") from e
-        for r in rows:
-            batch.append(r)
-            n += 1
-            if len(batch) >= chunk:
-                flush()
-                batch = []
-        if batch or writer is None:
-            if batch:
-                flush()
-            else:
-                writer = pq.ParquetWriter(f, pa.schema([]))
-        writer.close()
-    return n
-
-
-def _csv_cell(v: Any) -> Any:
-    return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
