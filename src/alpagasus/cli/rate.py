@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import random
 from pathlib import Path
 from typing import List, Optional
 
