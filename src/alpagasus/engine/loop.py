@@ -22,6 +22,7 @@ from alpagasus.engine.settle import settle
 from alpagasus.judges.base import Judge, OutageError
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
+from alpagasus.redact import redact
 from alpagasus.store import Store
 
 T = TypeVar("T")
@@ -164,6 +165,8 @@ class _Engine:
         finished: list[Rating] = []
         log: list[tuple[str, str, str]] = []  # (item, outcome, detail) of every request that settled nothing
         for it, rep in zip(batch, replies):
+            if rep.error:  # a server's error text may echo the API key: it goes to the store and the screen
+                rep.error = redact(rep.error)
             failing = rep.error is not None and rep.retryable
             self.failures_in_a_row = self.failures_in_a_row + 1 if failing else 0
             if not failing:
