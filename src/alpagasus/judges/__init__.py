@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "embedded": "alpagasus.judges.hf_local:HFJudge",
     "predictor": "alpagasus.judges.predictor:PredictorJudge",
     "vllm": "alpagasus.judges.vllm_local:VLLMJudge",
+    "replay": "alpagasus.judges.replay:ReplayJudge",
 }
 REGISTERED: dict[str, str | Any] = {}   # register(): wins over the built-ins and entry points of the same name
 
