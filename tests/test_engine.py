@@ -14,7 +14,7 @@ import pytest
 from alpagasus.engine import (Item, RunCounts, RunOptions, StoreWriteError, final_statuses, judging_session,
                               run_items, run_sync, settle)
 from alpagasus.engine.loop import _batches, chunked, too_long
-from alpagasus.engine.types import ADDED
+from alpagasus.engine.types import ADDED, SPENT
 from alpagasus.errors import UserError
 from alpagasus.prompts import load_template
 from alpagasus.prompts.rubric import Rubric
@@ -262,16 +262,15 @@ def test_max_tokens_reaches_every_request_including_reasks(tmp_path):
 def test_too_long_directly():
     judge = ShortContext(mode="generate")
     fits, over = item("fits", user="x" * 100), item("over", user="x" * 2000)
-    keep, rejected = too_long([fits, over], judge, "v@1", max_tokens=100)
-    assert keep == [fits]
-    assert [(r.example_id, r.status, r.prompt_version, r.judge) for r in rejected] == \
-        [("over", "invalid_input", "v@1", judge.id)]
+    assert too_long(fits, judge, "v@1", max_tokens=100) is None
+    r = too_long(over, judge, "v@1", max_tokens=100)
+    assert (r.example_id, r.status, r.prompt_version, r.judge) == ("over", "invalid_input", "v@1", judge.id)
     # logprob mode keeps room for one token only: the same prompt now fits
     lp = ShortContext(mode="logprob")
     mid = item("mid", user="x" * 1000)  # 250 + 16 tokens: > 300 - 100, <= 300 - 1
-    assert too_long([mid], judge, "v", 100)[0] == [] and too_long([mid], lp, "v", 100)[0] == [mid]
+    assert too_long(mid, judge, "v", 100) is not None and too_long(mid, lp, "v", 100) is None
     # a judge with no known context keeps everything
-    assert too_long([over], FakeJudge(), "v", 100) == ([over], [])
+    assert too_long(over, FakeJudge(), "v", 100) is None
 
 
 # ---- store failures -------------------------------------------------------------------------------------------
@@ -380,6 +379,9 @@ def test_run_counts_add_sums_the_counts_only():
         setattr(b, name, 1)
     total.add(b)
     assert all(getattr(total, name) == 1 for name in ADDED)
+    spent = RunCounts()
+    spent.add(b, outcomes=False)  # what a block spent, not its items or statuses (the Ray driver's use)
+    assert all(getattr(spent, name) == (1 if name in SPENT else 0) for name in ADDED)
 
 
 def test_chunked_and_batches_are_lazy():

@@ -143,14 +143,15 @@ class _Engine:
         for it in items:
             self.s.to_judge += 1
             it.request.max_tokens = self.opts.max_tokens
-            keep, rejected = too_long([it], self.judge, self.rubric.version, self.opts.max_tokens)
-            if rejected:  # rare: one write each is cheap
-                try:
-                    self.store.put_many(rejected)
-                except (sqlite3.Error, OSError) as e:
-                    raise StoreWriteError.of(self.store.path, e) from e
-                self.s.invalid_input += 1
-            yield from keep
+            rejected = too_long(it, self.judge, self.rubric.version, self.opts.max_tokens)
+            if rejected is None:
+                yield it
+                continue
+            try:  # rare: one write each is cheap
+                self.store.put(rejected)
+            except (sqlite3.Error, OSError) as e:
+                raise StoreWriteError.of(self.store.path, e) from e
+            self.s.invalid_input += 1
 
     async def call(self, batch: list[Item]) -> None:
         self.s.requests_sent += len(batch)
@@ -259,23 +260,19 @@ def chunked(items: Iterable[T], n: int) -> Iterator[list[T]]:
         yield batch
 
 
-def too_long(items: list[Item], judge: Judge, prompt_version: str, max_tokens: int) -> tuple[list[Item], list[Rating]]:
-    """(items that fit the judge's context, `invalid_input` ratings for those that do not)."""
+def too_long(it: Item, judge: Judge, prompt_version: str, max_tokens: int) -> Rating | None:
+    """The `invalid_input` rating of an item too long for the judge's context, or None when it fits (or the
+    context is unknown)."""
     limit = judge.max_context
     if not limit:
-        return items, []
+        return None
     room = limit - (max_tokens if judge.mode == "generate" else 1)
-    keep, rejected = [], []
-    for it in items:
-        n = judge.count_tokens(it.request.system + it.request.user) + 16  # + chat markup
-        if n > room:
-            rejected.append(Rating(it.key, judge.id, prompt_version, None, "invalid_input",
-                                   explanation=f"too long for the judge: the prompt has about {n} tokens, the "
-                                               f"judge's context allows {room}; not sent",
-                                   attempts=0, created_at=time.time()))
-        else:
-            keep.append(it)
-    return keep, rejected
+    n = judge.count_tokens(it.request.system + it.request.user) + 16  # + chat markup
+    if n <= room:
+        return None
+    return Rating(it.key, judge.id, prompt_version, None, "invalid_input", attempts=0, created_at=time.time(),
+                  explanation=f"too long for the judge: the prompt has about {n} tokens, the judge's context "
+                              f"allows {room}; not sent")
 
 
 def _batches(items: Iterable[Item], n: int, sort_by_length: bool) -> Iterator[list[Item]]:

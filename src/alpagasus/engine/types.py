@@ -82,14 +82,16 @@ class RunCounts:
     def settled(self, status: str) -> None:
         setattr(self, status, getattr(self, status) + 1)
 
-    def add(self, other: "RunCounts") -> None:
-        """Add another run's counts (its judge, prompt, note and elapsed time are not summed)."""
-        for name in ADDED:
+    def add(self, other: "RunCounts", outcomes: bool = True) -> None:
+        """Add another run's counts (its judge, prompt, note and elapsed time are not summed). With
+        `outcomes=False` only what it spent (requests, tokens, waits): for a caller that counts items and
+        statuses itself, from what it actually stored (the Ray driver drops replies it already holds)."""
+        for name in ADDED if outcomes else SPENT:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-ADDED = ("to_judge", "requests_sent", "ok", "unparsed", "invalid_input", "error", "tokens_in", "tokens_out",
-         "outage_s", "ambiguous", "throttled")
+SPENT = ("requests_sent", "tokens_in", "tokens_out", "outage_s", "ambiguous", "throttled")
+ADDED = ("to_judge", "ok", "unparsed", "invalid_input", "error", *SPENT)
 
 
 def final_statuses(retry_unparsed: bool = False) -> tuple[str, ...]:

@@ -36,8 +36,6 @@ from alpagasus.store import Store
 __all__ = ["rate_on_ray", "RayRateError"]
 WINDOW = 4096      # examples checked against the store per query
 SWEEPS = 2         # extra passes for rows lost in transit, before giving up (resumably)
-# a block's counts the driver adds to its own; statuses it counts itself, from what it actually stores
-STATS = ("requests_sent", "tokens_in", "tokens_out", "ambiguous", "throttled", "outage_s")
 
 
 class RayRateError(JudgeError):
@@ -231,8 +229,7 @@ class _Run:
     def _commit(self, res: dict) -> None:
         """Store one block's ratings (ids still outstanding and not final in the store), add its figures."""
         s = self.s
-        for k in STATS:
-            setattr(s, k, getattr(s, k) + getattr(res["counts"], k))
+        s.add(res["counts"], outcomes=False)  # items and statuses: counted below, from what is stored
         with self.cond:
             fresh = [r for r in res["ratings"] if r.example_id in self.outstanding]
         done = self.store.done_ids(s.judge, s.prompt_version, [r.example_id for r in fresh], final=self.final)
