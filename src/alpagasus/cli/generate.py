@@ -41,7 +41,6 @@ def generate(
 
     from alpagasus.generate.answer import generate as run_generate
     from alpagasus.generate.config import GenerateConfig
-    from alpagasus.redact import redact
 
     config = GenerateConfig(backend=backend, prompt_format="chat" if chat_template else "alpaca",
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
@@ -54,6 +53,6 @@ def generate(
     typer.echo(f"{result.generated} new answers, {result.reused} already in {output}, "
                f"{len(result.failed)} failed")
     for testset_name, qid, error in result.failed[:10]:
-        typer.secho(f"  {testset_name}/{qid}: {redact(error, [api_key])}", err=True, fg=typer.colors.YELLOW)
+        typer.secho(f"  {testset_name}/{qid}: {error}", err=True, fg=typer.colors.YELLOW)  # redacted by generate
     if result.failed:  # not a mistake of the user's: exit status 1
         fail(f"{len(result.failed)} questions have no answer; run the same command again to retry them", code=1)

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from alpagasus.judges.base import JudgeError, LocalJudge, label_scores
-from alpagasus.models import chat_prompt, needs_special_tokens
+from alpagasus.models import chat_prompt, generate_tokens, needs_special_tokens, prompt_ids
 from alpagasus.records import Reply, Request
 
 
@@ -96,11 +96,6 @@ class HFJudge(LocalJudge):
         for rep in replies:
             rep.latency_s = per
         return replies
-
-    def _encode(self, requests: list[Request]) -> Any:
-        texts = [self.prompt_text(r) for r in requests]
-        add_special = needs_special_tokens(self.tok)
-        return self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.model.device)
 
     def _logprob(self, requests: list[Request]) -> list[Reply]:
         import torch
@@ -222,23 +217,15 @@ class HFJudge(LocalJudge):
         return tokens, [(layer.keys, layer.values) for layer in cache.layers]
 
     def _generate(self, requests: list[Request]) -> list[Reply]:
-        import torch
-
-        enc = self._encode(requests)
+        ids = [prompt_ids(self.tok, self.prompt_text(r)) for r in requests]
         temp = max(r.temperature for r in requests)
-        kwargs: dict[str, Any] = {"max_new_tokens": max(r.max_tokens for r in requests),
-                                  "pad_token_id": self.tok.pad_token_id}
-        kwargs.update({"do_sample": True, "temperature": temp, "top_p": 0.95} if temp > 0 else {"do_sample": False})
-        with torch.inference_mode():
-            gen = self.model.generate(**enc, **kwargs)
-        new = gen[:, enc["input_ids"].shape[1]:]
-        n_in = enc["attention_mask"].sum(dim=1).tolist()
+        gen, width = generate_tokens(self.model, self.tok, ids, max(r.max_tokens for r in requests), temperature=temp,
+                                     top_p=0.95)
         out = []
-        for row in range(len(requests)):
-            ids = new[row]
-            n_out = int((ids != self.tok.pad_token_id).sum())
-            text = self.tok.decode(ids, skip_special_tokens=True)
-            out.append(Reply(text=text, model=self.model_ref, tokens_in=int(n_in[row]), tokens_out=n_out))
+        for row, new in enumerate(gen[:, width:]):
+            n_out = int((new != self.tok.pad_token_id).sum())
+            text = self.tok.decode(new, skip_special_tokens=True)
+            out.append(Reply(text=text, model=self.model_ref, tokens_in=len(ids[row]), tokens_out=n_out))
         return out
 
 
