@@ -112,7 +112,6 @@ def _rate(source: InputFile, template: Template, session: Session, opts: RunOpti
     else:  # nothing left: the judge is never loaded
         got = RateSummary(judge=judge.id, prompt_version=template.version, already_rated=counter.already)
     got.rows, got.duplicates, got.invalid, got.empty = stats.rows, stats.duplicates, stats.invalid, counter.empty
-    got.unique = counter.already + left + counter.empty
     return got
 
 

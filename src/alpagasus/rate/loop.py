@@ -25,7 +25,6 @@ class RateSummary:
     judge: str = ""
     prompt_version: str = ""
     rows: int = 0                  # rows read from the input
-    unique: int = 0                # distinct valid examples
     duplicates: int = 0
     invalid: list[InvalidRow] = field(default_factory=list)
     already_rated: int = 0         # found in the store: not requested again
@@ -33,6 +32,11 @@ class RateSummary:
     flagged: int = 0               # rows flagged as possible prompt injection (see rate/injection.py)
     run: RunCounts = field(default_factory=RunCounts)
     note: str = ""                 # e.g. "nothing to do: ..." when a rerun finds the ratings file up to date
+
+    @property
+    def unique(self) -> int:
+        """Distinct valid examples: those the store held, those judged now, and the empty ones."""
+        return self.already_rated + self.run.to_judge + self.empty
 
 
 def build_request(example: Example, template: Template, mode: str) -> Request:
@@ -101,7 +105,6 @@ async def rate_async(examples: Iterable[Example], judge: Judge, template: Templa
         update = progress("rating", total) if progress else None
         s.run = await run_items(items, judge, store, Rubric.rating(template), opts, update)
     s.already_rated, s.empty = pending.already, pending.empty
-    s.unique = s.already_rated + s.run.to_judge + s.empty
     return s
 
 

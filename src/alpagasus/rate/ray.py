@@ -64,8 +64,7 @@ def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, j
         blocks = _pending_blocks(examples, pending, block_rows, s)
         first = next(blocks, None)
         if first is None:  # nothing to do: no cluster started, no judge loaded
-            return RateSummary(judge.id, template.version, unique=pending.already + pending.empty,
-                               already_rated=pending.already, empty=pending.empty)
+            return RateSummary(judge.id, template.version, already_rated=pending.already, empty=pending.empty)
         ray, started = _connect(address, runtime_env)
         try:
             gpu = judge_spec.startswith("vllm:") or str(judge_options.get("device", "")).startswith("cuda")
@@ -84,8 +83,7 @@ def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, j
                 ray.shutdown()
     finally:
         reader.close()
-    return RateSummary(judge.id, template.version, unique=pending.already + s.to_judge + pending.empty,
-                       already_rated=pending.already, empty=pending.empty, run=s)
+    return RateSummary(judge.id, template.version, already_rated=pending.already, empty=pending.empty, run=s)
 
 
 def _connect(address: str | None, runtime_env: dict | None) -> tuple[Any, bool]:

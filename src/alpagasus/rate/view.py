@@ -71,7 +71,7 @@ class RatingsView:
         if not saved or now is None or json.loads(json.dumps(now)) != saved["state"]:
             return None
         s = saved["summary"]
-        return RateSummary(judge=self.judge_id, prompt_version=self.version, rows=s["rows"], unique=s["unique"],
+        return RateSummary(judge=self.judge_id, prompt_version=self.version, rows=s["rows"],
                            duplicates=s["duplicates"], invalid=[InvalidRow(**d) for d in s["invalid"]],
                            already_rated=s["unique"] - s.get("empty", 0), empty=s.get("empty", 0),
                            flagged=s["flagged"],
