@@ -421,7 +421,22 @@ def test_a_new_store_gets_the_current_layout_and_version(tmp_path):
         assert st.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert st.db.execute("PRAGMA busy_timeout").fetchone()[0] == 60000
     assert version_of(tmp_path / "new.sqlite") == STORE_VERSION
-    assert [r[1] for r in layout(tmp_path / "new.sqlite") if r[0] == "table"] == ["attempts", "meta", "replies"]
+    assert [r[1] for r in layout(tmp_path / "new.sqlite") if r[0] == "table"] == [
+        "attempts", "batch_items", "batches", "embeddings", "meta", "replies"]
+
+
+def test_a_version_1_store_gains_the_batch_ledger_and_embeddings_and_keeps_its_rows(tmp_path):
+    path = v0_store(tmp_path / "v1.sqlite", version=1)
+    with Store(path) as st:
+        assert st.count() == len(V0_RATINGS)
+        with st.transaction():
+            st.db.execute("INSERT INTO embeddings VALUES ('e1', 'enc', 2, x'0000')")
+        with pytest.raises(ZeroDivisionError), st.transaction():  # an exception rolls the transaction back
+            st.db.execute("INSERT INTO embeddings VALUES ('e2', 'enc', 2, x'0000')")
+            1 / 0
+        assert [r[0] for r in st.db.execute("SELECT item_id FROM embeddings")] == ["e1"]
+    assert version_of(path) == STORE_VERSION
+    assert layout(path) == new_layout(tmp_path)
 
 
 def test_a_store_of_todays_layout_is_stamped_and_reads_back_identical(tmp_path, connections):

@@ -34,9 +34,27 @@ CREATE TABLE IF NOT EXISTS attempts (
     at REAL NOT NULL, outcome TEXT NOT NULL, detail TEXT
 );
 """
+# Version 2 adds what is not a reply but must survive a crash with them: provider batches (recorded before
+# anything is sent, so a rerun re-attaches instead of paying again) and embeddings (computed once per content id).
+SCHEMA_V2_ADDED = """
+CREATE TABLE IF NOT EXISTS batches (
+    key TEXT PRIMARY KEY, judge TEXT NOT NULL, prompt_version TEXT NOT NULL,
+    state TEXT NOT NULL, batch_id TEXT, input_file_id TEXT, server_status TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, extra TEXT
+);
+CREATE TABLE IF NOT EXISTS batch_items (
+    key TEXT NOT NULL, item_id TEXT NOT NULL, custom_id TEXT NOT NULL, extra TEXT,
+    PRIMARY KEY (key, item_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batch_items_item ON batch_items (item_id);
+CREATE TABLE IF NOT EXISTS embeddings (
+    item_id TEXT NOT NULL, encoder TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (item_id, encoder)
+) WITHOUT ROWID;
+"""
 # The current layout: what a brand-new store is created with. A change to it is a new STORE_VERSION and a new
 # step at the end of MIGRATIONS that turns the previous layout into this one.
-SCHEMA = SCHEMA_V1
+SCHEMA = SCHEMA_V1 + SCHEMA_V2_ADDED
 # Statuses that are final: a resumed run does not request these again. `error` rows are retried.
 FINAL = ("ok", "unparsed", "invalid_input")
 COLUMNS = ("item_id", "judge", "prompt_version", "score", "status", "probs", "explanation", "raw", "model",
@@ -65,9 +83,15 @@ def _v0_to_v1(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    """Version 2 only adds tables (batches, batch_items, embeddings); nothing existing changes."""
+    for stmt in _statements(SCHEMA_V2_ADDED):
+        db.execute(stmt)
+
+
 # MIGRATIONS[n] turns version n into n + 1. Append a step for each new layout; never edit or reorder old ones:
 # stores of every past version on users' disks run them in order.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]
 STORE_VERSION = len(MIGRATIONS)  # the layout this code reads and writes
 
 
@@ -186,6 +210,13 @@ class Store:
         if data:
             with self._tx():
                 self.db.executemany("INSERT INTO attempts VALUES (?,?,?,?,?,?)", data)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any exception): for modules that
+        keep their own tables here (the batch ledger, embeddings)."""
+        with self._tx():
+            yield
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
