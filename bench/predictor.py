@@ -45,6 +45,22 @@ def speed(rows: list[dict], batch: int = 256) -> dict:
             "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)], "cores": os.cpu_count()}
 
 
+def length_dependence(preds: dict) -> dict:
+    """Spearman of each predictor's score with the output's length (characters) on the bundled 300-row sample:
+    what a selection by that score does to the length of what is kept."""
+    from scipy.stats import spearmanr
+
+    from alpagasus.records import Example
+
+    rows = json.loads((REPO / "src" / "alpagasus" / "samples" / "alpaca_300.json").read_text())
+    exs = [Example(r["instruction"], r.get("input", ""), r["output"]) for r in rows]
+    out = {}
+    for n, p in preds.items():
+        score = p.predict(exs)[0]
+        out[n] = round(float(spearmanr(score, [len(e.output) for e in exs]).statistic), 3)
+    return out
+
+
 def _threads() -> int:
     import torch
 
@@ -77,7 +93,7 @@ def main() -> None:
     import numpy as np
 
     from alpagasus.distill import load_labels, metrics, split_holdout
-    from alpagasus.predictors import Predictor, featurize, shared_encoder
+    from alpagasus.predictors import Predictor, featurize, shared_encoder, with_hand
 
     figures: dict = {}
     alpaca = json.loads((SHARED / "alpaca" / "alpaca_random_9k.json").read_text())
@@ -85,6 +101,8 @@ def main() -> None:
     print(f"speed: {figures['speed']}", flush=True)
 
     preds = {n: Predictor.load(n) for n in PREDICTORS}
+    figures["length_dependence"] = length_dependence(preds)
+    print(f"Spearman of score with output length on the bundled sample: {figures['length_dependence']}", flush=True)
     td = preds[PREDICTORS[0]].card["training_data"]
     sets = {n: load_labels(SHARED / "labels" / td["file"], p.card["training_data"]["label"],
                            uniform_column=td["uniform_column"]) for n, p in preds.items()}
@@ -106,7 +124,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n, p in preds.items():
         keep = sets[n].keep[held]
-        raw = p.raw(x)
+        raw = p.raw(with_hand(x, examples, p.feature_set), examples)
         m = metrics(keep, raw, p.p_keep(raw), score=p.score(raw), threshold=4.5)
         m["length_roc_auc"] = metrics(keep, length)["roc_auc"]
         figures["holdout"][n] = m
@@ -127,7 +145,8 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- |")
         for n, p in preds.items():
             keep = sets[n].keep[held][:k]
-            row = {"positives": int(keep.sum()), "predictor": metrics(keep, p.raw(x[:k]))["roc_auc"],
+            row = {"positives": int(keep.sum()), "predictor": metrics(keep, p.raw(with_hand(x[:k], examples[:k], p.feature_set),
+                                                                   examples[:k]))["roc_auc"],
                    "length": metrics(keep, length[:k])["roc_auc"], "smollm2": metrics(keep, llm)["roc_auc"]}
             figures["llm"][n] = row
             print(f"| {sets[n].label} | {row['positives']} | {row['predictor']:.3f} | {row['length']:.3f} | "

@@ -249,7 +249,7 @@ def test_cli_embedded_judge_both_orders_outputs_and_resume(tmp_path):
     b = write_answers(tmp_path / "b.jsonl", "alpaca2", [(r["question_id"], r["text"], r["alpaca2"]) for r in rows])
     out, store = tmp_path / "out", tmp_path / "store.sqlite"
     args = ["compare", str(a), str(b), "-o", str(out), "--store", str(store), "--max-tokens", "8",
-            "--max-reasks", "0"]
+            "--max-reasks", "0", "--judge", "embedded:smollm2"]  # (no --judge: the offline pointwise judge)
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())

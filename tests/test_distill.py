@@ -220,3 +220,58 @@ def test_too_few_rows_is_a_clear_error(tmp_path, label_rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DistillError, match="more rows or another --holdout"):
         fit_predictor(load_labels(path, label=LABEL), holdout=0.9, features=np.zeros((len(rows), 774)))
+
+
+def test_tfidf_terms_match_scikit_learn(label_rows):
+    """The shipped TF-IDF transform (pure Python) equals scikit-learn's, which `distill` fits it with."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from alpagasus.predictors.text import HAND_FEATURES, Tfidf, hand_features, ngrams
+
+    texts = [r["output"] for r in label_rows] + ["", "!!", "Zürich Zürich straße"]
+    vec = TfidfVectorizer(analyzer=ngrams, min_df=2, sublinear_tf=True).fit(texts)
+    w = np.random.default_rng(0).normal(size=len(vec.idf_))
+    tf = Tfidf(list(vec.get_feature_names_out()), vec.idf_, w)
+    assert np.allclose(tf.contribution(texts), vec.transform(texts) @ w, atol=1e-12)
+    again = Tfidf.from_arrays(tf.arrays("t"), "t")
+    assert again.vocab == tf.vocab and np.array_equal(again.contribution(texts), tf.contribution(texts))
+    h = hand_features([Example("List two colours.", "", "1. Red\n2. Blue"), Example("Say hi", "", "I'm sorry")])
+    assert h.shape == (2, len(HAND_FEATURES))
+    assert h[0, HAND_FEATURES.index("has_list")] == 1 and h[1, HAND_FEATURES.index("refusal_phrase")] == 1
+
+
+def test_rich_distill_reproduces_and_round_trips(tmp_path, trained, label_rows, features):
+    """`distill --features rich` (the shipped predictors' settings) on a small sample: the same settings give
+    the same arrays, the card records them, and the saved folder scores like the in-memory predictor."""
+    path = trained[0].parent / "labels.jsonl"
+    runs = [distill(path, tmp_path / f"rich{i}", label=LABEL, holdout=0.25, seed=0, features=features,
+                    feature_set="rich", head="ensemble-0.001-0.1-0.3") for i in range(2)]
+    a, b = runs
+    assert a.digest == b.digest and set(a.arrays) == set(b.arrays)
+    assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)
+    card = json.loads((tmp_path / "rich0" / "card.json").read_text())
+    assert card["features"]["set"] == "rich" and card["head"]["name"] == "ensemble-0.001-0.1-0.3"
+    assert card["features"]["tfidf"]["max_features"] == 20000 and len(card["features"]["hand"]) == 30
+    assert card["metrics"]["holdout"]["roc_auc"] > 0.65 and "average_precision" in card["metrics"]["holdout"]
+    from alpagasus.predictors import with_hand
+
+    exs = [Example(r["instruction"], r["input"], r["output"]) for r in label_rows[:30]]
+    x = with_hand(features[:30], exs, "rich")
+    loaded = Predictor.load(tmp_path / "rich0")
+    assert np.array_equal(loaded.raw(x, exs), a.raw(x, exs))
+    with pytest.raises(Exception, match="needs the examples"):
+        loaded.raw(x)
+
+
+def test_shipped_predictors_load_offline(tmp_path):
+    """A fresh process with the hub unreachable scores with both shipped predictors (package files only)."""
+    code = ("import json; from alpagasus.predictors import Predictor; from alpagasus.records import Example; "
+            "ex = [Example('Name a primary colour.', '', 'Red.'), Example('Add 2 and 2.', '', '2 + 2 = 4')]; "
+            "print(json.dumps({n: Predictor.load(n).predict(ex)[0].tolist() for n in "
+            "('alpaca-claude-accuracy', 'alpaca-chatgpt-helpfulness')}))")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    scores = json.loads(out.stdout.strip().splitlines()[-1])
+    for name, s in scores.items():
+        assert Predictor.load(name).card["features"]["set"] == "rich"
+        assert len(s) == 2 and all(0 <= v <= 5 for v in s) and s[0] != s[1], (name, s)

@@ -106,6 +106,9 @@ def test_tiny_recipe_interrupted_and_resumed(tmp_path):
         # every question was judged in both orders: it has an outcome or is counted unparsed, never a silent tie
         a = res["all"]
         assert a["questions"] == 4 and a["win"] + a["tie"] + a["lose"] + a["unparsed"] + a.get("failed", 0) == 4
+        # the offline pairwise judge (compare's default) gives real verdicts, with the interval and its sentence
+        assert a["judged"] == 4 and len(a["winning_score_ci"]) == 2 and "too few" in a["noise"]
+        assert c["judge"].startswith("pointwise:") and "not measurable" in c["position_bias"]
     assert all(t and t > 0 for t in final["train_wall_time_s"].values())
     assert final["train_time_ratio_to_all"]["all"] == 1.0
     for name in ("filtered", "random", "longest", "all"):

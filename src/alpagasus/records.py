@@ -13,8 +13,11 @@ STATUSES = ("ok", "unparsed", "invalid_input", "error", "empty")
 # The fields the ratings file adds to each example's own. Where a user's row already has a field of one of these
 # names, that row's rating fields are all written as RATING_PREFIX + name instead, so no user value is lost.
 RATING_FIELDS = ("id", "row", "score", "status", "judge", "prompt_version", "model", "explanation", "raw", "probs",
-                 "flags", "field")
+                 "label_mass", "flags", "field")
 RATING_PREFIX = "alpagasus_"
+# Written by IFD judges only (judges/ifd.py: the raw IFD, both losses, the >= 1 mark), so a rating field only in
+# rows such a judge rated (judge "ifd:..."): a user's own `ifd` column in any other ratings file stays theirs.
+IFD_FIELD = "ifd"
 
 
 def content_id(*parts: str) -> str:
@@ -73,6 +76,9 @@ class Request:
     example: Example | None = None
     temperature: float = 0.0       # 0 = greedy; re-asks after an unparsable reply use a little more
     max_tokens: int = 256          # generate mode: room for the score line and the explanation
+    mode: str | None = None        # overrides the judge's mode for this request (a logprob fallback to generate)
+    fields: dict[str, str] | None = None  # the values rendered into the prompt (question, answer_1, answer_2):
+                                          # for judges that score the parts, not the prompt (judges/pointwise.py)
 
 
 @dataclass
@@ -165,4 +171,5 @@ def user_fields(row: dict[str, Any]) -> dict[str, Any]:
     """The user's own fields of a ratings-file row (the training format), exactly as they were read."""
     if RATING_PREFIX + "status" in row:
         return {k: v for k, v in row.items() if not k.startswith(RATING_PREFIX)}
-    return {k: v for k, v in row.items() if k not in RATING_FIELDS}
+    names = RATING_FIELDS + (IFD_FIELD,) if str(row.get("judge") or "").startswith("ifd:") else RATING_FIELDS
+    return {k: v for k, v in row.items() if k not in names}

@@ -23,8 +23,9 @@ def compare_cmd(
                                          "named by --model-a / --model-b."),
     output: Path = typer.Option(..., "-o", "--output", help="Directory for summary.json, outcomes.jsonl and "
                                 "the charts."),
-    judge: Optional[str] = typer.Option(None, help="openai:MODEL | hf:PATH_OR_ID | vllm:MODEL (generate mode). "
-                                        "Default: the embedded SmolLM2-135M-Instruct (weak; for trying things)."),
+    judge: Optional[str] = typer.Option(None, help="openai:MODEL | hf:PATH_OR_ID | vllm:MODEL (generate mode) | "
+                                        "pointwise:PREDICTOR. Default: pointwise:alpaca-chatgpt-helpfulness, offline "
+                                        "(each answer scored alone; docs/compare.md)."),
     model_a: Optional[str] = typer.Option(None, help="Model A's name: its column in a two-column file, its "
                                           "`model` value in a file of several models, or a display name."),
     model_b: Optional[str] = typer.Option(None, help="Model B's name (as --model-a)."),
@@ -46,6 +47,11 @@ def compare_cmd(
     price_in: Optional[float] = typer.Option(None, min=0, help="Price per million input tokens."),
     price_out: Optional[float] = typer.Option(None, min=0, help="Price per million output tokens."),
     dry_run: bool = typer.Option(False, help="Print requests, tokens and cost; send nothing."),
+    batch: bool = typer.Option(False, "--batch", help="openai: judges: send through the provider's Batch API (half "
+                               "the price, results within 24 h; resumable, never paid twice; docs/cost.md)."),
+    batch_discount: float = typer.Option(0.5, min=0, help="--batch: the batch price as a fraction of "
+                                         "--price-in/--price-out (OpenAI: 0.5)."),
+    batch_poll: float = typer.Option(30.0, min=0.01, help="--batch: seconds between status checks."),
     wait: bool = typer.Option(False, help="If another run holds the store, wait instead of refusing."),
     capacity: bool = typer.Option(False, "--capacity", help="Also judge each model against --reference and "
                                   "report its score per skill as a % of the reference's."),
@@ -68,7 +74,8 @@ def compare_cmd(
             report = reaggregate_files(reviews_ab, reviews_ba, model_a, model_b, output, testset)
         else:
             opts = RunOptions(max_tokens=max_tokens, max_reasks=max_reasks, retry_unparsed=retry_unparsed,
-                              price_in=price_in, price_out=price_out)
+                              price_in=price_in, price_out=price_out, batch=batch, batch_poll_s=batch_poll,
+                              batch_discount=batch_discount)
             with ProgressBars(console) as bars:
                 report = compare_files(
                     answers or [], output, judge=judge, model_a=model_a, model_b=model_b, testset=testset,
@@ -89,17 +96,24 @@ def _print(report) -> None:
               pad_edge=False, collapse_padding=True)
     rows = {name: r for name, r in s["results"].items() if r["questions"]}
     failed = any(r["failed"] for r in rows.values())
-    cols = ["test set", "n", "A wins", "tie", "B wins", "WS", "disagree", "unparsed"] + (["failed"] if failed else [])
+    cols = ["test set", "n", "A wins", "tie", "B wins", "WS", "95% CI", "disagree", "unparsed"]
+    cols += ["failed"] if failed else []
     for col in cols + ["words A/B"]:
         t.add_column(col, justify="left" if col == "test set" else "right", no_wrap=True)
     for name, r in rows.items():
         cells = [name, str(r["questions"]), str(r["win"]), str(r["tie"]), str(r["lose"]),
-                 _fmt(r["winning_score"], "{:.3f}"), _fmt(r["disagreement"], "{:.0%}"), str(r["unparsed"])]
+                 _fmt(r["winning_score"], "{:.3f}"), _ci(r.get("winning_score_ci")),
+                 _fmt(r["disagreement"], "{:.0%}"), str(r["unparsed"])]
         cells += [str(r["failed"])] if failed else []
         cells.append(f"{_fmt(r.get('mean_words_a'), '{:.0f}')}/{_fmt(r.get('mean_words_b'), '{:.0f}')}")
         t.add_row(escape(cells[0]), *cells[1:])
     console.print(t)
-    console.print("WS: winning score, (A wins - B wins) / judged + 1; disagree: the two orders' verdicts differ")
+    console.print("WS: winning score, (A wins - B wins) / judged + 1; 95% CI: bootstrap over questions; "
+                  "disagree: the two orders' verdicts differ")
+    if rows.get("all", {}).get("noise"):
+        console.print(f"all: {rows['all']['noise']}", markup=False, highlight=False)
+    if s.get("position_bias"):
+        console.print(f"position bias: {s['position_bias']}", markup=False, highlight=False)
     if s["mismatches"]:
         console.print(f"[yellow]{len(s['mismatches'])} question(s) not compared:[/yellow]")
         for m in s["mismatches"][:20]:
@@ -129,6 +143,10 @@ def _print_capacity(cap: dict) -> None:
             cells.append(_fmt(row.get("percent"), "{:.1f}%") + f" (n={row.get('judged', 0)})")
         t.add_row(escape(k), *cells)
     console.print(t)
+
+
+def _ci(ci) -> str:
+    return "-" if not ci else f"{ci[0]:.2f}-{ci[1]:.2f}"
 
 
 def _fmt(v, spec: str) -> str:

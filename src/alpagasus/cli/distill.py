@@ -25,14 +25,20 @@ def distill(
                    "calibration rows come only from these (the others only train)"),
     holdout: float = typer.Option(0.2, help="fraction of uniform rows held out for the reported metrics"),
     seed: int = typer.Option(0, help="seed of the holdout split and the folds"),
-    head: str = typer.Option("auto", help="auto (cross-validated choice of logistic-0.001/0.003/0.01), "
-                                           "logistic-C for C in 0.001..1, or mlp"),
+    features: str = typer.Option("rich", help="rich: MiniLM embeddings + length and hand features + TF-IDF "
+                                              "terms of prompt and output (the shipped predictors); "
+                                              "embeddings: the 774 embedding and length columns alone"),
+    head: str = typer.Option("auto", help="auto: the best by cross-validated ROC-AUC of, for rich, "
+                                           "ensemble-0.001-0.1-0.3 / ensemble-0.003-0.1-1.0 / tfidf-1.0-0.055, "
+                                           "for embeddings, logistic-0.001/0.003/0.01; or a head name: "
+                                           "logistic-C (C in 0.001..1) or mlp for embeddings, "
+                                           "ensemble-C-C-C or tfidf-C-SCALE for rich"),
     cache: Optional[Path] = typer.Option(None, help=".npz file of embeddings keyed by example id, reused and "
                                                     "extended across runs (encoding is the slow part)"),
     name: Optional[str] = typer.Option(None, help="predictor name in its card (default: the folder name)"),
     field: Optional[List[str]] = typer.Option(None, "--field", help="map a field: instruction=COLUMN (repeatable)"),
 ) -> None:
-    """Train a predictor of LABELS (frozen MiniLM embeddings + a small head) and save it to OUT.
+    """Train a predictor of LABELS (frozen MiniLM embeddings, text features, a linear head) and save it to OUT.
 
     Use it with `alpagasus rate --judge predictor:OUT`."""
     from alpagasus.cli._errors import user_errors
@@ -42,7 +48,8 @@ def distill(
     with user_errors():
         pred = run(labels, out, label=label, threshold=threshold, weight_column=weight_column,
                    uniform_column=uniform_column, holdout=holdout, seed=seed, head=head, name=name,
-                   field_map=parse_field_map(field), cache=cache, log=lambda s: typer.echo(s, err=True))
+                   field_map=parse_field_map(field), cache=cache, log=lambda s: typer.echo(s, err=True),
+                   feature_set=features)
     m = pred.card["metrics"]
     typer.echo(json.dumps({"predictor": str(out), "judge": f"predictor:{out}",
                            "id": f"predictor:{pred.name}@{pred.digest}",

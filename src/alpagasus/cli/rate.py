@@ -26,7 +26,7 @@ def fail(msg: str) -> None:
 def rate(
     input: str = typer.Argument(..., help="Dataset: .json/.jsonl/.csv/.tsv/.parquet, a datasets directory or hub name."),
     output: Path = typer.Option(..., "-o", "--output", help="Ratings file to write (.jsonl)."),
-    judge: Optional[str] = typer.Option(None, help="openai:MODEL | hf:PATH_OR_ID | predictor:NAME | vllm:MODEL. "
+    judge: Optional[str] = typer.Option(None, help="openai:MODEL | hf:PATH_OR_ID | predictor:NAME | vllm:MODEL | ifd:MODEL (Instruction-Following Difficulty). "
                                         "Default: the distilled predictor of the dimension (predictor:alpaca-claude-accuracy / -chatgpt-helpfulness); with --prompt, --scale or --mode, the embedded SmolLM2-135M-Instruct."),
     mode: Optional[str] = typer.Option(None, help="generate (reply + explanation) or logprob (expected score). "
                                        "Default: logprob for local judges, generate for API judges."),
@@ -53,7 +53,8 @@ def rate(
     wait: bool = typer.Option(False, help="If another run holds the store, wait instead of refusing."),
     device: Optional[str] = typer.Option(None, help="Local judges: cpu, cuda, cuda:1..."),
     context: Optional[int] = typer.Option(None, min=1, help="API judges: the model's context in tokens; longer "
-                                          "examples are stored as invalid_input without a request."),
+                                          "examples are stored as invalid_input without a request. ifd: judges: the truncation window (long "
+                                          "rows are cut, not rejected)."),
     timeout: Optional[float] = typer.Option(None, min=0.001, help="API judges: seconds to wait for one reply "
                                             "(default 120)."),
     max_attempts: Optional[int] = typer.Option(None, min=1, help="Requests per example before it is stored as error "
@@ -62,6 +63,22 @@ def rate(
                                                "before stopping (default 3600); rerun to resume."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Rate on Ray workers: --ray alone "
                                       "starts a local cluster; auto or ray://HOST:10001 joins one (docs/ray.md)."),
+    batch: bool = typer.Option(False, "--batch", help="openai: judges: send through the provider's Batch API (half "
+                               "the price, results within 24 h; resumable, never paid twice; docs/cost.md)."),
+    batch_discount: float = typer.Option(0.5, min=0, help="--batch: the batch price as a fraction of "
+                                         "--price-in/--price-out (OpenAI: 0.5)."),
+    batch_poll: float = typer.Option(30.0, min=0.01, help="--batch: seconds between status checks."),
+    min_label_mass: Optional[float] = typer.Option(None, min=0, max=1, help="Logprob mode: a reply whose score "
+                                                   "labels hold less probability than this is no score: asked again "
+                                                   "in generate mode (API judges) or stored unparsed. Default 0.5 "
+                                                   "for API judges, off for local ones."),
+    cascade: bool = typer.Option(False, help="The judge rates a random sample, a predictor distilled from it rates "
+                                 "the rest, and rows it is unsure of go to the judge (docs/cost.md)."),
+    cascade_sample: Optional[int] = typer.Option(None, min=1, help="--cascade: rows the judge rates first "
+                                                 "(default max(400, 10%), at most 5000)."),
+    cascade_recall: float = typer.Option(0.95, help="--cascade: target recall of the kept set vs the judge alone."),
+    cascade_precision: float = typer.Option(0.95, help="--cascade: target precision of the kept set."),
+    cascade_threshold: float = typer.Option(4.5, help="--cascade: a row is kept when its score >= this."),
 ) -> None:
     """Rate every example with an LLM judge (0-5, the paper's prompt); every rating is stored as it returns."""
     from alpagasus.cli._errors import user_errors
@@ -74,15 +91,23 @@ def rate(
         opts.max_attempts = max_attempts
     if max_outage is not None:
         opts.max_outage_s = max_outage
+    opts.batch, opts.batch_discount, opts.batch_poll_s = batch, batch_discount, batch_poll
+    opts.min_label_mass = min_label_mass
     judge_options = dict(base_url=base_url, concurrency=concurrency, batch_size=batch_size, device=device,
                          context=context, timeout=timeout)
+    cascade_opts = None
+    if cascade:
+        from alpagasus.rate.cascade import CascadeOptions
+
+        cascade_opts = CascadeOptions(sample=cascade_sample, recall=cascade_recall, precision=cascade_precision,
+                                      threshold=cascade_threshold, seed=seed)
     try:
         with user_errors(), ProgressBars(console) as bars:  # a fixable error: `error: ...`, exit status 2
             result = rate_file(
                 input, output, judge=judge, mode=mode, dimension=dimension, prompt=prompt, scale=scale,
                 judge_options=judge_options, options=opts, store_path=store, field_map=field,
                 skip_invalid=skip_invalid, limit=limit, sample=sample, seed=seed, dry_run=dry_run, wait=wait,
-                ray=ray, rate_empty=rate_empty, progress=bars)
+                ray=ray, rate_empty=rate_empty, progress=bars, cascade=cascade_opts)
     except KeyboardInterrupt as e:
         counts = getattr(e, "counts", None)
         done = f"{counts.done} ratings stored by this run, " if counts is not None else ""
@@ -100,21 +125,46 @@ def _print_summary(s, output: Path) -> None:
     if s.note:
         console.print(s.note)
     t = Table(title=f"rated with {s.judge}", show_header=False)
-    for k, v in [("rows read", s.rows), ("unique examples", s.unique), ("duplicates (rated once)", s.duplicates),
+    unique = s.cascade["rows"] + s.empty if s.cascade else s.unique  # a cascade's counts are the strong judge's
+    for k, v in [("rows read", s.rows), ("unique examples", unique), ("duplicates (rated once)", s.duplicates),
                  ("invalid rows", len(s.invalid)), ("empty instruction or output (not sent)", s.empty),
                  ("already in the store", s.already_rated),
                  ("requests sent", r.requests_sent), ("ok", r.ok), ("unparsed", r.unparsed),
                  ("invalid_input", r.invalid_input), ("error", r.error), ("rate limited (429, waited)", r.throttled),
                  ("ambiguous attempts (timed out)", r.ambiguous), ("paused for outages (s)", f"{r.outage_s:.0f}"),
+                 ("re-asked in generate mode (label mass under the floor)", r.fallbacks),
+                 ("provider batches created (--batch)", r.batches),
                  ("flagged (possible prompt injection)", s.flagged), ("tokens in/out", f"{r.tokens_in}/{r.tokens_out}"),
                  ("cost", "-" if r.cost is None else f"{r.cost:.4f}"), ("seconds", f"{r.elapsed_s:.1f}")]:
         t.add_row(k, str(v))
     console.print(t)
+    if r.note.startswith("batch:"):
+        console.print(r.note)
+    if s.cascade:
+        _print_cascade(s.cascade)
     for bad in s.invalid[:50]:
         console.print(f"  [yellow]invalid[/yellow] {bad}")
     if len(s.invalid) > 50:
         console.print(f"  ... and {len(s.invalid) - 50} more invalid rows (status invalid_input in {output})")
     console.print(f"{output} is unchanged" if s.note.startswith("nothing to do") else f"ratings written to {output}")
+
+
+def _print_cascade(c: dict) -> None:
+    iv = c["interval"] or {}
+    ci = {k: " (95% CI {:.3f}-{:.3f})".format(*iv[k]) if k in iv else "" for k in ("recall", "precision")}
+    t = Table(title="cascade", show_header=False)
+    for k, v in [("rows", c["rows"]), ("strong-judge rows (sample + band)", f"{c['strong_rows']} "
+                 f"({c['sample']} + {c['band']}, {100 * c['strong_fraction']:.1f}%)"),
+                 ("strong-judge calls saved", c["calls_saved"]), ("decided by the predictor",
+                 f"{c['decided'].get('keep', 0)} kept, {c['decided'].get('drop', 0)} dropped ({c['predictor']})"),
+                 ("band (predicted score)", f"[{c['lo']:.4g}, {c['hi']:.4g})"),
+                 ("estimated recall", f"{c['recall']:.3f}{ci['recall']}"),
+                 ("estimated precision", f"{c['precision']:.3f}{ci['precision']}"),
+                 ("targets (recall, precision)", f"{c['targets'][0]}, {c['targets'][1]}")]:
+        t.add_row(k, str(v))
+    console.print(t)
+    if c["note"]:
+        console.print(f"[yellow]cascade:[/yellow] {c['note']}")
 
 
 @app.command("select")
@@ -129,6 +179,15 @@ def select_cmd(
     all_rows: bool = typer.Option(False, "--all", help="Every valid row."),
     seed: int = typer.Option(0, help="Seed for --random."),
     exclude_flagged: bool = typer.Option(False, help="Drop rows flagged as suspicious (prompt injection...)."),
+    diverse: bool = typer.Option(False, help="Spend the score rule's budget on unlike rows (DEITA: best score "
+                                 "first, skipping a row too similar to one already kept). See docs/select.md."),
+    facility: bool = typer.Option(False, help="Diversity by facility location over the 4K best-scored rows "
+                                  "(Superfiltering.D) instead of DEITA's walk; needs --top-k or --keep-fraction."),
+    similarity: Optional[float] = typer.Option(None, help="--diverse deita: skip a row whose cosine similarity "
+                                               "to its nearest kept row is at least this (default 0.45)."),
+    dedup: bool = typer.Option(False, help="Remove near-duplicates first (MinHash over normalised text), "
+                               "keeping the best-rated copy; they are listed."),
+    store: Optional[Path] = typer.Option(None, help="Store for the embeddings (default: the user cache's)."),
 ) -> None:
     """Keep the best-rated examples (or a baseline) and write them in the training format."""
     from alpagasus.cli._errors import user_errors
@@ -141,9 +200,13 @@ def select_cmd(
         fail("choose exactly one of --threshold, --top-k, --keep-fraction, --random, --longest, --all")
     if threshold is not None and not math.isfinite(threshold):
         fail(f"--threshold must be a number, not {threshold}")
+    if similarity is not None and not diverse:
+        fail("--similarity goes with --diverse")
     with user_errors():
         res = select_file(ratings, output, chosen[0], value=rules[chosen[0]], seed=seed,
-                          exclude_flagged=exclude_flagged)
+                          exclude_flagged=exclude_flagged, similarity=similarity, dedup=dedup,
+                          diverse="facility" if facility else "deita" if diverse else None,
+                          store=store)
     t = Table(title=f"{ratings}: scores per bin")
     for b in res["bins"]:
         t.add_column(b, justify="right")
@@ -153,6 +216,10 @@ def select_cmd(
     if res["flagged"]:
         console.print(f"flagged as suspicious: {res['flagged']} (excluded: {res['excluded_flagged']})")
     console.print(f"kept {res['kept']} of {res['rows']} rows ({chosen[0]}) -> {output}")
+    from alpagasus.select.summary import summary_lines
+
+    for line in summary_lines(res):
+        console.print(line)
 
 
 @app.command()

@@ -26,6 +26,10 @@ def report_cmd(
     threshold: float = typer.Option(4.5, help="Keep score >= threshold (the paper: 4.5); used for the kept "
                                     "counts and Cohen's kappa."),
     examples: int = typer.Option(3, min=0, help="Example rows shown per score bin."),
+    selection: Optional[list[Path]] = typer.Option(None, help="A selection made from this file (the training "
+                                                   "file of `alpagasus select`, or its .selection.json); "
+                                                   "repeat to compare several side by side."),
+    store: Optional[Path] = typer.Option(None, help="Store of the embeddings (default: the selection's)."),
 ) -> None:
     """See the ratings before trusting them: score bins, kept per threshold, keywords, length, agreement."""
     from alpagasus.cli._errors import check, user_errors
@@ -35,7 +39,7 @@ def report_cmd(
     words = [k.strip() for k in keywords.split(",")] if keywords is not None else list(DEFAULT_KEYWORDS)
     with user_errors():
         s = build_report(ratings, output, keywords=words, compare=compare, threshold=threshold,
-                         examples_per_bin=examples)
+                         examples_per_bin=examples, selections=selection or (), store=store)
     t = Table(title=f"{ratings}: scores per bin")
     for b in s["bins"]:
         t.add_column(b, justify="right")
@@ -53,6 +57,9 @@ def report_cmd(
         a = s["agreement"]
         lines.append(f"agreement with {compare}: {a['common']} common rows, Spearman {_num(a['spearman'])}, "
                      f"Cohen's kappa at {th} {_num(a['kappa'])}")
+    for x in s.get("selections", []):
+        lines.append(f"selection {x['name']}: {x['size']} rows, mean score {_num(x['mean_score'])}, mean response "
+                     f"length {x['mean_length'] or 0:.0f}, redundancy {_num(x['redundancy'])}")
     for line in lines:
         console.print(line)
     typer.echo(str(Path(output) / "index.html"))

@@ -1,11 +1,14 @@
-"""`alpagasus serve`: an OpenAI-compatible endpoint over a local model."""
+"""`alpagasus serve`: an OpenAI-compatible endpoint over a local model, with files, batches and batch faults."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
 
 from alpagasus.cli import app
+
+FAULTS = "Batch faults (testing a client)"
 
 
 @app.command()
@@ -15,10 +18,28 @@ def serve(
     port: int = typer.Option(8000, min=0, max=65535, help="Port (0 picks a free one)."),
     name: Optional[str] = typer.Option(None, help="Model name to report (default: the model argument)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
+    files_dir: Optional[Path] = typer.Option(None, "--files-dir", help="Folder for /v1/files (uploads and batch "
+                                             "outputs); default: a new temporary folder."),
+    expire_after: Optional[int] = typer.Option(None, "--fault-expire-after", min=0, rich_help_panel=FAULTS,
+                                               help="A batch expires after N requests: partial output, the rest "
+                                               "`batch_expired` in the error file."),
+    fail_every: Optional[int] = typer.Option(None, "--fault-fail-every", min=1, rich_help_panel=FAULTS,
+                                             help="Every K-th request of a batch fails (500, in the error file)."),
+    fail_validation: bool = typer.Option(False, "--fault-fail-validation", rich_help_panel=FAULTS,
+                                         help="A batch ends `failed` at validation, with errors."),
+    vanish: bool = typer.Option(False, "--fault-vanish", rich_help_panel=FAULTS,
+                                help="A batch is forgotten once created: retrieve and cancel answer 404."),
+    delay: float = typer.Option(0.0, "--fault-delay", min=0.0, rich_help_panel=FAULTS,
+                                help="Seconds to wait before each request of a batch (a slow batch)."),
+    fault_batches: Optional[int] = typer.Option(None, "--fault-batches", min=1, rich_help_panel=FAULTS,
+                                                help="The faults apply to the first N batches only (default: all)."),
 ) -> None:
-    """Serve a local model on an OpenAI-compatible API (/v1/chat/completions, with logprobs)."""
+    """Serve a local model on an OpenAI-compatible API: /v1/chat/completions (with logprobs), /v1/files and
+    /v1/batches (batches run in the background; the --fault-* options make them expire, fail or vanish)."""
     from alpagasus.cli._errors import user_errors
-    from alpagasus.serve import serve as run
+    from alpagasus.serve import BatchFaults, serve as run
 
-    with user_errors():  # an unknown model, an address that cannot be bound
-        run(model, host=host, port=port, name=name, device=device)
+    faults = BatchFaults(expire_after=expire_after, fail_every=fail_every, fail_validation=fail_validation,
+                         vanish=vanish, delay=delay, batches=fault_batches)
+    with user_errors():  # an unknown model, an address that cannot be bound, a folder that cannot be made
+        run(model, host=host, port=port, name=name, device=device, files_dir=files_dir, faults=faults)

@@ -8,10 +8,14 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Sequence
 
+from alpagasus.compare.interval import LEVEL, RESAMPLES, SEED, bootstrap_interval, noise_sentence
 from alpagasus.compare.types import ORDERS, CompareResult, Judging, Pair
 from alpagasus.records import Judgment
 
 POINTS = {"win": 1, "tie": 0, "lose": -1}
+POSITION_BIAS_NOTE = ("not measurable with this judge: it scores each answer alone, so both orders give the same "
+                      "verdict (disagreement 0 and Assistant 1's win rate say nothing about position)")
+LEVEL_PCT = round(LEVEL * 100)
 
 
 def order_result(j: Judgment) -> str | None:
@@ -56,11 +60,13 @@ def aggregate(judgments: Iterable[Judgment], pairs: Sequence[Pair] | None = None
 def _stats(keys: list[tuple[str, str]], grouped: dict, pair_of: dict[tuple[str, str], Pair]) -> dict:
     c = {"win": 0, "tie": 0, "lose": 0, "unparsed": 0, "failed": 0}
     disagree = first_wins = decisive = longer_wins = length_decisive = 0
+    points: list[int] = []  # per judged question, for the bootstrap interval (interval.py)
     for k in keys:
         by_order = grouped.get(k, {})
         outcome, status = question_outcome(by_order)
         c[outcome or status] += 1
         if outcome is not None:
+            points.append(POINTS[outcome])
             disagree += order_result(by_order["ab"]) != order_result(by_order["ba"])
         for j in by_order.values():
             res = order_result(j)
@@ -76,6 +82,9 @@ def _stats(keys: list[tuple[str, str]], grouped: dict, pair_of: dict[tuple[str, 
                    "winning_score": (c["win"] - c["lose"]) / judged + 1 if judged else None,
                    "disagreement": disagree / judged if judged else None,
                    "assistant_1_wins": first_wins / decisive if decisive else None}
+    ci = bootstrap_interval(points)
+    stats.update({"winning_score_ci": list(ci) if ci else None,
+                  "noise": noise_sentence(stats["winning_score"], ci, n=judged)})
     pairs = [pair_of[k] for k in keys if k in pair_of]
     if pairs:
         stats.update({"longer_answer_wins": longer_wins / length_decisive if length_decisive else None,
@@ -122,9 +131,19 @@ def judging_json(judging: Judging | None) -> dict | None:
             "seconds": round(run.elapsed_s, 2)}
 
 
+def _named(result: CompareResult) -> dict:
+    """The summary's results with the noise sentences naming the two models instead of A and B."""
+    return {ts: {**r, "noise": noise_sentence(r.get("winning_score"), r.get("winning_score_ci"), result.model_a,
+                                              result.model_b, r.get("judged"))} if "noise" in r else r
+            for ts, r in result.summary.items()}
+
+
 def summary_json(result: CompareResult, inputs: dict | None = None) -> dict:
     """summary.json: the models, the judge and prompt version, results per test set and "all"."""
     return {"model_a": result.model_a, "model_b": result.model_b, "judge": result.judge,
             "prompt_version": result.prompt_version, "orders": list(ORDERS), "inputs": inputs or {},
-            "results": result.summary, "mismatches": [str(m) for m in result.mismatches],
-            "requests": judging_json(result.judging)}
+            "results": _named(result), "mismatches": [str(m) for m in result.mismatches],
+            "requests": judging_json(result.judging),
+            **({"position_bias": POSITION_BIAS_NOTE} if result.order_blind else {}),
+            "interval": f"winning_score_ci: {LEVEL_PCT}% percentile bootstrap over judged questions "
+                        f"({RESAMPLES} resamples, seed {SEED}); docs/compare.md"}

@@ -74,9 +74,17 @@ def compare_files(files: Sequence[str | Path], out_dir: str | Path, *, judge: st
     opts = options or RunOptions()
     inputs = {"files": [str(f) for f in files], "reference": str(reference) if reference else None,
               "max_tokens": opts.max_tokens, "limit": limit}
+    if judge is None:  # no --judge: the offline pairwise judge (judges.DEFAULT_PAIRWISE)
+        from alpagasus.judges import default_pairwise_judge
+
+        judge = default_pairwise_judge()
     with judging_session(judge, mode="generate", judge_options=judge_options, store_path=store_path,
                          lock=not dry_run, wait=wait) as session:
         j, store = session.judge, session.store
+        if opts.batch:  # before anything is sent: the judge must speak the Batch API
+            from alpagasus.engine.batch import check_batchable
+
+            check_batchable(j)
         if dry_run:
             return _dry_run(rows_a, rows_b, template, store, j.id, opts, limit)
         result = compare(rows_a, rows_b, j, store, template, opts, limit, progress)

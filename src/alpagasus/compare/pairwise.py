@@ -76,8 +76,9 @@ def plan(pairs: Sequence[Pair], template: Template, store: Store, judge_id: str,
             key = p.item_id(order)
             if key not in items:
                 a1, a2 = p.answers(order)
-                user = template.render({"question": p.question, "answer_1": a1, "answer_2": a2})
-                items[key] = Item(key, Request(key=key, system=template.system, user=user))
+                fields = {"question": p.question, "answer_1": a1, "answer_2": a2}
+                user = template.render(fields)
+                items[key] = Item(key, Request(key=key, system=template.system, user=user, fields=fields))
     done = store.done_ids(judge_id, template.version, items, final=final_statuses(retry_unparsed))
     return [it for k, it in items.items() if k not in done], len(done)
 
@@ -96,7 +97,12 @@ def judge_pairs(pairs: Sequence[Pair], judge: Judge, store: Store, template: Tem
     if todo:
         judge.load()
         update = progress(label, len(todo)) if progress else None
-        judging.run = run_sync(run_items(todo, judge, store, Rubric.pairwise(template), opts, update), judge)
+        if opts.batch:  # the provider's Batch API (engine/batch.py): same requests and parsing, batch price
+            from alpagasus.engine.batch import run_batch
+
+            judging.run = run_sync(run_batch(todo, judge, store, Rubric.pairwise(template), opts, update), judge)
+        else:
+            judging.run = run_sync(run_items(todo, judge, store, Rubric.pairwise(template), opts, update), judge)
     return judging
 
 
@@ -129,7 +135,8 @@ def compare(answers_a: Sequence[AnswerRow], answers_b: Sequence[AnswerRow], judg
     model_a = answers_a[0].model if answers_a else "A"
     model_b = answers_b[0].model if answers_b else "B"
     return CompareResult(model_a, model_b, judge.id, template.version, pairs, judgments,
-                         aggregate(judgments, pairs), mismatches, judging)
+                         aggregate(judgments, pairs), mismatches, judging,
+                         order_blind=bool(getattr(judge, "order_blind", False)))
 
 
 def reaggregate(reviews_ab: Sequence[ReviewRow], reviews_ba: Sequence[ReviewRow], model_a: str, model_b: str,

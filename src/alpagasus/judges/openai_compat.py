@@ -22,6 +22,10 @@ class OpenAIJudge:
     batch_size = 1
     sort_by_length = False
     per_client = 8  # requests in flight per HTTP client (see load)
+    # logprob mode reads the labels among the top log-probabilities and renormalises them: a reply whose labels
+    # held less than this is not a score, and is asked again in generate mode (engine.settle.label_floor)
+    min_label_mass = 0.5
+    generate_fallback = True
 
     def __init__(self, arg: str, mode: str | None = None, backend: str = "openai", base_url: str | None = None,
                  api_key: str | None = None, concurrency: int | None = None, timeout: float = 120.0,
@@ -87,16 +91,22 @@ class OpenAIJudge:
             reply.error = redact(reply.error, [self.api_key])
         return reply
 
-    async def _send(self, r: Request) -> Reply:
-        import openai
-
+    def body(self, r: Request) -> dict[str, Any]:
+        """The chat-completions body for one request, as sent directly and as a line of a batch file. A request
+        may override the judge's mode (a logprob reply with too little label mass is asked again in generate)."""
         messages = ([{"role": "system", "content": r.system}] if r.system else []) + \
                    [{"role": "user", "content": r.user}]
         kwargs: dict[str, Any] = {"model": self.model_name, "messages": messages, "temperature": r.temperature}
-        if self.mode == "logprob":
+        if (r.mode or self.mode) == "logprob":
             kwargs.update(max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
         else:
             kwargs.update(max_tokens=r.max_tokens)
+        return kwargs
+
+    async def _send(self, r: Request) -> Reply:
+        import openai
+
+        kwargs = self.body(r)
         t0 = time.perf_counter()
         try:
             # the client's low-level post: same auth, base URL, timeouts and typed errors as
@@ -104,11 +114,7 @@ class OpenAIJudge:
             # CPU per request: measured 260 vs 405 requests/s against bench/harness.py's instant server)
             resp = await self._next_client().post("/chat/completions", body=kwargs, cast_to=object)
         except openai.APIStatusError as e:
-            retry_after = _retry_after(e.response.headers)
-            retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
-            return Reply(error=f"HTTP {e.status_code}: {str(e)[:300]}", retry_after=retry_after,
-                         retryable=retryable, latency_s=time.perf_counter() - t0,
-                         extra={"http_status": e.status_code, "throttled": e.status_code == 429})
+            return http_error(e.status_code, str(e), _retry_after(e.response.headers), time.perf_counter() - t0)
         except (openai.APITimeoutError, openai.APIConnectionError) as e:
             cause = e.__cause__ or e
             latency = time.perf_counter() - t0
@@ -122,7 +128,10 @@ class OpenAIJudge:
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # a 200 whose body is not JSON
             return Reply(error=f"malformed response: {type(e).__name__}: {str(e)[:200]}",
                          latency_s=time.perf_counter() - t0)
-        latency = time.perf_counter() - t0
+        return self.reply(resp, r, time.perf_counter() - t0)
+
+    def reply(self, resp: Any, r: Request, latency: float = 0.0) -> Reply:
+        """A completion's body -> a Reply (shared by direct requests and batch output lines)."""
         try:
             return self._reply(resp, r, latency)
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # a 200 that is no completion
@@ -139,10 +148,17 @@ class OpenAIJudge:
         reply = Reply(model=resp.get("model") or self.model_name, latency_s=latency,
                       tokens_in=int(usage.get("prompt_tokens") or 0), tokens_out=int(usage.get("completion_tokens") or 0),
                       extra={"finish_reason": finish} if finish not in (None, "stop") else None)
-        if self.mode == "generate":
+        if (r.mode or self.mode) == "generate":
             reply.text = choice["message"].get("content") or ""
             return reply
         return _from_logprobs(reply, choice, r.labels)
+
+
+def http_error(status: int, message: str, retry_after: float | None = None, latency: float = 0.0) -> Reply:
+    """An HTTP error answer -> a Reply: 408/409/429/5xx are retried, other 4xx are not (a retry cannot fix them)."""
+    return Reply(error=f"HTTP {status}: {message[:300]}", retry_after=retry_after,
+                 retryable=status in (408, 409, 429) or status >= 500, latency_s=latency,
+                 extra={"http_status": status, "throttled": status == 429})
 
 
 def _from_logprobs(reply: Reply, choice: dict, labels: tuple[str, ...]) -> Reply:

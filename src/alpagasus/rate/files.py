@@ -27,12 +27,14 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
               store_path: str | Path | None = None, field_map: Iterable[str] | dict | None = None,
               skip_invalid: bool = False, limit: int | None = None, sample: int | None = None, seed: int = 0,
               dry_run: bool = False, wait: bool = False, ray: str | None = None, rate_empty: bool = False,
-              progress: ProgressFactory | None = None) -> RateSummary | dict:
+              progress: ProgressFactory | None = None, cascade: Any = None) -> RateSummary | dict:
     """Rate a dataset file and write the ratings file; returns the summary (a dict of what would be sent with
     `dry_run`). `judge_options` go to the judge (base_url, concurrency, batch_size, device, context, timeout...;
     one it does not take is an error), `options` to the run (prices, max_tokens, attempts...). `ray`: rate on
     a Ray cluster ("local" starts one here, "auto" or "ray://HOST:PORT" joins one; see docs/ray.md). Rows
     with an empty instruction or output are kept as status `empty`, not sent unless `rate_empty`.
+    `cascade` (True or a rate.cascade.CascadeOptions): the judge rates a sample and the rows a predictor
+    distilled from it is unsure of, the predictor the rest (docs/cost.md).
     Raises UserError for what the user can fix, and `Interrupted` (a KeyboardInterrupt) after Ctrl-C once the
     replies in flight are stored; a stopped run resumes by running the same call again."""
     for name, value in (("limit", limit), ("sample", sample)):
@@ -47,8 +49,22 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
     spec = judge or judges.default_rating_judge(dimension, prompt, scale, mode)
     with judging_session(spec, mode=mode, judge_options=judge_options, store_path=store_path, lock=not dry_run,
                          wait=wait) as session:
+        if opts.batch:  # before anything is read or sent: the judge must speak the Batch API
+            from alpagasus.engine.batch import check_batchable
+
+            check_batchable(session.judge)
+            if ray is not None:
+                raise UserError("--batch and --ray cannot be combined: the provider runs the batch")
         if dry_run:  # reads the store only: no lock
             return _dry_run(source, template, session, opts)
+        if cascade:  # not with --ray; the ratings file depends on the band, so no up-to-date shortcut
+            from alpagasus.rate.cascade import CascadeOptions, rate_cascade
+
+            if ray is not None:
+                raise UserError("--cascade and --ray cannot be combined yet")
+            return rate_cascade(source, template, session, opts,
+                                cascade if isinstance(cascade, CascadeOptions) else CascadeOptions(seed=seed),
+                                output, progress)
         view = RatingsView(input, output, session.store, session.judge.id, template.version,
                            [source.fmap, skip_invalid, limit, sample, seed, opts.retry_unparsed, rate_empty])
         done_before = view.unchanged()

@@ -32,6 +32,7 @@ class RateSummary:
     flagged: int = 0               # rows flagged as possible prompt injection (see rate/injection.py)
     run: RunCounts = field(default_factory=RunCounts)
     note: str = ""                 # e.g. "nothing to do: ..." when a rerun finds the ratings file up to date
+    cascade: dict | None = None    # --cascade: sample, band, calls saved, estimates (see rate/cascade.py)
 
     @property
     def unique(self) -> int:
@@ -103,7 +104,12 @@ async def rate_async(examples: Iterable[Example], judge: Judge, template: Templa
         judge.load()
         items = (Item(e.id, build_request(e, template, judge.mode)) for e in itertools.chain([first], todo))
         update = progress("rating", total) if progress else None
-        s.run = await run_items(items, judge, store, Rubric.rating(template), opts, update)
+        if opts.batch:  # the provider's Batch API: same requests and parsing, half the price, hours not seconds
+            from alpagasus.engine.batch import run_batch
+
+            s.run = await run_batch(items, judge, store, Rubric.rating(template), opts, update)
+        else:
+            s.run = await run_items(items, judge, store, Rubric.rating(template), opts, update)
     s.already_rated, s.empty = pending.already, pending.empty
     return s
 

@@ -12,7 +12,7 @@ from alpagasus.data import bundled_sample
 from alpagasus.engine.loop import chunked
 from alpagasus.rate.injection import flags
 from alpagasus.rate.loop import RateSummary
-from alpagasus.records import Example, InvalidRow, with_rating
+from alpagasus.records import IFD_FIELD, Example, InvalidRow, Rating, with_rating
 from alpagasus.store import Store
 
 
@@ -37,11 +37,20 @@ def output_rows(examples: Iterable[Example], store: Store, judge_id: str, prompt
             yield with_rating(fields, dict(
                 id=e.id, row=e.row, score=r.score if r else None, status=status, judge=judge_id,
                 prompt_version=prompt_version, model=r.model if r else "", explanation=explanation,
-                raw=r.raw if r else None, probs=r.probs if r else None, flags=flags(fields)))
+                raw=r.raw if r else None, probs=r.probs if r else None,
+                label_mass=(r.extra or {}).get("label_mass") if r else None, flags=flags(fields),
+                **_ifd_column(judge_id, r)))
     for bad in invalid:
         yield {"id": None, "row": bad.row, "field": bad.field, "score": None, "status": "invalid_input",
                "judge": judge_id, "prompt_version": prompt_version, "explanation": bad.reason, "raw": None,
                "flags": []}
+
+
+def _ifd_column(judge_id: str, r: Rating | None) -> dict:
+    """IFD judges' raw figures (IFD, both losses, the `ifd_ge_1` mark; judges/ifd.py) as the `ifd` column."""
+    if not judge_id.startswith("ifd:"):
+        return {}
+    return {IFD_FIELD: (r.extra or {}).get("ifd") if r is not None else None}
 
 
 class RatingsView:

@@ -18,8 +18,10 @@ from alpagasus.report.stats import (DEFAULT_KEYWORDS, agreement_of, example_line
 
 
 def build_report(ratings_path: str | Path, out_dir: str | Path, keywords: Sequence[str] = DEFAULT_KEYWORDS,
-                 compare: str | Path | None = None, threshold: float = 4.5, examples_per_bin: int = 3) -> dict:
-    """Write OUT_DIR/index.html (plots embedded), the PNGs and summary.json; return the summary."""
+                 compare: str | Path | None = None, threshold: float = 4.5, examples_per_bin: int = 3,
+                 selections: Sequence[str | Path] = (), store: str | Path | None = None) -> dict:
+    """Write OUT_DIR/index.html (plots embedded), the PNGs and summary.json; return the summary.
+    `selections`: sidecars of `alpagasus select` runs on this file (report.selections), compared side by side."""
     keywords = [k for k in keywords if k]
     if not keywords:
         raise ReportError("--keywords: give at least one non-empty keyword")
@@ -40,6 +42,12 @@ def build_report(ratings_path: str | Path, out_dir: str | Path, keywords: Sequen
     scan.ids = None  # A's id table is not needed for the page either
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_page(out, summary, scan, {b: [rows[i] for i in lines] for b, lines in chosen.items()})
+    section = ""
+    if selections:
+        from alpagasus.report.selections import plot_map, selections_html, summarize_selections
+
+        summary["selections"], map_data = summarize_selections(ratings_path, selections, store)
+        section = selections_html(out, summary, plot_map(map_data, [x["name"] for x in summary["selections"]]))
+    write_page(out, summary, scan, {b: [rows[i] for i in lines] for b, lines in chosen.items()}, section)
     write_json(out / "summary.json", summary)
     return summary

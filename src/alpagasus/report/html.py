@@ -133,7 +133,8 @@ def agreement_html(agr: dict[str, Any], confusion_png: bytes) -> str:
             f"<h3>Where they disagree most</h3>{worst}")
 
 
-def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, list[dict]]) -> None:
+def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, list[dict]],
+               selections: str = "") -> None:
     """Draw the plots, write them beside the page, and write index.html with them embedded. `scan` gives the
     length plot its points and the problem and flagged lists their first rows; `s` has every count."""
     pngs = {"histogram": plot_histogram(s["bins"]), "kept": plot_kept(s), "keywords": plot_keyword_bins(s["keywords"]),
@@ -150,6 +151,11 @@ def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, lis
                        " – ".join(fmt_score(x) for x in s["score_range"]) if s["score_range"] else "–"]])
     warn = ('<p class="warn">Scores above 5: this judge used a wider scale, and the paper\'s bins put them all '
             'in "5".</p>' if s["score_range"] and s["score_range"][1] > 5 else "")
+    lm = s.get("label_mass")
+    if lm:  # logprob judges: how much of the answer the score labels were (low: the "scores" are noise)
+        warn += (f'<p id="label-mass">Label mass (probability the score labels held): median {lm["median"]:.3f} over '
+                 f'{lm["rows"]} rows; {lm["under_floor"]} ({pct(lm["under_floor"], lm["rows"])}) under '
+                 f'{lm["floor"]:g}, the default --min-label-mass of API judges.</p>')
     bins = table("bins", ["bin", "rows", "% of rated"], [[b, n, pct(n, rated)] for b, n in s["bins"].items()])
     kept = table("kept", ["threshold", "rows kept", "% of rated"],
                  [[t, s["kept_at"][t], pct(s["kept_at"][t], rated)] for t in _main_thresholds(s)])
@@ -171,6 +177,7 @@ def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, lis
         "flagged": flagged_html(scan.flagged_rows, s["flagged"]),
         "agreement": (f"<h2>Agreement with a second rating</h2>{agreement_html(s['agreement'], pngs['agreement'])}"
                       if "agreement" in s else ""),
+        "selections": selections,  # report.selections: the section of `--selection` files, already HTML
     }
     page = Template(resources.files("alpagasus.report").joinpath("page.html").read_text("utf-8"))
     with atomic_writer(out / "index.html") as f:

@@ -49,6 +49,7 @@ class Scan:
         self.lengths = array("q")
         self.kw = bytearray()
         self.lines = array("q")
+        self.masses = array("d")                       # label_mass of logprob replies (any status), if given
         self.text_rows = 0                             # rows with text: every status but invalid_input
         self.keyword_rows = 0                          # ... of which mention a keyword
         self.per_keyword = [0] * len(self.keywords)
@@ -67,6 +68,8 @@ class Scan:
         self.status[status] += 1
         if not self.judge and row.get("judge"):
             self.judge = {k: row.get(k) for k in ("judge", "prompt_version")}
+        if isinstance(row.get("label_mass"), (int, float)):
+            self.masses.append(float(row["label_mass"]))
         if row.get("flags"):
             self.flagged += 1
             if len(self.flagged_rows) < SHOWN:

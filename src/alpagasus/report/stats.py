@@ -222,7 +222,20 @@ def summarize_scan(scan: Scan, threshold: float = 4.5) -> dict[str, Any]:
         "keywords": keyword_split(scan, ths),
         "length_spearman": length["spearman"],
         "length": length,
+        "label_mass": label_mass_stats(scan.masses),
     }
+
+
+def label_mass_stats(masses: Sequence[float], floor: float = 0.5) -> dict[str, Any] | None:
+    """How much probability a logprob judge's score labels held (None when no row says): the median, and the
+    share under the floor (the default --min-label-mass of API judges): rows whose "score" was no answer."""
+    if not masses:
+        return None
+    ordered = sorted(masses)
+    n = len(ordered)
+    median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+    under = bisect_left(ordered, floor)
+    return {"rows": n, "median": median, "floor": floor, "under_floor": under, "share_under_floor": under / n}
 
 
 # ---- the same for rows already in memory -------------------------------------------------------------------

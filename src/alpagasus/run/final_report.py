@@ -9,7 +9,7 @@ from alpagasus.data import atomic_writer, write_json
 from alpagasus.report.figures import escape, img_tag, table
 
 # The columns of a comparison's results shown per test set (compare's summary.json names them).
-RESULT_COLUMNS = ("win", "tie", "lose", "winning_score", "questions", "unparsed", "disagreement")
+RESULT_COLUMNS = ("win", "tie", "lose", "winning_score", "winning_score_ci", "questions", "unparsed", "disagreement")
 
 
 def read_numbers(exp: Any) -> dict[str, Any]:
@@ -29,7 +29,8 @@ def read_numbers(exp: Any) -> dict[str, Any]:
         if f.exists():
             s = json.loads(f.read_text())
             comparisons[f"filtered vs {b}"] = {"dir": str(f.parent.relative_to(d)), "judge": s.get("judge"),
-                                                "results": s.get("results", {})}
+                                                "results": s.get("results", {}),
+                                                "position_bias": s.get("position_bias")}
     rate = exp.done("rate") or {}
     return {"name": exp.r["name"], "judge": rate.get("judge"), "selection_sizes": sizes,
             "train_wall_time_s": times, "train_time_ratio_to_all": ratio, "comparisons": comparisons}
@@ -49,7 +50,15 @@ def write_final_report(exp: Any) -> dict:
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
+    if isinstance(v, list):  # a 95% interval
+        return "-".join(f"{x:.3f}" for x in v)
     return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _notes(c: dict) -> list[str]:
+    """Per test set, whether the winning score is distinguishable from noise; the judge's position-bias note."""
+    out = [f"{ts}: {r['noise']}" for ts, r in c["results"].items() if r.get("noise")]
+    return out + ([f"position bias: {c['position_bias']}"] if c.get("position_bias") else [])
 
 
 def _rows(results: dict) -> list[list[str]]:
@@ -65,7 +74,9 @@ def _markdown(d: dict) -> str:
         out += ["", f"## {title} (judge `{c['judge']}`)", "", "| test set | " + " | ".join(RESULT_COLUMNS) + " |",
                 "|---" * (len(RESULT_COLUMNS) + 1) + "|"]
         out += ["| " + " | ".join(r) + " |" for r in _rows(c["results"])]
-    out += ["", "Winning score = (#win - #lose) / #questions + 1; above 1 the filtered model wins.", ""]
+        out += [""] + [f"- {n}" for n in _notes(c)]
+    out += ["", "Winning score = (#win - #lose) / #questions + 1; above 1 the filtered model wins. Its interval: "
+            "95% percentile bootstrap over questions (seeded; docs/compare.md).", ""]
     return "\n".join(out)
 
 
@@ -87,6 +98,7 @@ def _html(d: dict, run_dir: Path) -> str:
     for title, c in d["comparisons"].items():
         parts += [f"<h2>{escape(title)}</h2>", f"<p>judge <code>{escape(str(c['judge']))}</code></p>",
                   _table(["test set", *RESULT_COLUMNS], _rows(c["results"])),
+                  "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in _notes(c)) + "</ul>",
                   _img(run_dir / c["dir"] / "win_tie_lose.png")]
     style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}")

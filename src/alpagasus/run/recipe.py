@@ -41,7 +41,7 @@ NUMBERS: dict[tuple[str, str], tuple[type, float | None]] = {
     ("generate", "batch_size"): (int, 1), ("compare", "max_tokens"): (int, 1), ("compare", "max_reasks"): (int, 0),
     ("compare", "concurrency"): (int, 1), ("report", "threshold"): (float, None),
 }
-BASELINES = ("random", "longest", "all")
+BASELINES = ("random", "longest", "all", "diverse", "ifd", "dedup")  # the last three: select.arms
 
 
 class RecipeError(ValueError):
@@ -147,6 +147,7 @@ class Experiment:
     def select(self) -> dict:
         """The filtered set by the recipe's rule, then each baseline of the same size, through the CLI's
         streaming `select_file`; `exclude_flagged` keeps flagged rows out of every set alike."""
+        from alpagasus.select.arms import ARMS, select_arm
         from alpagasus.select.files import select_file
 
         c = self.r["select"]
@@ -165,8 +166,23 @@ class Experiment:
                               "select.keep_fraction (a weak judge rarely gives 4.5)")
         sizes = {"filtered": n}
         for b in c["baselines"]:
+            if b in ARMS:  # diversity, IFD and near-duplicate arms of the same size (select.arms)
+                sizes[b] = select_arm(b, ratings, out / f"{b}.json", n, opts, store=self.r["rate"]["store"],
+                                      ifd_ratings=self._ifd_ratings)["kept"]
+                continue
             sizes[b] = select_file(ratings, out / f"{b}.json", b, n if b != "all" else None, **opts)["kept"]
         return {"sizes": sizes}
+
+    def _ifd_ratings(self) -> Path:
+        """The data rated by Instruction-Following Difficulty (the `ifd` arm), in the same store."""
+        from alpagasus.rate.files import rate_file
+        from alpagasus.select.arms import IFD_JUDGE
+
+        d, path = self.r["data"], self.dir / "ratings_ifd.jsonl"
+        rate_file(d["path"], path, judge=IFD_JUDGE, store_path=self.r["rate"]["store"],
+                  field_map=d["fields"] or None, skip_invalid=d["skip_invalid"], limit=d["limit"],
+                  sample=d["sample"], seed=d["seed"])
+        return path
 
     def train(self) -> dict:
         from alpagasus.train import make_config, train

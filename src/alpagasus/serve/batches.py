@@ -1,0 +1,232 @@
+"""The Batches endpoint of `alpagasus serve`: batches run in the background over the served model, with faults.
+
+Usage (tests, benchmarks): a server in this process, with or without faults, yielding its base URL:
+
+    from alpagasus.serve import BatchFaults, start_server
+    with start_server(tiny_model, faults=BatchFaults(fail_every=3)) as url:   # url = http://127.0.0.1:PORT/v1
+        client = openai.OpenAI(base_url=url, api_key="none")
+        f = client.files.create(file=("in.jsonl", data), purpose="batch")
+        b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+`start_server` also takes a `ModelRunner` (to share one loaded model between servers) and `files_dir`. The same
+faults as flags of the command: `alpagasus serve --fault-expire-after 2 --fault-batches 1 ...` (`--help`).
+
+A batch goes validating -> in_progress -> finalizing -> completed (or failed / expired / cancelling ->
+cancelled), with `request_counts` updated after every request. Each request line is answered by the same code
+as POST /v1/chat/completions; the output and error files hold one line per request, the API's
+{id, custom_id, response: {status_code, request_id, body}, error}. A request answered with a status other than
+200 goes to the error file (with its response); one never run because the batch expired goes there with
+`response: null, error: {code: "batch_expired"}`. A cancelled batch keeps the lines it finished (output and
+error files) and writes nothing for the rest. `output_file_id` / `error_file_id` are null when that file would
+be empty, as the API does. Batches live in memory (files live in `files_dir`).
+
+Faults (`BatchFaults`; each applies to the first `batches` batches created, or to every batch when None):
+- `expire_after=N`: after N requests are done the batch is `expired`: a partial output file, the rest
+  `batch_expired` in the error file;
+- `fail_every=K`: every K-th request (1-based: K, 2K, ...) is answered 500 {"error": ...} in the error file;
+- `fail_validation=True`: the batch ends `failed` at validation, with `errors` and no files;
+- `vanish=True`: the batch is created (the create call returns it) and then forgotten: retrieve, cancel -> 404,
+  list leaves it out, nothing runs;
+- `delay=S`: S seconds before each request (a slow batch: kill a client while it waits).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from alpagasus.serve.files import ENDPOINTS, ApiError, FileStore, not_found, read_requests
+
+WINDOW_S = 24 * 3600
+Complete = Callable[[dict], "tuple[int, dict]"]   # a chat completion request body -> (HTTP status, JSON body)
+
+
+@dataclass
+class BatchFaults:
+    """Faults the server injects into batches (see the module docstring)."""
+    expire_after: int | None = None
+    fail_every: int | None = None
+    fail_validation: bool = False
+    vanish: bool = False
+    delay: float = 0.0
+    batches: int | None = None      # the faults apply to the first N batches created; None: to every batch
+
+    def __post_init__(self) -> None:
+        if self.fail_every is not None and self.fail_every < 1:
+            raise ValueError("fail_every must be >= 1")
+        if self.expire_after is not None and self.expire_after < 0:
+            raise ValueError("expire_after must be >= 0")
+        if self.delay < 0:
+            raise ValueError("delay must be >= 0")
+
+    def any(self) -> bool:
+        return bool(self.expire_after is not None or self.fail_every or self.fail_validation or self.vanish
+                    or self.delay)
+
+
+NO_FAULTS = BatchFaults()
+
+
+class BatchManager:
+    """Every batch of one server: create, retrieve, list, cancel; one background thread per running batch."""
+
+    def __init__(self, files: FileStore, complete: Complete, faults: BatchFaults | None = None,
+                 model: str | None = None):
+        self.files, self.complete, self.faults, self.model = files, complete, faults or NO_FAULTS, model
+        self._lock = threading.Lock()
+        self._batches: dict[str, dict] = {}     # insertion order = creation order
+        self._cancel: dict[str, threading.Event] = {}
+        self._created = 0
+
+    # ---- the API --------------------------------------------------------------------------------------------
+    def create(self, body: dict) -> dict:
+        file_id, endpoint = body.get("input_file_id"), body.get("endpoint")
+        if not isinstance(file_id, str) or not file_id:
+            raise ApiError(400, "Missing required parameter: 'input_file_id'.", param="input_file_id")
+        if endpoint not in ENDPOINTS:
+            raise ApiError(400, f"Invalid endpoint {endpoint!r}: this server runs {', '.join(ENDPOINTS)}.",
+                           param="endpoint")
+        if body.get("completion_window") != "24h":
+            raise ApiError(400, "Invalid completion_window: only '24h' is supported.", param="completion_window")
+        metadata = body.get("metadata")
+        if metadata is not None and not (isinstance(metadata, dict) and len(metadata) <= 16 and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+            raise ApiError(400, "metadata holds at most 16 string keys with string values.", param="metadata")
+        self.files.get(file_id)  # 404 for an unknown file
+        now = int(time.time())
+        batch: dict[str, Any] = {
+            "id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": endpoint, "model": self.model,
+            "errors": None, "input_file_id": file_id, "completion_window": "24h", "status": "validating",
+            "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
+            "expires_at": now + WINDOW_S, "finalizing_at": None, "completed_at": None, "failed_at": None,
+            "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": None, "metadata": metadata}
+        with self._lock:
+            self._created += 1
+            faults = self.faults if self.faults.batches is None or self._created <= self.faults.batches else NO_FAULTS
+            created = json.loads(json.dumps(batch))
+            if faults.vanish:
+                return created  # answered once, then gone
+            self._batches[batch["id"]] = batch
+            self._cancel[batch["id"]] = threading.Event()
+        threading.Thread(target=self._run, args=(batch, faults), daemon=True, name=batch["id"]).start()
+        return created
+
+    def retrieve(self, batch_id: str) -> dict:
+        with self._lock:
+            if batch_id not in self._batches:
+                raise not_found("batch", batch_id)
+            return json.loads(json.dumps(self._batches[batch_id]))
+
+    def list(self, limit: int = 20, after: str | None = None) -> dict:
+        """Newest first; `after` is the id of the last batch of the previous page (the client's cursor)."""
+        if not 1 <= limit <= 100:
+            raise ApiError(400, "limit must be between 1 and 100.", param="limit")
+        with self._lock:
+            ids = list(reversed(self._batches))
+            start = 0
+            if after is not None:
+                if after not in self._batches:
+                    raise not_found("batch", after)
+                start = ids.index(after) + 1
+            page = [json.loads(json.dumps(self._batches[i])) for i in ids[start:start + limit]]
+        return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(ids)}
+
+    def cancel(self, batch_id: str) -> dict:
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                raise not_found("batch", batch_id)
+            if batch["status"] in ("validating", "in_progress"):
+                batch.update(status="cancelling", cancelling_at=int(time.time()))
+                self._cancel[batch_id].set()
+            elif batch["status"] not in ("cancelling", "cancelled"):
+                raise ApiError(400, f"Cannot cancel a batch with status '{batch['status']}'.", code="conflict")
+            return json.loads(json.dumps(batch))
+
+    def close(self) -> None:
+        """Stop every running batch at its next request (the server is going away; its model may be shared)."""
+        with self._lock:
+            for event in self._cancel.values():
+                event.set()
+
+    # ---- the background run ---------------------------------------------------------------------------------
+    def _set(self, batch: dict, **fields: Any) -> None:
+        with self._lock:
+            batch.update(fields)
+
+    def _advance(self, batch: dict, stop: threading.Event, **fields: Any) -> bool:
+        """Move to the next status unless a cancel came first (checked under the lock cancel() takes)."""
+        with self._lock:
+            if stop.is_set():
+                return False
+            batch.update(fields)
+            return True
+
+    def _run(self, batch: dict, faults: BatchFaults) -> None:
+        try:
+            self._run_batch(batch, faults)
+        except Exception as e:  # a server bug: the batch fails visibly instead of hanging in_progress
+            self._set(batch, status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [
+                {"code": "server_error", "message": f"{type(e).__name__}: {e}", "param": None, "line": None}]})
+
+    def _run_batch(self, batch: dict, faults: BatchFaults) -> None:
+        stop = self._cancel[batch["id"]]
+        try:
+            if faults.fail_validation:
+                raise ApiError(400, "The input file failed validation (injected fault).", code="invalid_request")
+            requests = read_requests(self.files.content(batch["input_file_id"]), batch["endpoint"],
+                                     batch["input_file_id"])
+        except ApiError as e:
+            return self._set(batch, status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [
+                {"code": e.code or "invalid_request", "message": str(e), "param": e.param, "line": e.line}]})
+        if not self._advance(batch, stop, status="in_progress", in_progress_at=int(time.time()),
+                             request_counts={"total": len(requests), "completed": 0, "failed": 0}):
+            return self._finish(batch, [], [], "cancelled")
+        out: list[dict] = []
+        err: list[dict] = []
+        usage = {"input_tokens": 0, "output_tokens": 0}
+        for i, req in enumerate(requests, 1):
+            if stop.is_set():
+                return self._finish(batch, out, err, "cancelled", usage)
+            if faults.expire_after is not None and i > faults.expire_after:
+                err += [_line(r["custom_id"], None, {"code": "batch_expired", "message": (
+                    "This request could not be executed before the completion window expired.")})
+                        for r in requests[i - 1:]]
+                return self._finish(batch, out, err, "expired", usage)
+            if faults.delay and stop.wait(faults.delay):  # cancelled while it waited
+                return self._finish(batch, out, err, "cancelled", usage)
+            if faults.fail_every and i % faults.fail_every == 0:
+                status, body = 500, {"error": {"message": f"injected failure of request {i}", "type": "server_error",
+                                               "param": None, "code": None}}
+            else:
+                status, body = self.complete(req["body"])
+            (out if status == 200 else err).append(_line(req["custom_id"], {
+                "status_code": status, "request_id": f"req_{uuid.uuid4().hex[:24]}", "body": body}, None))
+            for k, src in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
+                usage[k] += int((body.get("usage") or {}).get(src) or 0)
+            with self._lock:
+                batch["request_counts"]["completed" if status == 200 else "failed"] += 1
+        if not self._advance(batch, stop, status="finalizing", finalizing_at=int(time.time())):
+            return self._finish(batch, out, err, "cancelled", usage)  # cancelled after its last request
+        self._finish(batch, out, err, "completed", usage)
+
+    def _finish(self, batch: dict, out: list[dict], err: list[dict], status: str, usage: dict | None = None) -> None:
+        files = {}
+        for key, lines in (("output_file_id", out), ("error_file_id", err)):
+            if lines:
+                data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+                files[key] = self.files.add(data, f"{batch['id']}_{key[:-8]}.jsonl", "batch_output")["id"]
+        if usage is not None:
+            usage = {**usage, "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+                     "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+        self._set(batch, status=status, usage=usage, **files, **{f"{status}_at": int(time.time())})
+
+
+def _line(custom_id: str, response: dict | None, error: dict | None) -> dict:
+    """One line of an output or error file, as the API writes it."""
+    return {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response, "error": error}
