@@ -20,7 +20,9 @@ from typing import Iterator
 
 import pytest
 
+from alpagasus.errors import UserError
 from alpagasus.redact import REDACTED, redact, redact_config
+from alpagasus.store import Store
 
 SENTINEL = "sk-SENTINEL-0123456789abcdef"
 ROWS = [{"instruction": f"Name a colour, number {i}.", "input": "", "output": f"Colour {i} is blue."}
@@ -150,15 +152,18 @@ def test_a_refused_key_echoed_by_the_server_is_never_written_or_printed(tmp_path
     run = Runs(tmp_path)
     out, store = tmp_path / "out", tmp_path / "out" / "store.sqlite"
     judge = ("--judge", "openai:m", "--base-url", url, "--store", str(store))
-    run("rate", str(_dataset(tmp_path)), "-o", str(out / "ratings.jsonl"), *judge)
-    rows = [json.loads(line) for line in (out / "ratings.jsonl").read_text().splitlines()]
-    assert {r["status"] for r in rows} == {"error"} and all("401" in r["raw"] for r in rows)
-    assert all(REDACTED in r["raw"] for r in rows)  # the message stays useful, the key is gone
-    shown = run("show", str(out / "ratings.jsonl"), "--status", "error")
-    assert "401" in shown.stdout
-    run("report", str(out / "ratings.jsonl"), "-o", str(out / "report"))
+    # a refused key stops the run at once (exit 2) with a message that stays useful without the key
+    rated = run("rate", str(_dataset(tmp_path)), "-o", str(out / "ratings.jsonl"), *judge, ok=(2,))
+    assert "refused" in rated.stderr and "401" in rated.stderr and REDACTED in rated.stderr
+    assert "API key" in rated.stderr and not (out / "ratings.jsonl").exists()
+    with Store(store) as st:  # nothing stored as a rating (a rerun asks again); the refusal is in the attempt log
+        assert st.count() == 0
+        attempts = st.attempts()
+        assert attempts and {a[4] for a in attempts} == {"refused"} and all(REDACTED in a[5] for a in attempts)
+    assert len(server.seen) < len(ROWS) + 8  # stopped at the first refusals, not retried row after row
     a, b = _answers(tmp_path)
-    run("compare", str(a), str(b), "-o", str(out / "compare"), *judge, ok=(0, 2))
+    compared = run("compare", str(a), str(b), "-o", str(out / "compare"), *judge, ok=(2,))
+    assert "refused" in compared.stderr
     gen = run("generate", "m", "--backend", "openai", "--base-url", url, "-t", "vicuna", "--limit", "2",
               "-o", str(out / "answers.jsonl"), ok=(1,))
     assert "questions have no answer" in gen.stderr and "401" in gen.stderr
@@ -176,7 +181,8 @@ def test_a_key_given_only_in_a_recipe_stays_out_of_the_run_directory(tmp_path, r
                           f"rate: {{judge: 'openai:m', base_url: '{url}', api_key: '{SENTINEL}', "
                           f"store: '{tmp_path / 'runs' / 'store.sqlite'}'}}\n"
                           "select: {top_k: 2}\n")
-        run("run", str(recipe), "--run-dir", str(tmp_path / "runs" / name), "--until", until)
+        run("run", str(recipe), "--run-dir", str(tmp_path / "runs" / name), "--until", until,
+            ok=(2,) if name == "refused" else (0,))
         assert server.seen and all(h == f"Bearer {SENTINEL}" for h in server.seen)
         resolved = json.loads((tmp_path / "runs" / name / "recipe.resolved.json").read_text())
         assert resolved["rate"]["api_key"] == REDACTED
@@ -216,9 +222,13 @@ def test_a_key_given_in_code_is_redacted_from_the_store(tmp_path, refusing, monk
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     url, server = refusing
     out = tmp_path / "out"
-    s = rate_file(_dataset(tmp_path), out / "r.jsonl", judge="openai:m", store_path=out / "s.sqlite",
+    with pytest.raises(UserError) as refused:
+        rate_file(_dataset(tmp_path), out / "r.jsonl", judge="openai:m", store_path=out / "s.sqlite",
                   judge_options={"base_url": url, "api_key": SENTINEL})
-    assert s.run.error == len(ROWS) and server.seen and set(server.seen) == {f"Bearer {SENTINEL}"}
+    assert "401" in str(refused.value) and SENTINEL not in str(refused.value)
+    assert server.seen and set(server.seen) == {f"Bearer {SENTINEL}"}
+    with Store(out / "s.sqlite") as st:
+        assert st.count() == 0 and {a[4] for a in st.attempts()} == {"refused"}
     assert leaks(tmp_path, []) == []
 
 

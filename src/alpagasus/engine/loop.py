@@ -19,13 +19,14 @@ from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
 from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
 from alpagasus.engine.settle import label_floor, settle
-from alpagasus.judges.base import Judge, OutageError
+from alpagasus.judges.base import Judge, JudgeError, OutageError
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
 from alpagasus.redact import redact
 from alpagasus.store import Store
 
 T = TypeVar("T")
+REFUSED = (401, 403)  # the credentials or the model's access: no retry and no later row can succeed
 Progress = Callable[[RunCounts], None]              # fed the run's counts as replies settle
 ProgressFactory = Callable[[str, "int | None"], Progress]  # (phase, items to judge if known) -> its Progress
 
@@ -166,9 +167,18 @@ class _Engine:
             replies = [Reply(error=f"the judge returned {len(replies)} replies for {len(batch)} requests")] * len(batch)
         finished: list[Rating] = []
         log: list[tuple[str, str, str]] = []  # (item, outcome, detail) of every request that settled nothing
+        refused: JudgeError | None = None
         for it, rep in zip(batch, replies):
             if rep.error:  # a server's error text may echo the API key: it goes to the store and the screen
                 rep.error = redact(rep.error)
+            if (rep.extra or {}).get("http_status") in REFUSED:
+                # a refused key or model refuses every row: stop now rather than store them all as `error`
+                refused = refused or JudgeError(
+                    f"the judge {self.judge.id} refused the request ({rep.error}); check the API key "
+                    "(OPENAI_API_KEY or --api-key) and that it may use this model. Refused rows were not stored: "
+                    "the same command asks them again")
+                log.append((it.key, "refused", rep.error))
+                continue
             failing = rep.error is not None and rep.retryable
             self.failures_in_a_row = self.failures_in_a_row + 1 if failing else 0
             if not failing:
@@ -215,6 +225,8 @@ class _Engine:
         if log:
             rows = [(k, self.judge.id, self.rubric.version, o, d) for k, o, d in log]
             self._write(lambda: self.store.log_attempts(rows))
+        if refused is not None and self.fatal is None:  # after the writes: the batch's other replies are kept
+            self.fatal = refused
 
     def _write(self, fn: Callable[[], None]) -> None:
         if self.fatal is not None:
