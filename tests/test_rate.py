@@ -137,3 +137,13 @@ def test_registry_and_default():
         judges.get("nope:x")
     j = judges.get("hf:/some/dir", mode="generate")
     assert j.id == "hf:/some/dir#generate" and j.model is None  # building a judge loads nothing
+
+
+def test_the_dry_run_estimate_counts_output_tokens_only_for_judges_that_write():
+    from alpagasus.rate.loop import estimate
+
+    rows = [Example(f"Question {i}?", "", "An answer.") for i in range(3)]
+    tpl, opts = load_template("rate_accuracy"), RunOptions(price_in=1.0, price_out=10.0)
+    outs = {m: estimate(rows, tpl, m, len, opts, out_tokens=100)["tokens_out_estimate"]
+            for m in ("generate", "logprob", "predict", "ifd")}
+    assert outs == {"generate": 300, "logprob": 3, "predict": 0, "ifd": 0}

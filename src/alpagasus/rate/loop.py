@@ -121,5 +121,6 @@ def estimate(examples: Iterable[Example], template: Template, mode: str, count_t
     for e in examples:
         n += 1
         tin += count_tokens(template.system + template.render(e.fields())) + 8
-    tout = n * (1 if mode == "logprob" else out_tokens)
+    # generate writes a reply; logprob reads one token; a predictor or IFD scorer writes nothing
+    tout = n * {"logprob": 1, "predict": 0, "ifd": 0}.get(mode, out_tokens)
     return {"requests": n, "tokens_in": tin, "tokens_out_estimate": tout, "cost": opts.cost(tin, tout)}
