@@ -111,6 +111,7 @@ def test_tiny_recipe_interrupted_and_resumed(tmp_path):
         assert c["judge"].startswith("pointwise:") and "not measurable" in c["position_bias"]
     assert all(t and t > 0 for t in final["train_wall_time_s"].values())
     assert final["train_time_ratio_to_all"]["all"] == 1.0
+    assert set(final["mean_output_chars"]) == set(sizes) and all(v > 0 for v in final["mean_output_chars"].values())
     for name in ("filtered", "random", "longest", "all"):
         metrics = json.loads((run_dir / "models" / name / "metrics.json").read_text())
         assert metrics["steps"] == 2
@@ -119,3 +120,21 @@ def test_tiny_recipe_interrupted_and_resumed(tmp_path):
     page = (run_dir / "final.html").read_text()
     assert "filtered vs random" in page and "data:image/png;base64," in page
     assert (run_dir / "report" / "index.html").exists() and done.stdout.strip().endswith("final.html")
+
+
+def test_the_final_report_gives_each_sets_length_and_loss_and_warns_when_a_model_did_not_learn(tmp_path):
+    from alpagasus.run.final_report import _markdown, loss_change, mean_output_chars, set_rows, training_notes
+
+    assert loss_change([{"step": 1, "loss": 2.0}]) is None
+    assert loss_change([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]) == {"first": 2.0, "last": 1.5, "fell": True}
+    (tmp_path / "s.json").write_text(json.dumps([{"output": "abcd"}, {"output": "ab"}]))
+    assert mean_output_chars(tmp_path / "s.json") == 3.0 and mean_output_chars(tmp_path / "missing.json") is None
+    d = {"name": "x", "judge": "j", "selection_sizes": {"filtered": 2, "random": 2},
+         "train_wall_time_s": {"filtered": 10.0, "random": 12.0}, "train_time_ratio_to_all": {},
+         "mean_output_chars": {"filtered": 3.0, "random": 40.5},
+         "train_loss": {"filtered": {"first": 2.0, "last": 1.5, "fell": True},
+                        "random": {"first": 2.0, "last": 2.1, "fell": False}}, "comparisons": {}}
+    assert set_rows(d)[0] == ["filtered", "2", "3.000", "10.000", "-", "2.000 -> 1.500"]
+    notes = training_notes(d)
+    assert len(notes) == 1 and "'random' did not learn" in notes[0]
+    assert notes[0] in _markdown(d)

@@ -17,10 +17,12 @@ def read_numbers(exp: Any) -> dict[str, Any]:
     d: Path = exp.dir
     sel = exp.done("select") or {}
     sizes = sel.get("sizes", {})
-    times = {}
+    times, losses, lengths = {}, {}, {}
     for name in exp.sets():
-        marker = exp.done(f"train-{name}") or {}
-        times[name] = (marker.get("metrics") or {}).get("wall_time_s")
+        metrics = (exp.done(f"train-{name}") or {}).get("metrics") or {}
+        times[name] = metrics.get("wall_time_s")
+        losses[name] = loss_change(metrics.get("loss_history") or [])
+        lengths[name] = mean_output_chars(d / "sets" / f"{name}.json")
     full = times.get("all")
     ratio = {k: (round(v / full, 3) if v and full else None) for k, v in times.items()}
     comparisons = {}
@@ -33,7 +35,48 @@ def read_numbers(exp: Any) -> dict[str, Any]:
                                                 "position_bias": s.get("position_bias")}
     rate = exp.done("rate") or {}
     return {"name": exp.r["name"], "judge": rate.get("judge"), "selection_sizes": sizes,
-            "train_wall_time_s": times, "train_time_ratio_to_all": ratio, "comparisons": comparisons}
+            "train_wall_time_s": times, "train_time_ratio_to_all": ratio, "train_loss": losses,
+            "mean_output_chars": lengths, "comparisons": comparisons}
+
+
+def loss_change(history: list[dict]) -> dict | None:
+    """First and last logged training loss and whether it fell: a model that did not learn makes its comparisons
+    say nothing. None with fewer than two logged losses."""
+    values = [float(e["loss"]) for e in history if e.get("loss") is not None]
+    if len(values) < 2:
+        return None
+    return {"first": values[0], "last": values[-1], "fell": values[-1] < values[0]}
+
+
+def mean_output_chars(path: Path) -> float | None:
+    """Mean response length (characters) of a training set: length is a known confounder (Long-Is-More)."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    outputs = [len(str(r.get("output", ""))) for r in rows if isinstance(r, dict)]
+    return round(sum(outputs) / len(outputs), 1) if outputs else None
+
+
+SET_COLUMNS = ["set", "examples", "mean response chars", "training s", "ratio to all", "training loss first -> last"]
+
+
+def set_rows(d: dict) -> list[list[str]]:
+    """One row per training set: its size, response length, training time and loss."""
+    rows = []
+    for k, n in d["selection_sizes"].items():
+        loss = d.get("train_loss", {}).get(k)
+        shown = f"{loss['first']:.3f} -> {loss['last']:.3f}" if loss else "-"
+        rows.append([k, str(n), _fmt(d.get("mean_output_chars", {}).get(k)), _fmt(d["train_wall_time_s"].get(k)),
+                     _fmt(d["train_time_ratio_to_all"].get(k)), shown])
+    return rows
+
+
+def training_notes(d: dict) -> list[str]:
+    """A warning for each set whose training loss did not fall."""
+    return [f"the model trained on '{k}' did not learn (training loss {v['first']:.3f} -> {v['last']:.3f}): "
+            "comparisons with it say nothing about its data" for k, v in d.get("train_loss", {}).items()
+            if v and not v["fell"]]
 
 
 def write_final_report(exp: Any) -> dict:
@@ -67,9 +110,9 @@ def _rows(results: dict) -> list[list[str]]:
 
 def _markdown(d: dict) -> str:
     out = [f"# {d['name']}: filtered vs baselines", "", f"Rating judge: `{d['judge']}`", "",
-           "## Selection and training", "", "| set | examples | training s | ratio to all |", "|---|---|---|---|"]
-    for k, n in d["selection_sizes"].items():
-        out.append(f"| {k} | {n} | {_fmt(d['train_wall_time_s'].get(k))} | {_fmt(d['train_time_ratio_to_all'].get(k))} |")
+           "## Selection and training", "", "| " + " | ".join(SET_COLUMNS) + " |", "|---" * len(SET_COLUMNS) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in set_rows(d)]
+    out += [f"- {n}" for n in training_notes(d)]
     for title, c in d["comparisons"].items():
         out += ["", f"## {title} (judge `{c['judge']}`)", "", "| test set | " + " | ".join(RESULT_COLUMNS) + " |",
                 "|---" * (len(RESULT_COLUMNS) + 1) + "|"]
@@ -92,9 +135,8 @@ def _html(d: dict, run_dir: Path) -> str:
     parts = [f"<h1>{escape(d['name'])}: filtered vs baselines</h1>",
              f"<p>Rating judge: <code>{escape(str(d['judge']))}</code>. "
              '<a href="report/index.html">The ratings report</a>.</p>', "<h2>Selection and training</h2>",
-             _table(["set", "examples", "training s", "ratio to all"],
-                    [[k, str(n), _fmt(d["train_wall_time_s"].get(k)), _fmt(d["train_time_ratio_to_all"].get(k))]
-                     for k, n in d["selection_sizes"].items()])]
+             _table(SET_COLUMNS, set_rows(d)),
+             "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in training_notes(d)) + "</ul>"]
     for title, c in d["comparisons"].items():
         parts += [f"<h2>{escape(title)}</h2>", f"<p>judge <code>{escape(str(c['judge']))}</code></p>",
                   _table(["test set", *RESULT_COLUMNS], _rows(c["results"])),
