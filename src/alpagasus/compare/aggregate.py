@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-from alpagasus.compare.interval import LEVEL, RESAMPLES, SEED, bootstrap_interval, noise_sentence
+from alpagasus.compare.interval import LEVEL, RESAMPLES, SEED, bootstrap_interval, noise_sentence, winning_score
 from alpagasus.compare.types import ORDERS, CompareResult, Judging, Pair
 from alpagasus.records import Judgment
 
@@ -79,7 +79,7 @@ def _stats(keys: list[tuple[str, str]], grouped: dict, pair_of: dict[tuple[str, 
                     longer_wins += (res == "win") == (len(p.answer_a) > len(p.answer_b))
     judged = c["win"] + c["tie"] + c["lose"]
     stats: dict = {"questions": len(keys), "judged": judged, **c,
-                   "winning_score": (c["win"] - c["lose"]) / judged + 1 if judged else None,
+                   "winning_score": winning_score(points),  # the judged questions' points: win 1, tie 0, lose -1
                    "disagreement": disagree / judged if judged else None,
                    "assistant_1_wins": first_wins / decisive if decisive else None}
     ci = bootstrap_interval(points)

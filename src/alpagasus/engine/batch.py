@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from alpagasus.engine.ledger import Ledger
-from alpagasus.engine.settle import label_floor, settle
+from alpagasus.engine.settle import label_floor, settle_in_run
 from alpagasus.engine.types import Item, RunCounts, RunOptions, StoreWriteError
 from alpagasus.judges.base import Judge, JudgeError, OutageError
 from alpagasus.prompts.rubric import Rubric
@@ -356,9 +356,7 @@ class _BatchRun:
         self.s.tokens_in += rep.tokens_in
         self.s.tokens_out += rep.tokens_out
         it.attempts += 1
-        mode = it.request.mode
-        rating, _ = settle(it, rep, self.judge.id, self.rubric, self.opts, *self.floor)
-        self.s.fallbacks += it.request.mode != mode
+        rating, _ = settle_in_run(it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s)
         if rating is None:  # asked again in the next batch (the batch itself is the backoff)
             outcome = "error" if rep.error else "reask"
             log.append((it.key, self.judge.id, self.rubric.version, outcome, rep.error or (rep.text or "")[:200]))

@@ -18,7 +18,7 @@ from collections import deque
 from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
 from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
-from alpagasus.engine.settle import label_floor, settle
+from alpagasus.engine.settle import label_floor, settle_in_run
 from alpagasus.judges.base import Judge, JudgeError, OutageError
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
@@ -202,14 +202,7 @@ class _Engine:
             it.attempts += 1
             if rep.error is not None and (rep.extra or {}).get("ambiguous"):
                 self.s.ambiguous += 1
-            try:
-                fallback_before = it.request.mode
-                rating, retry_after = settle(it, rep, self.judge.id, self.rubric, self.opts, *self.floor)
-                self.s.fallbacks += it.request.mode != fallback_before
-            except Exception as e:  # a parser must never lose an item: keep the raw reply
-                rating, retry_after = Rating(it.key, self.judge.id, self.rubric.version, None, "unparsed", raw=rep.text,
-                                             explanation=f"parser failed: {type(e).__name__}: {e}",
-                                             attempts=it.attempts, created_at=time.time()), None
+            rating, retry_after = settle_in_run(it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s)
             if rating is not None:
                 finished.append(rating)
             elif retry_after is not None:

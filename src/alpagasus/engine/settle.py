@@ -5,7 +5,7 @@ import json
 import time
 from typing import Any
 
-from alpagasus.engine.types import Item, RunOptions
+from alpagasus.engine.types import Item, RunCounts, RunOptions
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
 
@@ -16,6 +16,21 @@ def label_floor(judge: Any, opts: RunOptions) -> tuple[float, bool]:
     API judges, which renormalise whatever labels show among the top log-probabilities; off for the others)."""
     floor = opts.min_label_mass if opts.min_label_mass is not None else getattr(judge, "min_label_mass", 0.0)
     return float(floor or 0.0), bool(getattr(judge, "generate_fallback", False))
+
+
+def settle_in_run(it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: RunOptions,
+                  floor: tuple[float, bool], counts: RunCounts) -> tuple[Rating | None, float | None]:
+    """settle() as a run (direct or batch) calls it: a fallback to generate mode is counted, and a parser that
+    fails keeps the raw reply as `unparsed` (it must never lose an item)."""
+    mode = it.request.mode
+    try:
+        rating, retry_after = settle(it, rep, judge_id, rubric, opts, *floor)
+    except Exception as e:
+        return Rating(it.key, judge_id, rubric.version, None, "unparsed", raw=rep.text,
+                      explanation=f"parser failed: {type(e).__name__}: {e}", attempts=it.attempts,
+                      created_at=time.time()), None
+    counts.fallbacks += it.request.mode != mode
+    return rating, retry_after
 
 
 def settle(it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: RunOptions, floor: float = 0.0,
