@@ -11,7 +11,7 @@ from typing import Any, Iterator
 from alpagasus.data import read_jsonl
 from alpagasus.select.diverse import DeitaWalk, facility_location
 from alpagasus.select.embed import Embedder, embedding_text
-from alpagasus.select.rules import Columns, SelectError
+from alpagasus.select.rules import Columns, SelectError, rule_size
 
 DIVERSE = ("deita", "facility")
 # DEITA's threshold is 0.9 on its own encoder (mean-pooled LLaMA states, whose cosines crowd near 1). MiniLM's
@@ -38,16 +38,10 @@ def candidates(cols: Columns, rule: str, value: Any) -> tuple[list[int], int | N
     rated = sorted((i for i, x in enumerate(cols.scores) if not math.isnan(x)), key=lambda i: (-cols.scores[i], i))
     if rule == "threshold":
         return [i for i in rated if cols.scores[i] >= float(value)], None
-    if rule == "top_k":
-        k = int(value)
-        if k < 0:
-            raise SelectError("this rule needs a size K >= 0")
-        return rated, k
-    if rule == "keep_fraction":
-        f = float(value)
-        if not 0 < f <= 1:
-            raise SelectError("keep fraction must be in (0, 1]")
-        return rated, round(f * len(rated))
+    if rule in ("top_k", "keep_fraction"):
+        size = rule_size(rule, len(rated), k=int(value) if rule == "top_k" else None,
+                         fraction=float(value) if rule == "keep_fraction" else None)
+        return rated, size
     raise SelectError(f"--diverse works with a score rule (--threshold, --top-k, --keep-fraction), not {rule}")
 
 

@@ -72,11 +72,7 @@ def choose(cols: Columns, rule: str, *, threshold: float | None = None, k: int |
             raise SelectError("threshold rule needs a threshold")
         return [i for i in rated if cols.scores[i] >= threshold]
     if rule in ("top_k", "keep_fraction"):
-        if rule == "keep_fraction":
-            if fraction is None or not 0 < fraction <= 1:
-                raise SelectError("keep fraction must be in (0, 1]")
-            k = round(fraction * len(rated))
-        _need_k(k)
+        k = rule_size(rule, len(rated), k=k, fraction=fraction)
         return sorted(heapq.nsmallest(k, rated, key=lambda i: (-cols.scores[i], i)))  # stable on ties
     valid = [i for i, v in enumerate(cols.valid) if v]
     if rule == "random":
@@ -97,6 +93,16 @@ def select(rows: list[dict[str, Any]], rule: str, *, threshold: float | None = N
     for r in rows:
         cols.add(r)
     return [rows[i] for i in choose(cols, rule, threshold=threshold, k=k, fraction=fraction, seed=seed)]
+
+
+def rule_size(rule: str, rated: int, *, k: int | None = None, fraction: float | None = None) -> int:
+    """The size a top_k or keep_fraction rule asks for (keep_fraction: its share of the `rated` rows)."""
+    if rule == "keep_fraction":
+        if fraction is None or not 0 < fraction <= 1:
+            raise SelectError("keep fraction must be in (0, 1]")
+        k = round(fraction * rated)
+    _need_k(k)
+    return k
 
 
 def _need_k(k: int | None) -> None:
