@@ -227,3 +227,34 @@ def test_a_writer_killed_mid_write_leaves_nothing_after_the_next_write(tmp_path)
     assert target.read_text() == "new\n"
     assert sorted(p.name for p in tmp_path.glob(".ratings.jsonl.*.tmp")) == sorted([legacy_new.name,
                                                                                    mine_alive.name])
+
+
+@pytest.mark.parametrize("name", ["d.json", "d.jsonl", "d.csv"])
+def test_gzipped_files_read_like_plain_ones(tmp_path, name):
+    import gzip
+
+    rows = [{"instruction": f"say {i}", "input": "", "output": f"{i}"} for i in range(5)] + \
+        [{"instruction": "no answer", "input": "", "output": ""}]
+    plain = tmp_path / name
+    if name.endswith(".csv"):
+        with plain.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["instruction", "input", "output"])
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        plain.write_text(json.dumps(rows) if name.endswith(".json") else "".join(json.dumps(r) + "\n" for r in rows))
+    packed = tmp_path / (name + ".gz")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    a, b = read_examples(plain, skip_invalid=True), read_examples(packed, skip_invalid=True)
+    assert [e.output for e in b.examples] == [e.output for e in a.examples] == ["0", "1", "2", "3", "4"]
+    # the bad row is still named by the file (the .gz one), its row and its field
+    assert len(b.invalid) == 1 and str(packed) in str(b.invalid[0]) and "output" in str(b.invalid[0])
+
+
+def test_the_bundled_9k_alpaca_sample_is_the_shared_one():
+    shared = json.loads((SHARED_DATA / "alpaca" / "alpaca_random_9k.json").read_text())
+    r = read_examples("sample:alpaca_9k", skip_invalid=True)
+    assert len(r.examples) + len(r.invalid) >= 9000 and len(r.invalid) < 100
+    assert r.examples[0].instruction == shared[0]["instruction"]
+    with pytest.raises(DataError, match="known: .*alpaca_9k"):
+        read_examples("sample:nope")

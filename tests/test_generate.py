@@ -240,3 +240,19 @@ def test_openai_backend_against_alpagasus_serve_matches_local(tiny_model, tmp_pa
     answers = {(r["testset"], r["question_id"]): r["answer"] for r in read_answer_file(local)}
     assert len(answers) == 4  # (the random model's greedy chat answers are mostly whitespace, stripped)
     assert {(r["testset"], r["question_id"]): r["answer"] for r in read_answer_file(served)} == answers
+
+
+def test_a_fraction_of_each_test_set_is_a_seeded_stratified_subset():
+    full = {n: testsets.load(n) for n in ("vicuna", "koala", "sinstruct", "wizardlm")}
+    picked = {n: testsets.load(n, fraction=0.1) for n in full}
+    assert {n: len(q) for n, q in picked.items()} == {"vicuna": 8, "koala": 18, "sinstruct": 25, "wizardlm": 22}
+    for n, qs in picked.items():
+        ids = [q.question_id for q in full[n]]
+        positions = [ids.index(q.question_id) for q in qs]
+        assert positions == sorted(positions) and positions != list(range(len(qs)))  # file order, not the first N
+        assert [q.question_id for q in testsets.load(n, fraction=0.1)] == [q.question_id for q in qs]  # repeatable
+    assert [q.question_id for q in testsets.load("koala", fraction=0.1, seed=1)] != \
+        [q.question_id for q in picked["koala"]]
+    assert len(testsets.load("vicuna", limit=10, fraction=0.05)) == 1  # at least one question
+    with pytest.raises(ValueError, match="fraction"):
+        GenerateConfig(fraction=0).validate()

@@ -12,7 +12,7 @@ from alpagasus.compare.interval import bootstrap_interval, noise_sentence, winni
 from alpagasus.judges import DEFAULT_PAIRWISE, default_pairwise_judge
 from alpagasus.judges.pointwise import review_scores, verdict
 from alpagasus.records import Judgment
-from alpagasus.run.final_report import _html, _markdown
+from alpagasus.run.final_report import _html, _markdown, known_agreement
 
 from conftest import SHARED_DATA
 
@@ -152,11 +152,15 @@ def test_aggregate_and_final_report_carry_interval():
     a = res["all"]
     assert a["winning_score"] == pytest.approx(1.625) and a["winning_score_ci"][0] > 1.0
     assert "lies above 1.0" in a["noise"]
-    data = {"name": "t", "judge": "j", "selection_sizes": {"filtered": 2}, "train_wall_time_s": {},
-            "train_time_ratio_to_all": {},
+    data = {"name": "t", "judge": "j", "selection_sizes": {"filtered": 2}, "train_time_s": {},
+            "train_time_ratio": {},
             "comparisons": {"filtered vs random": {"dir": "compare/x", "judge": "pointwise:p", "results": res,
+                                                   "judge_agreement": known_agreement("pointwise:p@1/tie"),
                                                    "position_bias": "not measurable with this judge"}}}
     md = _markdown(data)
     assert f"{a['winning_score_ci'][0]:.3f}-{a['winning_score_ci'][1]:.3f}" in md
     assert "lies above 1.0" in md and "position bias: not measurable" in md
+    assert "judge agreement with GPT-4: unknown" in md
+    # the shipped default judge carries what is known of its agreement with GPT-4 beside its verdicts
+    assert "77% of GPT-4's decisive" in known_agreement("pointwise:alpaca-chatgpt-helpfulness@4b7c/tie-odds-1.5")
     assert "lies above 1.0" in _html(data, Path("/nonexistent"))

@@ -27,6 +27,26 @@ def test_recipe_validation(tmp_path):
         load_recipe(bad)
     r = load_recipe(REPO / "recipes" / "paper.yaml")
     assert r["select"]["threshold"] == 4.5 and r["train"]["learning_rate"] == 2e-5
+    bad.write_text("name: x\ndata: {path: sample:alpaca}\ngenerate: {fraction: 1.5}\n")
+    with pytest.raises(RecipeError, match=r"generate.fraction must be in \(0, 1\]"):
+        load_recipe(bad)
+
+
+def test_the_small_recipe_scales_to_the_gpu_one_by_numbers_only():
+    """small_gpu.yaml is small.yaml with bigger numbers: same judge, arms, LoRA settings, seeds and test sets."""
+    small, gpu = load_recipe(REPO / "recipes" / "small.yaml"), load_recipe(REPO / "recipes" / "small_gpu.yaml")
+    changed = []
+    for section, values in small.items():
+        if section == "name":
+            continue
+        for key in set(values) | set(gpu[section]):
+            a, b = values.get(key), gpu[section].get(key)
+            if a != b:
+                assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)), (section, key)
+                changed.append(f"{section}.{key}")
+    assert {"select.top_k", "train.epochs", "generate.fraction"} <= set(changed)
+    assert small["select"]["top_k"] >= 200 and small["train"]["lora"] is True
+    assert small["select"]["baselines"] == ["random", "longest", "diverse"] and gpu["generate"]["fraction"] == 1.0
 
 
 def _ratings(run_dir: Path) -> list[dict]:
@@ -109,8 +129,8 @@ def test_tiny_recipe_interrupted_and_resumed(tmp_path):
         # the offline pairwise judge (compare's default) gives real verdicts, with the interval and its sentence
         assert a["judged"] == 4 and len(a["winning_score_ci"]) == 2 and "too few" in a["noise"]
         assert c["judge"].startswith("pointwise:") and "not measurable" in c["position_bias"]
-    assert all(t and t > 0 for t in final["train_wall_time_s"].values())
-    assert final["train_time_ratio_to_all"]["all"] == 1.0
+    assert all(t and t > 0 for t in final["train_time_s"].values())
+    assert final["train_time_reference"] == "all" and final["train_time_ratio"]["all"] == 1.0
     assert set(final["mean_output_chars"]) == set(sizes) and all(v > 0 for v in final["mean_output_chars"].values())
     for name in ("filtered", "random", "longest", "all"):
         metrics = json.loads((run_dir / "models" / name / "metrics.json").read_text())
@@ -126,15 +146,23 @@ def test_the_final_report_gives_each_sets_length_and_loss_and_warns_when_a_model
     from alpagasus.run.final_report import _markdown, loss_change, mean_output_chars, set_rows, training_notes
 
     assert loss_change([{"step": 1, "loss": 2.0}]) is None
-    assert loss_change([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]) == {"first": 2.0, "last": 1.5, "fell": True}
+    assert loss_change([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]) == \
+        {"first": 2.0, "last": 1.5, "fell": True, "steps_averaged": 1}
+    # quarters, not single batches: one noisy last batch above the first does not hide a falling loss
+    noisy = [{"step": i + 1, "loss": v} for i, v in enumerate([2.6, 2.4, 2.0, 1.8, 1.7, 1.6, 1.5, 2.7])]
+    assert loss_change(noisy) == {"first": 2.5, "last": 2.1, "fell": True, "steps_averaged": 2}
+    flat = [{"step": i + 1, "loss": v} for i, v in enumerate([2.0, 2.2, 2.1, 2.3, 2.2, 2.4, 2.3, 2.5])]
+    assert loss_change(flat)["fell"] is False
     (tmp_path / "s.json").write_text(json.dumps([{"output": "abcd"}, {"output": "ab"}]))
     assert mean_output_chars(tmp_path / "s.json") == 3.0 and mean_output_chars(tmp_path / "missing.json") is None
     d = {"name": "x", "judge": "j", "selection_sizes": {"filtered": 2, "random": 2},
-         "train_wall_time_s": {"filtered": 10.0, "random": 12.0}, "train_time_ratio_to_all": {},
+         "train_time_s": {"filtered": 10.0, "random": 12.0}, "train_time_ratio": {"random": 1.2},
+         "train_time_reference": "filtered",
          "mean_output_chars": {"filtered": 3.0, "random": 40.5},
          "train_loss": {"filtered": {"first": 2.0, "last": 1.5, "fell": True},
                         "random": {"first": 2.0, "last": 2.1, "fell": False}}, "comparisons": {}}
     assert set_rows(d)[0] == ["filtered", "2", "3.000", "10.000", "-", "2.000 -> 1.500"]
+    assert set_rows(d)[1][4] == "1.200" and "over that of 'filtered'" in _markdown(d)
     notes = training_notes(d)
     assert len(notes) == 1 and "'random' did not learn" in notes[0]
     assert notes[0] in _markdown(d)

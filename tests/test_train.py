@@ -73,11 +73,11 @@ def test_truncation_keeps_the_start_and_trl_keeps_our_labels(tiny_model, rows, t
     from transformers import AutoModelForCausalLM
 
     from alpagasus.records import Example
-    from alpagasus.train import _tokenized
+    from alpagasus.alpaca import tokenize_examples
 
     tok = tokenizer(tiny_model)
     examples = [Example(r["instruction"], r["input"], r["output"]) for r in rows[:8]]
-    dataset, stats = _tokenized(examples, tok, max_length=128)
+    dataset, stats = tokenize_examples(examples, tok, max_length=128)
     assert stats["examples_truncated"] > 0 and all(len(x) <= 128 for x in dataset["input_ids"])
     args = SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, max_length=128,
                      activation_checkpointing=False)
@@ -168,10 +168,15 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model, data_file, tmp_pa
     with pytest.raises(Interrupted):
         train(data_file, run, config, callbacks=[stop_after_save(2)])
     assert (run / "checkpoint-2").is_dir() and not (run / "metrics.json").exists()
+    clock = run / "checkpoint-2" / "alpagasus_clock.json"
+    assert json.loads(clock.read_text())["train_time_s"] > 0  # the training seconds up to the checkpoint
+    clock.write_text(json.dumps({"train_time_s": 1000.0, "step": 2}))  # a known value, to see it carried over
     recorder = step_recorder()
     metrics = train(data_file, run, config, callbacks=[recorder])
     assert recorder.steps == [3, 4]
     assert metrics["resumed_from"] == "checkpoint-2" and metrics["start_step"] == 2 and metrics["steps"] == 4
+    # the time of the steps kept: before the checkpoint plus after the resume, not just the last part
+    assert 1000.0 < metrics["train_time_total_s"] <= 1000.0 + metrics["train_time_s"] + 0.5
     assert [h["step"] for h in metrics["loss_history"]] == [1, 2, 3, 4]
     assert (run / "model.safetensors").exists()
 

@@ -19,13 +19,14 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from alpagasus.alpaca import prompt_version, tokenize_example
+from alpagasus.alpaca import prompt_version, tokenize_examples
 from alpagasus.data import DataError, read_examples, to_example, write_json
 from alpagasus.models import loadable, pretrained
 from alpagasus.records import Example
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
+CLOCK_FILE = "alpagasus_clock.json"   # in each checkpoint: training seconds spent up to it
 # Fields that do not change what is learned: a resumed run may change them.
 RUNTIME_FIELDS = {"resume", "save_steps", "save_total_limit", "keep_checkpoints", "logging_steps", "skip_invalid"}
 
@@ -186,28 +187,6 @@ def _precision(config: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def _tokenized(examples: list[Example], tok: Any, max_length: int) -> tuple[Any, dict[str, int]]:
-    from datasets import Dataset
-
-    ids, labels, truncated, dropped, tokens, response = [], [], 0, 0, 0, 0
-    for ex in examples:
-        item = tokenize_example(tok, ex.instruction, ex.input, ex.output, max_length)
-        learned = sum(1 for x in item["labels"] if x != -100)
-        if learned == 0:  # the prompt alone fills max_length: nothing to learn from this row
-            dropped += 1
-            continue
-        truncated += item["truncated"]
-        ids.append(item["input_ids"])
-        labels.append(item["labels"])
-        tokens += len(item["input_ids"])
-        response += learned
-    if not ids:
-        raise TrainError("no trainable example: every prompt fills max_length")
-    stats = {"examples_trained": len(ids), "examples_truncated": truncated, "examples_dropped": dropped,
-             "dataset_tokens": tokens, "dataset_response_tokens": response}
-    return Dataset.from_dict({"input_ids": ids, "labels": labels}), stats
-
-
 def _progress_callback() -> Any:
     from transformers.trainer_callback import ProgressCallback
 
@@ -219,6 +198,33 @@ def _progress_callback() -> Any:
                 self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
 
     return LossProgress
+
+
+def _clock_callback(checkpoint: str | None) -> Any:
+    """Writes into each checkpoint the training seconds spent up to it, so that a resumed run reports the time
+    of the steps it kept (the time before the checkpoint plus the time after the resume), not of its last part."""
+    from transformers.trainer_callback import TrainerCallback
+
+    try:  # the seconds recorded in the checkpoint resumed from (none for a fresh run or an older checkpoint)
+        before = float(json.loads((Path(checkpoint) / CLOCK_FILE).read_text())["train_time_s"]) if checkpoint else 0.0
+    except (OSError, ValueError, KeyError, TypeError):
+        before = 0.0
+
+    class TrainingClock(TrainerCallback):
+        started = time.perf_counter()
+
+        def elapsed(self) -> float:
+            return before + time.perf_counter() - self.started
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.started = time.perf_counter()
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and ckpt.is_dir():
+                write_json(ckpt / CLOCK_FILE, {"train_time_s": round(self.elapsed(), 3), "step": state.global_step})
+
+    return TrainingClock()
 
 
 def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str | Path,
@@ -241,11 +247,12 @@ def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str
     state, done = _claim_run_dir(run_dir, resolved, overwrite)
     if done is not None:
         return done
-    trainer, tok, data_stats = _make_trainer(config, examples, args, state, precision, callbacks)
+    checkpoint = _last_checkpoint(run_dir) if config.resume else None
+    clock = _clock_callback(checkpoint)
+    trainer, tok, data_stats = _make_trainer(config, examples, args, state, precision, [clock, *(callbacks or [])])
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    checkpoint = _last_checkpoint(run_dir) if config.resume else None
     loop_started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     train_time = time.perf_counter() - loop_started
@@ -259,7 +266,7 @@ def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str
         "resumed_from": Path(checkpoint).name if checkpoint else None,
         "examples": len(examples), **data_stats, "tokens_seen": int(progress.num_input_tokens_seen),
         "final_loss": losses[-1]["loss"] if losses else None, "train_loss": output.training_loss,
-        "loss_history": losses, "train_time_s": round(train_time, 3),
+        "loss_history": losses, "train_time_s": round(train_time, 3), "train_time_total_s": round(clock.elapsed(), 3),
         "wall_time_s": round(time.perf_counter() - started, 3), "precision": precision,
         "world_size": world, "effective_batch_size": resolved["effective_batch_size"],
     }
@@ -330,7 +337,9 @@ def _make_trainer(config: TrainConfig, examples: list[Example], args: Any, state
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32) if config.lora \
         else torch.float32
     model = pretrained(AutoModelForCausalLM, src, dtype=dtype)
-    dataset, data_stats = _tokenized(examples, tok, config.max_length)
+    dataset, data_stats = tokenize_examples(examples, tok, config.max_length)
+    if not data_stats["examples_trained"]:
+        raise TrainError("no trainable example: every prompt fills max_length")
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                          peft_config=_lora_config(config), callbacks=callbacks)
     if trainer.pop_callback(ProgressCallback) is not None:

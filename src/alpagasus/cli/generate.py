@@ -29,6 +29,9 @@ def generate(
     batch_size: Optional[int] = typer.Option(None, help="Questions per batch (default: 8 transformers, "
                                                         "256 vllm, --concurrency openai)."),
     limit: Optional[int] = typer.Option(None, help="Answer only the first N questions of each test set."),
+    fraction: Optional[float] = typer.Option(None, help="Answer a seeded random share of each test set (0-1]: a "
+                                                        "subset stratified by test set."),
+    sample_seed: int = typer.Option(0, help="The seed of --fraction's subset."),
     name: Optional[str] = typer.Option(None, help="Model name written in the rows (default: MODEL)."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
     api_key: Optional[str] = typer.Option(None, envvar="OPENAI_API_KEY", show_envvar=False,
@@ -44,7 +47,8 @@ def generate(
 
     config = GenerateConfig(backend=backend, prompt_format="chat" if chat_template else "alpaca",
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                            batch_size=batch_size, limit=limit, name=name, base_url=base_url, api_key=api_key,
+                            batch_size=batch_size, limit=limit, fraction=fraction,
+                            sample_seed=sample_seed, name=name, base_url=base_url, api_key=api_key,
                             concurrency=concurrency, device=device)
     with user_errors(ValueError), Progress(transient=True) as progress:
         task = progress.add_task("answering", total=None)

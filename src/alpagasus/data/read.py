@@ -8,6 +8,8 @@ the file, the row and the field, so valid rows are never lost because of invalid
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import sys
 from dataclasses import dataclass, field
@@ -124,7 +126,8 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
             yield from _iter_hf_hub(src)
             return
         raise DataError(f"{src}: no such file")
-    suffix = "".join(s for s in p.suffixes[-1:]).lower()
+    suffixes = [s.lower() for s in p.suffixes]
+    suffix = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) > 1 else "".join(suffixes[-1:])
     if suffix in (".parquet", ".pq"):
         yield from _iter_parquet(p)
     elif suffix in (".csv", ".tsv"):
@@ -134,7 +137,8 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
     elif suffix == ".json":
         yield from _iter_json_list(p)
     else:
-        raise DataError(f"{src}: unknown format (use .json, .jsonl, .csv, .tsv, .parquet or a datasets directory)")
+        raise DataError(f"{src}: unknown format (use .json, .jsonl, .csv, .tsv (each optionally .gz), .parquet or a "
+                        "datasets directory)")
 
 
 def bundled_sample(name: str) -> Path:
@@ -143,15 +147,20 @@ def bundled_sample(name: str) -> Path:
 
     base = Path(str(resources.files("alpagasus").joinpath("samples")))
     name = {"alpaca": "alpaca_300"}.get(name, name)
-    path = base / f"{name}.json"
-    if not path.exists():
-        known = ", ".join(sorted(f.stem for f in base.glob("*.json")))
+    path = next((p for p in (base / f"{name}.json", base / f"{name}.json.gz") if p.exists()), None)
+    if path is None:
+        known = ", ".join(sorted(f.name.split(".")[0] for f in base.glob("*.json*")))
         raise DataError(f"sample:{name}: no such bundled sample (known: {known})")
     return path
 
 
+def _open_bytes(path: str | Path) -> Any:
+    """A binary reader of the file, decompressed when its name ends in .gz (a shipped or downloaded dump)."""
+    return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
+
+
 def _first_char(p: Path) -> str:
-    with p.open("rb") as f:
+    with _open_bytes(p) as f:
         head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     return head[:1].decode("latin-1") or "["
 
@@ -159,7 +168,7 @@ def _first_char(p: Path) -> str:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(line number, value) of each non-blank line of a JSONL file, whatever its suffix; a line that is not
     JSON comes as an InvalidRow, so the lines after it are still read."""
-    with open(path, "rb") as f:
+    with _open_bytes(path) as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
@@ -173,7 +182,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
 
 
 def _iter_json_list(p: Path) -> Iterator[tuple[int, Any]]:
-    text = p.read_bytes().decode("utf-8-sig", "surrogateescape")
+    with _open_bytes(p) as f:
+        text = f.read().decode("utf-8-sig", "surrogateescape")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -187,7 +197,7 @@ def _iter_json_list(p: Path) -> Iterator[tuple[int, Any]]:
 
 def _iter_csv(p: Path, delimiter: str) -> Iterator[tuple[int, Any]]:
     csv.field_size_limit(sys.maxsize)
-    with p.open("r", encoding="utf-8", errors="surrogateescape", newline="") as f:
+    with io.TextIOWrapper(_open_bytes(p), encoding="utf-8", errors="surrogateescape", newline="") as f:
         for i, rec in enumerate(csv.DictReader(f, delimiter=delimiter), 1):
             yield i, rec
 

@@ -70,7 +70,7 @@ def generate(model: str, testsets: str | Iterable[str], out_path: str | Path,
     config = config or GenerateConfig()
     config.validate()
     name = model_name(model, config)
-    questions = [q for spec in expand(testsets) for q in load(spec, config.limit)]
+    questions = [q for spec in expand(testsets) for q in load(spec, config.limit, config.fraction, config.sample_seed)]
     out_path = Path(out_path)
     existing: dict[tuple[str, str], dict] = {}
     for row in read_answer_file(out_path):

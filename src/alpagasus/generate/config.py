@@ -21,6 +21,8 @@ class GenerateConfig:
     seed: int | None = None
     batch_size: int | None = None      # None: 8 for transformers, 256 for vLLM, `concurrency` for openai
     limit: int | None = None           # the first N questions of each test set
+    fraction: float | None = None      # a seeded random share of each test set (stratified subset)
+    sample_seed: int = 0               # the seed of that share
     name: str | None = None            # the model name written in the rows (default: MODEL as given)
     base_url: str | None = None        # openai backend
     api_key: str | None = None
@@ -41,6 +43,8 @@ class GenerateConfig:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"limit must be >= 0, not {self.limit}")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], not {self.fraction}")
         if self.concurrency < 1 or self.max_retries < 0 or self.timeout <= 0:
             raise ValueError("concurrency must be at least 1, max_retries >= 0 and timeout > 0")
 

@@ -20,10 +20,12 @@ def read_numbers(exp: Any) -> dict[str, Any]:
     times, losses, lengths = {}, {}, {}
     for name in exp.sets():
         metrics = (exp.done(f"train-{name}") or {}).get("metrics") or {}
-        times[name] = metrics.get("wall_time_s")
+        # training seconds across resumes when the run recorded them (train_time_total_s), else this process's
+        times[name] = metrics.get("train_time_total_s", metrics.get("wall_time_s"))
         losses[name] = loss_change(metrics.get("loss_history") or [])
         lengths[name] = mean_output_chars(d / "sets" / f"{name}.json")
-    full = times.get("all")
+    reference = "all" if "all" in times else "filtered"  # the paper's ratio is to all; without it, to filtered
+    full = times.get(reference)
     ratio = {k: (round(v / full, 3) if v and full else None) for k, v in times.items()}
     comparisons = {}
     for b in exp.sets()[1:]:
@@ -31,21 +33,37 @@ def read_numbers(exp: Any) -> dict[str, Any]:
         if f.exists():
             s = json.loads(f.read_text())
             comparisons[f"filtered vs {b}"] = {"dir": str(f.parent.relative_to(d)), "judge": s.get("judge"),
+                                                "judge_agreement": known_agreement(s.get("judge")),
                                                 "results": s.get("results", {}),
                                                 "position_bias": s.get("position_bias")}
     rate = exp.done("rate") or {}
     return {"name": exp.r["name"], "judge": rate.get("judge"), "selection_sizes": sizes,
-            "train_wall_time_s": times, "train_time_ratio_to_all": ratio, "train_loss": losses,
+            "train_time_s": times, "train_time_ratio": ratio, "train_time_reference": reference,
+            "train_loss": losses,
             "mean_output_chars": lengths, "comparisons": comparisons}
 
 
 def loss_change(history: list[dict]) -> dict | None:
-    """First and last logged training loss and whether it fell: a model that did not learn makes its comparisons
-    say nothing. None with fewer than two logged losses."""
+    """The mean logged training loss of the first and of the last quarter of the run (one step each with fewer
+    than eight), and whether it fell: a model that did not learn makes its comparisons say nothing. Quarters,
+    because one batch's loss is noisy (a batch of long answers alone can end higher than the first).
+    None with fewer than two logged losses."""
     values = [float(e["loss"]) for e in history if e.get("loss") is not None]
     if len(values) < 2:
         return None
-    return {"first": values[0], "last": values[-1], "fell": values[-1] < values[0]}
+    k = max(1, len(values) // 4)
+    first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+    return {"first": round(first, 4), "last": round(last, 4), "fell": last < first, "steps_averaged": k}
+
+
+def known_agreement(judge: str | None) -> str:
+    """What is known of a pairwise judge's agreement with GPT-4 (compare/known_agreement.json, by the judge's
+    name before its version), to sit beside its verdicts."""
+    from importlib import resources
+
+    notes = json.loads(resources.files("alpagasus.compare").joinpath("known_agreement.json").read_text())
+    name = str(judge or "").split("@")[0]
+    return notes.get(name) or notes["*"]
 
 
 def mean_output_chars(path: Path) -> float | None:
@@ -58,7 +76,7 @@ def mean_output_chars(path: Path) -> float | None:
     return round(sum(outputs) / len(outputs), 1) if outputs else None
 
 
-SET_COLUMNS = ["set", "examples", "mean response chars", "training s", "ratio to all", "training loss first -> last"]
+SET_COLUMNS = ["set", "examples", "mean response chars", "training s", "time ratio", "training loss first -> last"]
 
 
 def set_rows(d: dict) -> list[list[str]]:
@@ -67,8 +85,8 @@ def set_rows(d: dict) -> list[list[str]]:
     for k, n in d["selection_sizes"].items():
         loss = d.get("train_loss", {}).get(k)
         shown = f"{loss['first']:.3f} -> {loss['last']:.3f}" if loss else "-"
-        rows.append([k, str(n), _fmt(d.get("mean_output_chars", {}).get(k)), _fmt(d["train_wall_time_s"].get(k)),
-                     _fmt(d["train_time_ratio_to_all"].get(k)), shown])
+        rows.append([k, str(n), _fmt(d.get("mean_output_chars", {}).get(k)), _fmt(d["train_time_s"].get(k)),
+                     _fmt(d.get("train_time_ratio", {}).get(k)), shown])
     return rows
 
 
@@ -99,9 +117,11 @@ def _fmt(v: Any) -> str:
 
 
 def _notes(c: dict) -> list[str]:
-    """Per test set, whether the winning score is distinguishable from noise; the judge's position-bias note."""
+    """Per test set, whether the winning score is distinguishable from noise; the judge's position-bias note and
+    its known agreement with GPT-4."""
     out = [f"{ts}: {r['noise']}" for ts, r in c["results"].items() if r.get("noise")]
-    return out + ([f"position bias: {c['position_bias']}"] if c.get("position_bias") else [])
+    out += [f"position bias: {c['position_bias']}"] if c.get("position_bias") else []
+    return out + ([f"judge agreement with GPT-4: {c['judge_agreement']}"] if c.get("judge_agreement") else [])
 
 
 def _rows(results: dict) -> list[list[str]]:
@@ -113,6 +133,8 @@ def _markdown(d: dict) -> str:
            "## Selection and training", "", "| " + " | ".join(SET_COLUMNS) + " |", "|---" * len(SET_COLUMNS) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in set_rows(d)]
     out += [f"- {n}" for n in training_notes(d)]
+    out += ["", f"Time ratio: training time over that of '{d.get('train_time_reference', 'all')}'. Training loss: "
+            "mean of the first and of the last quarter of the logged steps."]
     for title, c in d["comparisons"].items():
         out += ["", f"## {title} (judge `{c['judge']}`)", "", "| test set | " + " | ".join(RESULT_COLUMNS) + " |",
                 "|---" * (len(RESULT_COLUMNS) + 1) + "|"]

@@ -26,8 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "select": {"threshold": 4.5, "top_k": None, "keep_fraction": None, "baselines": ["random", "longest", "all"],
                "seed": 0, "exclude_flagged": False},
     "train": {},
-    "generate": {"testsets": ["vicuna", "koala", "sinstruct", "wizardlm"], "limit": None, "max_new_tokens": 512,
-                 "batch_size": None},
+    "generate": {"testsets": ["vicuna", "koala", "sinstruct", "wizardlm"], "limit": None, "fraction": None,
+                 "seed": 0, "max_new_tokens": 512, "batch_size": None},
     "compare": {"judge": None, "store": None, "max_tokens": 256, "max_reasks": 2, "base_url": None,
                 "api_key": None, "concurrency": None},
     "report": {"keywords": None, "threshold": None},
@@ -38,7 +38,7 @@ NUMBERS: dict[tuple[str, str], tuple[type, float | None]] = {
     ("rate", "concurrency"): (int, 1), ("rate", "batch_size"): (int, 1), ("rate", "max_tokens"): (int, 1),
     ("select", "threshold"): (float, None), ("select", "top_k"): (int, 0), ("select", "keep_fraction"): (float, 0),
     ("select", "seed"): (int, None), ("generate", "limit"): (int, 0), ("generate", "max_new_tokens"): (int, 1),
-    ("generate", "batch_size"): (int, 1), ("compare", "max_tokens"): (int, 1), ("compare", "max_reasks"): (int, 0),
+    ("generate", "batch_size"): (int, 1), ("generate", "fraction"): (float, 0), ("generate", "seed"): (int, None), ("compare", "max_tokens"): (int, 1), ("compare", "max_reasks"): (int, 0),
     ("compare", "concurrency"): (int, 1), ("report", "threshold"): (float, None),
 }
 BASELINES = ("random", "longest", "all", "diverse", "ifd", "dedup")  # the last three: select.arms
@@ -94,8 +94,9 @@ def _check_values(path: str | Path, recipe: dict[str, Any]) -> None:
             ok = False
         if not ok:
             raise RecipeError(f"{path}: {section}.{key} must be {what}, not {value!r}")
-        if least is not None and number < least or (key == "keep_fraction" and not 0 < number <= 1):
-            bound = "in (0, 1]" if key == "keep_fraction" else f"at least {least}"
+        fraction = key in ("keep_fraction", "fraction")
+        if least is not None and number < least or (fraction and not 0 < number <= 1):
+            bound = "in (0, 1]" if fraction else f"at least {least}"
             raise RecipeError(f"{path}: {section}.{key} must be {bound}, not {value!r}")
         recipe[section][key] = number
     bad = [b for b in recipe["select"]["baselines"] or () if b not in BASELINES]
@@ -206,7 +207,8 @@ class Experiment:
         g = self.r["generate"]
         out = {}
         for name in self.sets():
-            cfg = GenerateConfig(limit=g["limit"], max_new_tokens=int(g["max_new_tokens"]),
+            cfg = GenerateConfig(limit=g["limit"], fraction=g["fraction"], sample_seed=int(g["seed"]),
+                                 max_new_tokens=int(g["max_new_tokens"]),
                                  batch_size=g["batch_size"], name=name)
             res = generate(str(self.dir / "models" / name), g["testsets"], self.dir / "answers" / f"{name}.jsonl", cfg)
             out[name] = {"answers": len(res.answers), "generated": res.generated, "failed": len(res.failed)}

@@ -49,8 +49,9 @@ def expand(specs: str | Iterable[str]) -> list[str]:
     return out
 
 
-def load(spec: str, limit: int | None = None) -> list[Question]:
-    """Questions of a bundled test set (by name) or of a JSONL file; `limit` keeps the first N."""
+def load(spec: str, limit: int | None = None, fraction: float | None = None, seed: int = 0) -> list[Question]:
+    """Questions of a bundled test set (by name) or of a JSONL file; `limit` keeps the first N, `fraction` a
+    seeded random share of them (stratified when applied per test set), kept in file order."""
     if spec in NAMES:
         questions = [_BUILTIN[spec](row) for _, row in iter_objects(builtin_path(spec), jsonl=True)]
     else:
@@ -61,7 +62,21 @@ def load(spec: str, limit: int | None = None) -> list[Question]:
             raise DataError(f"{spec}: a directory, not a JSONL file of questions")
         questions = [_user_question(path, n, row) for n, row in iter_objects(path, jsonl=True)]
         _check_unique(path, questions)
-    return questions[:limit] if limit is not None else questions
+    questions = questions[:limit] if limit is not None else questions
+    return subset(questions, fraction, seed) if fraction is not None else questions
+
+
+def subset(questions: list[Question], fraction: float, seed: int = 0) -> list[Question]:
+    """round(fraction x N) questions (at least one) drawn with `seed`, in their file order: the same subset on
+    every run and machine, so answers and verdicts of different models are of the same questions."""
+    import random
+
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], not {fraction}")
+    k = min(len(questions), max(1, round(fraction * len(questions))))
+    rng = random.Random(f"{seed}:{questions[0].testset}" if questions else seed)  # each set its own draw
+    keep = sorted(rng.sample(range(len(questions)), k))
+    return [questions[i] for i in keep]
 
 
 def _vicuna(row: dict) -> Question:
