@@ -38,7 +38,8 @@ NUMBERS: dict[tuple[str, str], tuple[type, float | None]] = {
     ("rate", "concurrency"): (int, 1), ("rate", "batch_size"): (int, 1), ("rate", "max_tokens"): (int, 1),
     ("select", "threshold"): (float, None), ("select", "top_k"): (int, 0), ("select", "keep_fraction"): (float, 0),
     ("select", "seed"): (int, None), ("generate", "limit"): (int, 0), ("generate", "max_new_tokens"): (int, 1),
-    ("generate", "batch_size"): (int, 1), ("generate", "fraction"): (float, 0), ("generate", "seed"): (int, None), ("compare", "max_tokens"): (int, 1), ("compare", "max_reasks"): (int, 0),
+    ("generate", "batch_size"): (int, 1), ("generate", "fraction"): (float, 0), ("generate", "seed"): (int, None),
+    ("compare", "max_tokens"): (int, 1), ("compare", "max_reasks"): (int, 0),
     ("compare", "concurrency"): (int, 1), ("report", "threshold"): (float, None),
 }
 BASELINES = ("random", "longest", "all", "diverse", "ifd", "dedup")  # the last three: select.arms
