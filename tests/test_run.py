@@ -143,7 +143,8 @@ def test_tiny_recipe_interrupted_and_resumed(tmp_path):
 
 
 def test_the_final_report_gives_each_sets_length_and_loss_and_warns_when_a_model_did_not_learn(tmp_path):
-    from alpagasus.run.final_report import _markdown, loss_change, mean_output_chars, set_rows, training_notes
+    from alpagasus.run.final_report import (SET_NOTE, _html, _markdown, loss_change, mean_output_chars, set_rows,
+                                            training_notes)
 
     assert loss_change([{"step": 1, "loss": 2.0}]) is None
     assert loss_change([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]) == \
@@ -162,7 +163,9 @@ def test_the_final_report_gives_each_sets_length_and_loss_and_warns_when_a_model
          "train_loss": {"filtered": {"first": 2.0, "last": 1.5, "fell": True},
                         "random": {"first": 2.0, "last": 2.1, "fell": False}}, "comparisons": {}}
     assert set_rows(d)[0] == ["filtered", "2", "3.000", "10.000", "-", "2.000 -> 1.500"]
-    assert set_rows(d)[1][4] == "1.200" and "over that of 'filtered'" in _markdown(d)
+    assert set_rows(d)[1][4] == "1.200"
+    for page in (_markdown(d), _html(d, tmp_path)):  # both say what the ratio is to and how the loss is read
+        assert "time ratio to filtered" in page and SET_NOTE in page
     notes = training_notes(d)
     assert len(notes) == 1 and "'random' did not learn" in notes[0]
     assert notes[0] in _markdown(d)

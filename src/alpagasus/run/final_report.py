@@ -39,8 +39,7 @@ def read_numbers(exp: Any) -> dict[str, Any]:
     rate = exp.done("rate") or {}
     return {"name": exp.r["name"], "judge": rate.get("judge"), "selection_sizes": sizes,
             "train_time_s": times, "train_time_ratio": ratio, "train_time_reference": reference,
-            "train_loss": losses,
-            "mean_output_chars": lengths, "comparisons": comparisons}
+            "train_loss": losses, "mean_output_chars": lengths, "comparisons": comparisons}
 
 
 def loss_change(history: list[dict]) -> dict | None:
@@ -76,7 +75,13 @@ def mean_output_chars(path: Path) -> float | None:
     return round(sum(outputs) / len(outputs), 1) if outputs else None
 
 
-SET_COLUMNS = ["set", "examples", "mean response chars", "training s", "time ratio", "training loss first -> last"]
+SET_NOTE = "Training loss: the mean of the first and of the last quarter of the logged steps."
+
+
+def set_columns(d: dict) -> list[str]:
+    """The training-set table's header; the time ratio names the set it is relative to."""
+    return ["set", "examples", "mean response chars", "training s",
+            f"time ratio to {d.get('train_time_reference', 'all')}", "training loss first -> last"]
 
 
 def set_rows(d: dict) -> list[list[str]]:
@@ -129,12 +134,12 @@ def _rows(results: dict) -> list[list[str]]:
 
 
 def _markdown(d: dict) -> str:
+    head = set_columns(d)
     out = [f"# {d['name']}: filtered vs baselines", "", f"Rating judge: `{d['judge']}`", "",
-           "## Selection and training", "", "| " + " | ".join(SET_COLUMNS) + " |", "|---" * len(SET_COLUMNS) + "|"]
+           "## Selection and training", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in set_rows(d)]
     out += [f"- {n}" for n in training_notes(d)]
-    out += ["", f"Time ratio: training time over that of '{d.get('train_time_reference', 'all')}'. Training loss: "
-            "mean of the first and of the last quarter of the logged steps."]
+    out += ["", SET_NOTE]
     for title, c in d["comparisons"].items():
         out += ["", f"## {title} (judge `{c['judge']}`)", "", "| test set | " + " | ".join(RESULT_COLUMNS) + " |",
                 "|---" * (len(RESULT_COLUMNS) + 1) + "|"]
@@ -157,7 +162,7 @@ def _html(d: dict, run_dir: Path) -> str:
     parts = [f"<h1>{escape(d['name'])}: filtered vs baselines</h1>",
              f"<p>Rating judge: <code>{escape(str(d['judge']))}</code>. "
              '<a href="report/index.html">The ratings report</a>.</p>', "<h2>Selection and training</h2>",
-             _table(SET_COLUMNS, set_rows(d)),
+             _table(set_columns(d), set_rows(d)), f"<p>{escape(SET_NOTE)}</p>",
              "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in training_notes(d)) + "</ul>"]
     for title, c in d["comparisons"].items():
         parts += [f"<h2>{escape(title)}</h2>", f"<p>judge <code>{escape(str(c['judge']))}</code></p>",
