@@ -19,6 +19,7 @@ The last line is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -33,6 +34,9 @@ DECISIONS = {"claude": "claude_accuracy_ge_4_5", "chatgpt": "chatgpt_helpfulness
 ALPACA_ROWS = 52002
 # gpt-4o-mini, USD per million tokens, OpenAI's published standard prices; the Batch API halves both.
 PRICE_IN, PRICE_OUT, BATCH_DISCOUNT = 0.15, 0.60, 0.5
+CACHE = Path.home() / ".cache" / "alpagasus"
+FEATURES = CACHE / "bench_label_features.npz"    # MiniLM features of every labelled row, computed once
+SHIPPED_CACHE = CACHE / "bench_shipped_like.npz"  # leak-free shipped-recipe scores of the uniform rows
 GENERATE_OUT_TOKENS = 120  # the score line + the explanation the paper asks for (rate --dry-run's estimate)
 CHAT_OVERHEAD = 7          # tokens the chat format adds around a system + user message
 
@@ -53,54 +57,148 @@ def uniform_rows() -> tuple[list, dict]:
     return examples, truth
 
 
-def run_cascade(examples: list, x, truth, k: int, seed: int, feature_set: str = "embeddings") -> dict:
+def shipped_like(examples: list, x, name: str, cache: Path):
+    """Leak-free scores of the shipped predictor's recipe on the uniform rows: the shipped head saw about 4,500
+    of them in training, so each half of the uniform rows is scored by the same head (rich features,
+    ensemble-0.001-0.1-0.3) fitted on every other labelled row (the other half + the added rows)."""
     import numpy as np
 
-    from alpagasus.rate.cascade import CascadeOptions, estimates, fit_band, interval, predicted_scores
+    from alpagasus.distill import cached_features
+    from alpagasus.distill.heads import HEADS, fit_head
+    from alpagasus.predictors import Predictor, with_hand
+    from alpagasus.records import Example
+
+    key = f"{name}_z"
+    if Path(cache).exists():
+        with np.load(cache) as z:
+            if key in z.files:
+                return z[key]
+    others, labels, seen = [], [], {e.id for e in examples}
+    for line in (SHARED / "labels" / "alpaca_llm_labels.jsonl").open(encoding="utf-8"):
+        r = json.loads(line)
+        e = Example(r["instruction"], r["input"], r["output"])
+        if not r["from_random_sample"] and e.id not in seen and not e.empty_field:
+            seen.add(e.id)
+            others.append(e)
+            labels.append(bool(r[DECISIONS[name]]))
+    xo = cached_features(others, FEATURES, None, lambda m: print(m, file=sys.stderr))
+    _, truth = uniform_rows()
+    y, yo = np.asarray(truth[name]), np.asarray(labels)
+    half = np.random.default_rng(0).permutation(len(examples)) % 2 == 0
+    z = np.zeros(len(examples))
+    for part in (half, ~half):
+        tr = [e for e, m in zip(examples, ~part) if m] + others
+        xt = np.vstack([with_hand(x[~part], [e for e, m in zip(examples, ~part) if m], "rich"),
+                        with_hand(xo, others, "rich")])
+        yt = np.concatenate([y[~part], yo]).astype(np.int64)
+        head = Predictor(fit_head(HEADS["ensemble-0.001-0.1-0.3"], xt, yt, np.ones(len(yt)), 0, tr))
+        ev = [e for e, m in zip(examples, part) if m]
+        z[part] = head.raw(with_hand(x[part], ev, "rich"), ev)
+        print(f"{name}: shipped recipe fitted on {len(yt)} rows, scored {int(part.sum())}", file=sys.stderr)
+    old = dict(np.load(cache)) if Path(cache).exists() else {}
+    np.savez(cache, **old, **{key: z})
+    return z
+
+
+def run_cascade(examples: list, x, truth, zship, k: int, seed: int, targets: list[float]) -> list[dict]:
+    """One sample of k rows: the cascade's own plan (split, precheck, candidates, path, certificate) at each
+    target, then the kept set's true recall and precision over all rows."""
+    import numpy as np
+
+    from alpagasus.distill import DistillError
+    from alpagasus.rate.plan import CascadeOptions, certify_start, precheck
+    from alpagasus.rate.start import distil, predicted_scores, split_sample
 
     y = np.asarray(truth, dtype=bool)
     n = len(examples)
-    opts = CascadeOptions(seed=seed, feature_set=feature_set)
     idx = np.array(sorted(random.Random(seed).sample(range(n), k)))  # as rate_cascade draws it
     rest = np.setdiff1d(np.arange(n), idx)
-    t0 = time.process_time()
-    pred, oof, keep, lo, hi = fit_band([examples[i] for i in idx], [5.0 if y[i] else 3.0 for i in idx],
-                                       len(rest), opts, x=x[idx])
-    est_r, est_p = estimates(oof, keep, lo, hi, len(rest))
-    ci = interval(oof, keep, lo, hi, len(rest), opts.bootstrap, seed)
-    s = predicted_scores(pred, x[rest], [examples[i] for i in rest])
-    band = (s >= lo) & (s < hi)
-    kept = y.copy()  # sample rows: the strong judge's own decision
-    kept[rest] = (s >= hi) | (band & y[rest])  # band rows: the strong judge's; the others: the predictor's
-    tp = int((kept & y).sum())
-    return {"sample": k, "seed": seed, "band_rows": int(band.sum()),
-            "strong_fraction": round((k + int(band.sum())) / n, 4),
-            "recall": round(tp / y.sum(), 4), "precision": round(tp / max(1, kept.sum()), 4),
-            "est_recall": round(float(est_r), 4), "est_precision": round(float(est_p), 4),
-            "ci_recall": [round(v, 3) for v in ci["recall"]], "ci_precision": [round(v, 3) for v in ci["precision"]],
-            "band_rest_fraction": round(float(band.mean()), 4), "lo": round(lo, 4), "hi": round(hi, 4),
-            "fit_cpu_s": round(time.process_time() - t0, 1)}
+    ys = y[idx]
+    split = split_sample(ys, CascadeOptions().certify, seed)
+    ship = 5.0 / (1.0 + np.exp(-zship))  # a 0-5 score whose logit(score / 5) is the head's raw value
+    scores = {"shipped": ship}
+    distilled, t0, out = None, time.process_time(), []
+    for target in targets:
+        # min_saving 0: the certificate whatever it saves (the guarantee measured wherever a band is certified);
+        # the default run gives up where that band saves less than CascadeOptions().min_saving
+        opts = CascadeOptions(recall=target, precision=target, seed=seed, min_saving=0.0)
+        r = {"sample": k, "seed": seed, "target": target, "start": "", "certified": False, "gave_up": True,
+             "at": "precheck", "recall_bound": 1.0, "precision_bound": 1.0, "band_rest_fraction": 1.0,
+             "recall": 1.0, "precision": 1.0}
+        if not precheck(ys, split, dataclasses.replace(opts, min_saving=CascadeOptions().min_saving)):
+            if distilled is None:
+                try:
+                    tr = idx[split.train]
+                    pred = distil([examples[i] for i in tr], np.where(y[tr], 5.0, 3.0), 4.5, seed, "embeddings",
+                                  x[tr], "bench")
+                    scores["distilled"] = predicted_scores(pred, x, examples)
+                    distilled = ("distilled", scores["distilled"][idx])
+                except DistillError:
+                    distilled = False
+            st, cert, reason = certify_start(ys, split, ("shipped", ship[idx]), distilled or None, opts)
+            r.update(start=st.scorer.start, auc={a: round(v, 3) for a, v in st.auc.items()}, at="certify",
+                     certified=not reason, est_saving=round(cert.saving, 4),
+                     gave_up=bool(reason) or cert.saving < CascadeOptions().min_saving)
+            if not reason:
+                z = st.scorer.combine([scores[p][rest] for p in st.scorer.predictors])
+                band = (z >= cert.lo) & (z < cert.hi)
+                kept = y.copy()  # sample rows: the strong judge's own decision
+                kept[rest] = (z >= cert.hi) | (band & y[rest])  # band rows: the judge's; the others: the predictor's
+                tp = int((kept & y).sum())
+                r.update(recall_bound=round(cert.recall_bound, 4), precision_bound=round(cert.precision_bound, 4),
+                         band_rest_fraction=round(float(band.mean()), 4),
+                         recall=round(tp / int(y.sum()), 4), precision=round(tp / max(1, int(kept.sum())), 4))
+        r["met"] = bool(r["recall"] >= target and r["precision"] >= target)
+        # the default run: a band only where it saves enough; else the strong judge rates every row (exact)
+        r["strong_fraction"] = 1.0 if r["gave_up"] else round((k + r["band_rest_fraction"] * len(rest)) / n, 4)
+        r["strong_fraction_any"] = round((k + r["band_rest_fraction"] * len(rest)) / n, 4)
+        out.append(r)
+    out[-1]["fit_cpu_s"] = round(time.process_time() - t0, 1)
+    return out
 
 
-def cascade_part(samples: list[int], seeds: list[int], cache: str, feature_set: str = "embeddings") -> dict:
+def summarise(runs: list[dict]) -> list[dict]:
+    """Per sample size and target: runs; runs with a certified band (any saving) and their coverage (share whose
+    true recall and precision meet the target); runs the default settings do not give up on; strong-judge share
+    at the default settings, and with any certified band."""
+    import numpy as np
+
+    rows = []
+    for k in sorted({r["sample"] for r in runs}):
+        for target in sorted({r["target"] for r in runs}):
+            rs = [r for r in runs if r["sample"] == k and r["target"] == target]
+            cert = [r for r in rs if r["certified"]]
+            rows.append({"sample": k, "target": target, "runs": len(rs), "certified": len(cert),
+                         "coverage_certified": round(float(np.mean([r["met"] for r in cert])), 3) if cert else None,
+                         "coverage_all": round(float(np.mean([r["met"] for r in rs])), 3),
+                         "saving_runs": sum(not r["gave_up"] for r in rs),
+                         "strong_fraction": round(float(np.mean([r["strong_fraction"] for r in rs])), 4),
+                         "strong_fraction_any": round(float(np.mean([r["strong_fraction_any"] for r in rs])), 4),
+                         "min_true_recall": min(r["recall"] for r in rs),
+                         "min_true_precision": min(r["precision"] for r in rs),
+                         "starts": {s: sum(r["start"] == s for r in cert) for s in sorted({r["start"] for r in cert})}})
+    return rows
+
+
+def cascade_part(samples: list[int], seeds: list[int], targets: list[float], log: str) -> dict:
     from alpagasus.distill import cached_features
 
     examples, truth = uniform_rows()
-    x = cached_features(examples, cache, None, lambda m: print(m, file=sys.stderr))
+    x = cached_features(examples, FEATURES, None, lambda m: print(m, file=sys.stderr))
     out: dict = {"rows": len(examples)}
     for name, y in truth.items():
+        zship = shipped_like(examples, x, name, SHIPPED_CACHE)
         print(f"\n{name}: {sum(y)} of {len(y)} rows kept by the recorded decision", file=sys.stderr)
-        print("sample seed  strong%  recall  precision  est.recall [95% CI]      est.precision [95% CI]  "
-              "band(rest)", file=sys.stderr)
         runs = []
         for k in samples:
             for seed in seeds:
-                r = run_cascade(examples, x, y, k, seed, feature_set)
-                runs.append(r)
-                print(f"{k:6d} {seed:4d}  {100 * r['strong_fraction']:6.1f}  {r['recall']:.3f}   {r['precision']:.3f}"
-                      f"      {r['est_recall']:.3f} {r['ci_recall']}   {r['est_precision']:.3f} {r['ci_precision']}"
-                      f"   {100 * r['band_rest_fraction']:.1f}%", file=sys.stderr)
-        out[name] = {"kept": int(sum(y)), "runs": runs}
+                for r in run_cascade(examples, x, y, zship, k, seed, targets):
+                    runs.append(r)
+                    with open(log, "a", encoding="utf-8") as f:
+                        f.write(json.dumps({"decisions": name, **r}) + "\n")
+        out[name] = {"kept": int(sum(y)), "summary": summarise(runs)}
+        for s in out[name]["summary"]:
+            print(json.dumps(s), file=sys.stderr)
     return out
 
 
@@ -144,35 +242,47 @@ def price_part(cascade: dict | None) -> dict:
 
 
 def _cascade_fractions(cascade: dict | None) -> dict[str, float]:
-    """Strong-judge fraction at 52k: the 5000-row sample + the band's share of the other rows, that share taken
-    from the largest sample measured in part 1 (a predictor trained on fewer rows: conservative)."""
+    """Strong-judge share at 52k: the 5000-row sample + the band's share of the other rows, that share (1.0 in a
+    run that gave up) taken from the largest sample measured in part 1 (a smaller sample than 52k's 5000:
+    conservative), for each decision set and target."""
     if not cascade:
         return {}
     out = {}
     for name in DECISIONS:
-        runs = cascade[name]["runs"]
+        runs = [json.loads(line) for line in Path(cascade["log"]).open(encoding="utf-8")]
+        runs = [r for r in runs if r["decisions"] == name]
         big = max(r["sample"] for r in runs)
-        band = sum(r["band_rest_fraction"] for r in runs if r["sample"] == big) / sum(
-            1 for r in runs if r["sample"] == big)
-        out[name] = round((5000 + band * (ALPACA_ROWS - 5000)) / ALPACA_ROWS, 4)
+        for target in sorted({r["target"] for r in runs}):
+            rs = [r for r in runs if r["sample"] == big and r["target"] == target]
+            band = sum(r["band_rest_fraction"] for r in rs) / len(rs)
+            out[f"{name}, recall/precision {target}"] = round((5000 + band * (ALPACA_ROWS - 5000)) / ALPACA_ROWS, 4)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("cascade", "price", "all"), default="all")
-    ap.add_argument("--samples", default="600,1000,1500")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--feature-set", default="embeddings", help="the predictor's features: embeddings or rich")
-    ap.add_argument("--features", default=str(Path.home() / ".cache" / "alpagasus" / "bench_uniform_features.npz"))
+    ap.add_argument("--samples", default="600,1500,3000")
+    ap.add_argument("--seeds", default="0-29", help="FIRST-LAST or a comma list")
+    ap.add_argument("--targets", default="0.95,0.9", help="recall = precision targets")
+    ap.add_argument("--log", default="bench_cost_runs.jsonl", help="one JSON line per run (appended)")
+    ap.add_argument("--reuse-log", action="store_true", help="summarise the runs of --log; run nothing")
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)  # a shared machine
     res: dict = {}
     if a.part in ("cascade", "all"):
-        res["cascade"] = cascade_part([int(v) for v in a.samples.split(",")], [int(v) for v in a.seeds.split(",")],
-                                      a.features, a.feature_set)
+        first, _, last = a.seeds.partition("-")
+        seeds = list(range(int(first), int(last) + 1)) if last else [int(v) for v in a.seeds.split(",")]
+        if a.reuse_log:
+            runs = [json.loads(line) for line in Path(a.log).open(encoding="utf-8")]
+            res["cascade"] = {name: {"summary": summarise([r for r in runs if r["decisions"] == name])}
+                              for name in DECISIONS}
+        else:
+            res["cascade"] = cascade_part([int(v) for v in a.samples.split(",")], seeds,
+                                          [float(v) for v in a.targets.split(",")], a.log)
+        res["cascade"]["log"] = a.log
     if a.part in ("price", "all"):
         res["price"] = price_part(res.get("cascade"))
     print(json.dumps(res))

@@ -12,6 +12,7 @@ from alpagasus.compare.interval import bootstrap_interval, noise_sentence, winni
 from alpagasus.judges import DEFAULT_PAIRWISE, default_pairwise_judge
 from alpagasus.judges.pointwise import review_scores, verdict
 from alpagasus.records import Judgment
+from alpagasus.judgecheck.cards import find_card
 from alpagasus.run.final_report import _html, _markdown, known_agreement
 
 from conftest import SHARED_DATA
@@ -161,6 +162,8 @@ def test_aggregate_and_final_report_carry_interval():
     assert f"{a['winning_score_ci'][0]:.3f}-{a['winning_score_ci'][1]:.3f}" in md
     assert "lies above 1.0" in md and "position bias: not measurable" in md
     assert "judge agreement with GPT-4: unknown" in md
-    # the shipped default judge carries what is known of its agreement with GPT-4 beside its verdicts
-    assert "77% of GPT-4's decisive" in known_agreement("pointwise:alpaca-chatgpt-helpfulness@4b7c/tie-odds-1.5")
+    # the shipped default judge carries its judge card's figures beside its verdicts (judgecheck/cards)
+    card = find_card("pointwise:alpaca-chatgpt-helpfulness", "pairwise")
+    note = known_agreement("pointwise:alpaca-chatgpt-helpfulness@4b7c/tie-odds-1.5")
+    assert card is not None and f"agrees {card.figures.agreement:.2f} three-way" in note
     assert "lies above 1.0" in _html(data, Path("/nonexistent"))

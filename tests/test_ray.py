@@ -247,3 +247,21 @@ def test_a_worker_that_cannot_build_the_judge_fails_the_run_with_its_reason(clus
     msg = str(e.value)
     assert "this worker's judge is hf:/no/such/model" in msg and "run the same command again" in msg
     assert "Traceback" not in msg and len(msg) < 800
+
+
+def test_a_key_given_in_code_reaches_the_workers_through_their_environment_not_their_arguments(cluster, examples,
+                                                                                               tmp_path):
+    """The stub answers only requests carrying the key: every row rated means each worker had it, and the
+    actors' constructor arguments (pickled into Ray's task specs) never held it (rate.ray.split_secrets)."""
+    from openai_stub import OpenAIStub
+
+    from alpagasus.rate.ray import SECRET_ENV, split_secrets
+
+    key = "zq-ray-" + "K" * 30
+    public, env = split_secrets({"base_url": "http://x/v1", "api_key": key, "concurrency": 4})
+    assert public == {"base_url": "http://x/v1", "concurrency": 4} and env == {SECRET_ENV + "API_KEY": key}
+    assert key not in repr(public)
+    with OpenAIStub(key=key) as s, Store(tmp_path / "store.sqlite") as st:
+        got = on_ray(examples[:20], "openai:stub", st, options={"base_url": s.url, "api_key": key}, actors=1)
+        assert got.run.ok == 20, got.run
+        assert all(status == "ok" for _, status in stored(tmp_path / "store.sqlite"))

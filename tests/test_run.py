@@ -46,7 +46,7 @@ def test_the_small_recipe_scales_to_the_gpu_one_by_numbers_only():
                 changed.append(f"{section}.{key}")
     assert {"select.top_k", "train.epochs", "generate.fraction"} <= set(changed)
     assert small["select"]["top_k"] >= 200 and small["train"]["lora"] is True
-    assert small["select"]["baselines"] == ["random", "longest", "diverse"] and gpu["generate"]["fraction"] == 1.0
+    assert small["select"]["baselines"] == ["matched", "random", "longest", "diverse"] and gpu["generate"]["fraction"] == 1.0
 
 
 def _ratings(run_dir: Path) -> list[dict]:

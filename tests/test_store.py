@@ -20,7 +20,7 @@ import pytest
 
 import alpagasus.store as store_mod
 from alpagasus.records import Rating
-from alpagasus.store import (FINAL, MIGRATIONS, SCHEMA, SCHEMA_V1, STORE_VERSION, Store, StoreBusy,
+from alpagasus.store import (FINAL, MIGRATIONS, SCHEMA, SCHEMA_V1, STORE_VERSION, Store, StoreBusy, StoreDamaged,
                              StoreVersionError)
 
 J, P = "hf:tiny#logprob", "accuracy-v1"
@@ -340,8 +340,10 @@ def test_integrity_ok(tmp_path):
     assert len(data) > 8 * page
     data[2 * page:len(data) - page] = bytes(len(data) - 3 * page)
     path.write_bytes(bytes(data))
-    with Store(path) as st:
-        assert st.integrity_ok() is False  # PRAGMA integrity_check lists the broken pages instead of "ok"
+    # a damaged store is refused at open (PRAGMA quick_check), before anything writes to it
+    with pytest.raises(StoreDamaged, match=r"is damaged \(.*\.recover"):
+        Store(path)
+    assert path.read_bytes() == bytes(data)
 
 
 # ---- the layout's version: today's stores open, newer ones are refused untouched -------------------------

@@ -96,6 +96,7 @@ class Reply:
     retry_after: float | None = None        # the server's Retry-After: no retry is sent before it
     retryable: bool = True                  # False for errors a retry cannot fix (e.g. HTTP 400)
     outage: bool = False                    # the backend is unreachable: pause the run, charge no attempt
+    fatal: bool = False                     # no request can succeed (a host that does not resolve): stop the run
 
 
 @dataclass

@@ -22,15 +22,22 @@ _PATTERNS = (
     re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),        # user:password@ in a URL
 )
 _MIN_SECRET = 6  # shorter "keys" (e.g. "EMPTY", "x") are placeholders for local servers, not secrets
+_MIN_CUT = 4     # a text that ends in this many first characters of a secret was cut inside it: redacted too
 
 
 def redact(text: Any, secrets: Iterable[str | None] = ()) -> str:
     """`text` as a string with the given secrets, the secret environment variables' values and anything that
-    looks like an API key or a URL's password replaced by "[redacted]"."""
+    looks like an API key or a URL's password replaced by "[redacted]". Redact before truncating: a text cut
+    inside a secret keeps a prefix no pattern recognises (only a known secret's trailing prefix is caught here)."""
     out = str(text)
     known = [s for s in (*secrets, *(os.environ.get(v) for v in SECRET_ENV)) if s and len(s) >= _MIN_SECRET]
     for secret in sorted(set(known), key=len, reverse=True):
         out = out.replace(secret, REDACTED)
+        # text truncated by someone else before it reached us may end inside a secret: its prefix goes too
+        for n in range(min(len(secret) - 1, len(out)), _MIN_CUT - 1, -1):
+            if out.endswith(secret[:n]):
+                out = out[:-n] + REDACTED
+                break
     for pattern in _PATTERNS:
         out = pattern.sub(lambda m: (m.group(1) if m.re.groups else "") + REDACTED, out)
     return out

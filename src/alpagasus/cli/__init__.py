@@ -15,7 +15,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"alpagasus {version('alpagasus')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("alpagasus (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                            help="Print the version and exit.")) -> None:
+    """Choose instruction-tuning data with an LLM judge (AlpaGasus), train on it, compare models."""
 
 __all__ = ["app", "main"]
 

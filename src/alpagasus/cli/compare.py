@@ -35,6 +35,15 @@ def compare_cmd(
                                            "(official AlpaGasus format), model A as Assistant 1 (repeatable: one "
                                            "file per test set)."),
     reviews_ba: List[Path] = typer.Option([], "--reviews-ba", help="The same with model B as Assistant 1."),
+    annotations: List[Path] = typer.Option([], "--annotations", help="Re-aggregate AlpacaEval annotation files "
+                                           "(results/<model>/<annotator>/annotations.json, or JSONL(.gz) of several "
+                                           "models; repeatable): each judged model's win rate, raw and length "
+                                           "controlled, in summary.json."),
+    lc_calibration: List[Path] = typer.Option([], "--lc-calibration", help="--annotations: AlpacaEval annotation "
+                                              "files on the same instructions whose joint fit gives the "
+                                              "instructions' difficulty and the pooled length slope for the "
+                                              "length control (AlpacaEval uses its GPT-4-turbo leaderboard's for "
+                                              "every judge). Default: the --annotations files themselves."),
     store: Optional[Path] = typer.Option(None, help="SQLite store of judgments (default: in the user cache)."),
     limit: Optional[int] = typer.Option(None, min=0, help="Judge only the first N questions of each test set."),
     max_tokens: int = typer.Option(256, min=1, help="Judge reply length cap (the paper: 256)."),
@@ -68,6 +77,13 @@ def compare_cmd(
     from alpagasus.errors import UserError
 
     with user_errors():  # what the user can fix: `error: ...`, exit status 2
+        if lc_calibration and not annotations:
+            raise UserError("--lc-calibration goes with --annotations (the verdicts whose win rates it calibrates)")
+        if annotations:
+            from alpagasus.compare.files import annotations_files
+
+            _print_annotations(annotations_files(annotations, output, lc_calibration))
+            return
         if reviews_ab or reviews_ba:
             if not (model_a and model_b):
                 raise UserError("--reviews-ab/--reviews-ba need --model-a and --model-b (the answers' field names)")
@@ -99,7 +115,9 @@ def _print(report) -> None:
     cols = ["test set", "n", "A wins", "tie", "B wins", "WS", "95% CI", "disagree", "unparsed"]
     cols += ["failed"] if failed else []
     for col in cols + ["words A/B"]:
-        t.add_column(col, justify="left" if col == "test set" else "right", no_wrap=True)
+        # the scores and intervals keep their width on a narrow terminal; headers give way first
+        t.add_column(col, justify="left" if col == "test set" else "right", no_wrap=True,
+                     min_width={"WS": 5, "95% CI": 9}.get(col))
     for name, r in rows.items():
         cells = [name, str(r["questions"]), str(r["win"]), str(r["tie"]), str(r["lose"]),
                  _fmt(r["winning_score"], "{:.3f}"), _ci(r.get("winning_score_ci")),
@@ -107,13 +125,25 @@ def _print(report) -> None:
         cells += [str(r["failed"])] if failed else []
         cells.append(f"{_fmt(r.get('mean_words_a'), '{:.0f}')}/{_fmt(r.get('mean_words_b'), '{:.0f}')}")
         t.add_row(escape(cells[0]), *cells[1:])
+        lc = r.get("length_controlled")
+        if lc:  # right under the raw score: the same comparison at equal answer lengths (compare/lc.py)
+            t.add_row("  LC", "", "", "", "", _fmt(lc["winning_score"], "{:.3f}"), _ci(lc["winning_score_ci"]),
+                      *[""] * (len(cols) - 7 + 1))
     console.print(t)
     console.print("WS: winning score, (A wins - B wins) / judged + 1; 95% CI: bootstrap over questions; "
-                  "disagree: the two orders' verdicts differ")
+                  "LC: length controlled, the winning score a logistic fit predicts at equal answer lengths "
+                  "(docs/compare.md); disagree: the two orders' verdicts differ")
     if rows.get("all", {}).get("noise"):
         console.print(f"all: {rows['all']['noise']}", markup=False, highlight=False)
+    lc_all = rows.get("all", {}).get("length_controlled")
+    if lc_all and lc_all["winning_score"] is not None:
+        console.print(f"all, length controlled: winning score {lc_all['winning_score']:.3f}, 95% interval "
+                      f"{_ci(lc_all['winning_score_ci'])} at equal answer lengths (raw "
+                      f"{rows['all']['winning_score']:.3f})", markup=False, highlight=False)
     if s.get("position_bias"):
         console.print(f"position bias: {s['position_bias']}", markup=False, highlight=False)
+    if s.get("judge_note"):
+        console.print(f"judge: {s['judge_note']}", markup=False, highlight=False)
     if s["mismatches"]:
         console.print(f"[yellow]{len(s['mismatches'])} question(s) not compared:[/yellow]")
         for m in s["mismatches"][:20]:
@@ -124,6 +154,24 @@ def _print(report) -> None:
                       f"unparsed {req['unparsed']}, errors {req['error']}")
     if report.capacity:
         _print_capacity(report.capacity)
+    console.print("written: " + ", ".join(str(p) for p in report.files), markup=False, highlight=False)
+
+
+def _print_annotations(report) -> None:
+    s = report.summary
+    t = Table(title=escape(f"AlpacaEval win rates against {', '.join(s['reference'])}; annotator "
+                           f"{', '.join(s['annotators'])}"), box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True)
+    for col in ("model", "n", "wins", "draws", "losses", "WR %", "LC WR %", "chars"):
+        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    for m, r in report.models.items():
+        t.add_row(escape(m), str(r.n_total), str(r.n_wins), str(r.n_draws), str(r.n_wins_base),
+                  _fmt(r.win_rate, "{:.2f}"), _fmt(r.length_controlled_winrate, "{:.2f}"),
+                  _fmt(r.avg_length, "{:.0f}"))
+    console.print(t)
+    console.print(f"{s['verdicts']} verdicts on {s['instructions']} instructions; WR: win rate, LC: length "
+                  f"controlled, chars: the model's mean answer length. {s['win_rate']}. "
+                  f"{s['length_controlled']}.", markup=False, highlight=False)
     console.print("written: " + ", ".join(str(p) for p in report.files), markup=False, highlight=False)
 
 

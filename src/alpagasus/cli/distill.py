@@ -14,8 +14,9 @@ from alpagasus.cli import app
 def distill(
     labels: Path = typer.Argument(..., help="`alpagasus rate` output (JSONL with score/status), or any table "
                                             "with instruction/input/output and a label column"),
-    out: Path = typer.Option(..., "-o", "--out",
-                             help="folder to write the predictor to (head.npz, card.json, README.md)"),
+    out: Path = typer.Option(..., "-o", "--output", "--out",
+                             help="folder to write the predictor to (head.npz, card.json, README.md); --out is "
+                                  "the old name, still accepted"),
     label: Optional[str] = typer.Option(None, help="label column: numeric (e.g. a 0-5 score) or true/false; "
                                                    "default: `score` of a rate output"),
     threshold: float = typer.Option(4.5, help="numeric labels: the strong judge keeps rows with label >= this"),

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alpagasus.cli import app
+from alpagasus.data.jsontext import MAX_ROW_BYTES
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -40,6 +41,8 @@ def rate(
     store: Optional[Path] = typer.Option(None, help="SQLite store of paid ratings (default: in the user cache)."),
     field: List[str] = typer.Option([], "--field", help="Map a column: instruction=question (repeatable)."),
     skip_invalid: bool = typer.Option(False, help="Rate the valid rows; list invalid ones in the summary."),
+    max_row_bytes: int = typer.Option(MAX_ROW_BYTES, min=1, help="A JSON/JSONL row longer than this is invalid, "
+                                      "never read whole: memory stays bounded whatever a line holds."),
     limit: Optional[int] = typer.Option(None, min=0, help="Rate only the first N examples."),
     sample: Optional[int] = typer.Option(None, min=0, help="Rate a random sample of N examples."),
     seed: int = typer.Option(0, help="Seed for --sample."),
@@ -79,6 +82,15 @@ def rate(
     cascade_recall: float = typer.Option(0.95, help="--cascade: target recall of the kept set vs the judge alone."),
     cascade_precision: float = typer.Option(0.95, help="--cascade: target precision of the kept set."),
     cascade_threshold: float = typer.Option(4.5, help="--cascade: a row is kept when its score >= this."),
+    cascade_confidence: float = typer.Option(0.95, help="--cascade: confidence that both targets hold (one-sided "
+                                             "Clopper-Pearson bounds on sample rows the band was not chosen on)."),
+    cascade_min_saving: float = typer.Option(0.2, help="--cascade: give up after the sample unless the certified "
+                                             "band leaves at least this share of the other rows to the predictor."),
+    cascade_stop: bool = typer.Option(False, help="--cascade: when it gives up, stop after the sample instead of "
+                                      "rating the other rows with the judge."),
+    cascade_start: str = typer.Option("auto", help="--cascade: the predictor: auto (whichever of the dimension's "
+                                      "shipped one, one distilled from the sample, or both combined ranks the "
+                                      "sample best), shipped or distilled."),
 ) -> None:
     """Rate every example with an LLM judge (0-5, the paper's prompt); every rating is stored as it returns."""
     from alpagasus.cli._errors import user_errors
@@ -100,14 +112,15 @@ def rate(
         from alpagasus.rate.cascade import CascadeOptions
 
         cascade_opts = CascadeOptions(sample=cascade_sample, recall=cascade_recall, precision=cascade_precision,
-                                      threshold=cascade_threshold, seed=seed)
+                                      threshold=cascade_threshold, seed=seed, confidence=cascade_confidence,
+                                      min_saving=cascade_min_saving, stop=cascade_stop, start=cascade_start)
     try:
         with user_errors(), ProgressBars(console) as bars:  # a fixable error: `error: ...`, exit status 2
             result = rate_file(
                 input, output, judge=judge, mode=mode, dimension=dimension, prompt=prompt, scale=scale,
                 judge_options=judge_options, options=opts, store_path=store, field_map=field,
                 skip_invalid=skip_invalid, limit=limit, sample=sample, seed=seed, dry_run=dry_run, wait=wait,
-                ray=ray, rate_empty=rate_empty, progress=bars, cascade=cascade_opts)
+                ray=ray, rate_empty=rate_empty, progress=bars, cascade=cascade_opts, max_row_bytes=max_row_bytes)
     except KeyboardInterrupt as e:
         counts = getattr(e, "counts", None)
         done = f"{counts.done} ratings stored by this run, " if counts is not None else ""
@@ -118,6 +131,10 @@ def rate(
         typer.echo(json.dumps(result, indent=2))
         return
     _print_summary(result, output)
+    from alpagasus.judgecheck.caveats import domain_note  # the shipped predictors learned from Alpaca rows only
+
+    for note in filter(None, [domain_note(result.judge, input)]):
+        console.print(f"note: {note}", style="yellow", markup=False, highlight=False)
 
 
 def _print_summary(s, output: Path) -> None:
@@ -125,7 +142,7 @@ def _print_summary(s, output: Path) -> None:
     if s.note:
         console.print(s.note)
     t = Table(title=f"rated with {s.judge}", show_header=False)
-    unique = s.cascade["rows"] + s.empty if s.cascade else s.unique  # a cascade's counts are the strong judge's
+    unique = s.cascade.rows + s.empty if s.cascade else s.unique  # a cascade's counts are the strong judge's
     for k, v in [("rows read", s.rows), ("unique examples", unique), ("duplicates (rated once)", s.duplicates),
                  ("invalid rows", len(s.invalid)), ("empty instruction or output (not sent)", s.empty),
                  ("already in the store", s.already_rated),
@@ -149,22 +166,24 @@ def _print_summary(s, output: Path) -> None:
     console.print(f"{output} is unchanged" if s.note.startswith("nothing to do") else f"ratings written to {output}")
 
 
-def _print_cascade(c: dict) -> None:
-    iv = c["interval"] or {}
-    ci = {k: " (95% CI {:.3f}-{:.3f})".format(*iv[k]) if k in iv else "" for k in ("recall", "precision")}
+def _print_cascade(c) -> None:
+    """A rate.cascade.CascadeSummary."""
     t = Table(title="cascade", show_header=False)
-    for k, v in [("rows", c["rows"]), ("strong-judge rows (sample + band)", f"{c['strong_rows']} "
-                 f"({c['sample']} + {c['band']}, {100 * c['strong_fraction']:.1f}%)"),
-                 ("strong-judge calls saved", c["calls_saved"]), ("decided by the predictor",
-                 f"{c['decided'].get('keep', 0)} kept, {c['decided'].get('drop', 0)} dropped ({c['predictor']})"),
-                 ("band (predicted score)", f"[{c['lo']:.4g}, {c['hi']:.4g})"),
-                 ("estimated recall", f"{c['recall']:.3f}{ci['recall']}"),
-                 ("estimated precision", f"{c['precision']:.3f}{ci['precision']}"),
-                 ("targets (recall, precision)", f"{c['targets'][0]}, {c['targets'][1]}")]:
+    rows = [("rows", c.rows), ("strong-judge rows (sample + band)", f"{c.strong_rows} ({c.sample} + {c.band}, "
+            f"{100 * c.strong_fraction:.1f}%)"), ("strong-judge calls saved", c.calls_saved),
+            ("targets (recall, precision)", f"{c.targets[0]}, {c.targets[1]} with {c.confidence:.0%} confidence")]
+    if c.predictor:
+        rows[3:3] = [("decided by the predictor", f"{c.decided.get('keep', 0)} kept, {c.decided.get('drop', 0)} "
+                      f"dropped ({c.start}: {c.predictor})"), ("band (predictor value)", f"[{c.lo:.4g}, {c.hi:.4g})"),
+                     ("recall lower bound", f"{c.recall_bound:.3f}"),
+                     ("precision lower bound", f"{c.precision_bound:.3f}")]
+    for k, v in rows:
         t.add_row(k, str(v))
     console.print(t)
-    if c["note"]:
-        console.print(f"[yellow]cascade:[/yellow] {c['note']}")
+    console.print(f"guaranteed: {c.guarantee}", markup=False, highlight=False)
+    if c.note:
+        console.print(f"cascade: {'gave up after the sample: ' if c.gave_up else ''}{c.note}", style="yellow",
+                      markup=False, highlight=False)
 
 
 @app.command("select")
@@ -188,6 +207,9 @@ def select_cmd(
     dedup: bool = typer.Option(False, help="Remove near-duplicates first (MinHash over normalised text), "
                                "keeping the best-rated copy; they are listed."),
     store: Optional[Path] = typer.Option(None, help="Store for the embeddings (default: the user cache's)."),
+    match_length: Optional[Path] = typer.Option(None, help="With --random: draw the K rows with the response-length "
+                                                "distribution of this selection (e.g. the filtered set), so an "
+                                                "experiment can tell selection from length. See docs/select.md."),
 ) -> None:
     """Keep the best-rated examples (or a baseline) and write them in the training format."""
     from alpagasus.cli._errors import user_errors
@@ -206,7 +228,7 @@ def select_cmd(
         res = select_file(ratings, output, chosen[0], value=rules[chosen[0]], seed=seed,
                           exclude_flagged=exclude_flagged, similarity=similarity, dedup=dedup,
                           diverse="facility" if facility else "deita" if diverse else None,
-                          store=store)
+                          store=store, match_length=match_length)
     t = Table(title=f"{ratings}: scores per bin")
     for b in res["bins"]:
         t.add_column(b, justify="right")

@@ -6,6 +6,7 @@ tie, and left out of the winning score. Also the rows and summary written to fil
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import asdict
 from typing import Iterable, Sequence
 
 from alpagasus.compare.interval import LEVEL, RESAMPLES, SEED, bootstrap_interval, noise_sentence, winning_score
@@ -61,12 +62,15 @@ def _stats(keys: list[tuple[str, str]], grouped: dict, pair_of: dict[tuple[str, 
     c = {"win": 0, "tie": 0, "lose": 0, "unparsed": 0, "failed": 0}
     disagree = first_wins = decisive = longer_wins = length_decisive = 0
     points: list[int] = []  # per judged question, for the bootstrap interval (interval.py)
+    lengths: list[tuple[int, int]] = []  # the judged questions' answer lengths, for the length control (lc.py)
     for k in keys:
         by_order = grouped.get(k, {})
         outcome, status = question_outcome(by_order)
         c[outcome or status] += 1
         if outcome is not None:
             points.append(POINTS[outcome])
+            if k in pair_of:
+                lengths.append((len(pair_of[k].answer_a), len(pair_of[k].answer_b)))
             disagree += order_result(by_order["ab"]) != order_result(by_order["ba"])
         for j in by_order.values():
             res = order_result(j)
@@ -91,8 +95,23 @@ def _stats(keys: list[tuple[str, str]], grouped: dict, pair_of: dict[tuple[str, 
                       "mean_chars_a": _mean(len(p.answer_a) for p in pairs),
                       "mean_chars_b": _mean(len(p.answer_b) for p in pairs),
                       "mean_words_a": _mean(len(p.answer_a.split()) for p in pairs),
-                      "mean_words_b": _mean(len(p.answer_b.split()) for p in pairs)})
+                      "mean_words_b": _mean(len(p.answer_b.split()) for p in pairs),
+                      "length_controlled": length_controlled(points, lengths)})
     return stats
+
+
+def length_controlled(points: Sequence[int], lengths: Sequence[tuple[int, int]]) -> dict | None:
+    """The winning score at zero length difference and its interval (compare/lc.py) as summary.json holds it;
+    None without numpy (the `lc` extra) or without the judged questions' answers."""
+    if len(lengths) != len(points):
+        return None
+    from alpagasus.compare.lc import lc_winning_score, points_to_outcomes
+
+    try:
+        lc = lc_winning_score(points_to_outcomes(points), [a for a, _ in lengths], [b for _, b in lengths])
+    except ImportError:  # numpy is not in the core install (the `lc` extra)
+        return None
+    return asdict(lc)
 
 
 def _mean(values: Iterable[int]) -> float | None:

@@ -2,11 +2,12 @@
 and the charts. Usable from Python as they are; `UserError` carries problems the user can fix."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from alpagasus.compare.aggregate import outcome_rows, summary_json
+from alpagasus.compare.alpacaeval import WinRate, read_annotations, win_rates
 from alpagasus.compare.capacity import CapacityError, attach_skills, capacity
 from alpagasus.compare.inputs import (AnswerRow, bundled_skills, columns, read_answers, read_reviews, read_skills,
                                       read_two_columns)
@@ -30,6 +31,58 @@ class CompareReport:
     result: CompareResult
     capacity: dict | None = None                # what capacity.json holds
     files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class AnnotationsReport:
+    """`compare --annotations`: AlpacaEval's win rates re-aggregated from its published verdicts."""
+    summary: dict                               # what summary.json holds
+    models: dict[str, WinRate]                  # per judged model, highest win rate first
+    files: list[Path] = field(default_factory=list)
+
+
+WIN_RATE_NOTE = ("win_rate: AlpacaEval's, 100 x mean(preference - 1) over the verdicts, a draw (1.5 or 0) one half, "
+                 "a null preference left out (as alpaca_eval's describe_head2head); n_wins / n_wins_base / n_draws "
+                 "by the preference's side of 1.5")
+LC_NOTE = ("length_controlled_winrate: a logistic model of each verdict on tanh(length difference / sd) with the "
+           "instructions' difficulty, predicted at zero length difference (compare/lc.py, docs/compare.md)")
+
+
+def annotations_files(paths: Sequence[str | Path], out_dir: str | Path,
+                      calibration: Sequence[str | Path] = ()) -> AnnotationsReport:
+    """Read AlpacaEval annotation files (one judged model per file, or several: grouped by generator_2) and
+    write summary.json with each model's raw and length-controlled win rate. `calibration`: annotation files
+    whose joint fit gives the instructions' difficulty and the pooled length slope (default: `paths`)."""
+    if not paths:
+        raise UserError("give at least one AlpacaEval annotations file (--annotations FILE)")
+    _check_out_dir(out_dir)
+    try:
+        verdicts = read_annotations(paths)
+        cal = read_annotations(calibration) if calibration else None
+    except (DataError, OSError) as e:
+        raise UserError(str(e)) from e
+    if not verdicts:
+        raise UserError(f"{', '.join(map(str, paths))}: no verdicts")
+    rates = win_rates(verdicts)
+    try:
+        from alpagasus.compare.lc import alpaca_eval_lc
+
+        lc = alpaca_eval_lc(verdicts, cal)
+    except ImportError:  # numpy / scipy (the `lc` extra) not installed: the raw win rates alone
+        lc = {}
+    models = {m: replace(r, length_controlled_winrate=lc.get(m)) for m, r in rates.items()}
+    models = dict(sorted(models.items(), key=lambda kv: -(kv[1].win_rate or 0.0)))
+    summary = {"format": "alpacaeval", "inputs": {"annotations": [str(p) for p in paths],
+                                                  "lc_calibration": [str(p) for p in calibration] or None},
+               "annotators": sorted({v.annotator for v in verdicts}),
+               "reference": sorted({v.generator_1 for v in verdicts}),
+               "instructions": len({v.instruction for v in verdicts}), "verdicts": len(verdicts),
+               "models": {m: asdict(r) for m, r in models.items()}, "win_rate": WIN_RATE_NOTE,
+               "length_controlled": LC_NOTE if lc else "not computed: needs numpy and scipy (pip install "
+                                                        "'alpagasus[lc]')"}
+    out = Path(out_dir)
+    write_json(out / SUMMARY, summary)
+    return AnnotationsReport(summary, models, [out / SUMMARY])
 
 
 def load_answers(files: Sequence[str | Path], model_a: str | None = None, model_b: str | None = None,
@@ -160,9 +213,12 @@ def write_outputs(result: CompareResult, out_dir: str | Path, inputs: dict | Non
                   cap: dict | None = None) -> CompareReport:
     """summary.json, outcomes.jsonl, win_tie_lose.png (and capacity.json, capacity.png), written atomically."""
     from alpagasus.compare.plots import capacity_bars, win_tie_lose
+    from alpagasus.judgecheck.cards import judge_note
 
     out = Path(out_dir)
     summary = summary_json(result, inputs)
+    # what the judge is and what its card measured (docs/judge_check.md), beside its verdicts
+    summary["judge_note"] = judge_note(result.judge, result.summary.get("all", {}).get("longer_answer_wins"))
     write_json(out / SUMMARY, summary)
     write_jsonl(out / OUTCOMES, outcome_rows(result))
     win_tie_lose({k: v for k, v in result.summary.items() if v["questions"]}, result.model_a, result.model_b,

@@ -2,20 +2,21 @@
 
 The one home for reading records: `iter_records` (any format, examples), `iter_jsonl` (JSONL whatever the
 suffix), `iter_objects` (plain objects: ratings, answers, questions), `read_jsonl` (our own outputs).
-Readers stream rows so memory does not grow with the file; every bad row becomes an InvalidRow that names
-the file, the row and the field, so valid rows are never lost because of invalid ones.
+Readers stream rows so memory does not grow with the file, and JSON ones hold at most `max_row_bytes` of one
+row whatever a line holds (data/jsontext.py); every bad row becomes an InvalidRow that names the file, the row
+and the field (or the size, or the nesting), so valid rows are never lost because of invalid ones.
 """
 from __future__ import annotations
 
 import csv
 import gzip
 import io
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from alpagasus.data.jsontext import MAX_ROW_BYTES, ListReader, bounded_lines, parse_line, too_big
 from alpagasus.records import CORE_FIELDS, Example, InvalidRow
 
 # Column names other datasets use for our three fields (applied only when our own name is absent).
@@ -112,33 +113,47 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(row, record) pairs; a record that cannot be parsed is yielded as an InvalidRow."""
+def iter_records(path: str | Path, max_row_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
+    """(row, record) pairs; a record that cannot be parsed is yielded as an InvalidRow, and so is a JSON or
+    JSONL row above `max_row_bytes` (None: no limit), without ever holding it whole."""
     p = Path(path)
     src = str(path)
     if src.startswith("sample:"):
         p = bundled_sample(src.removeprefix("sample:"))
     if p.is_dir():
-        yield from _iter_hf_dir(p)
+        yield from _sized(_iter_hf_dir(p), src, max_row_bytes)
         return
     if not p.exists():
         if "/" in src and not src.startswith((".", "/")):
-            yield from _iter_hf_hub(src)
+            yield from _sized(_iter_hf_hub(src), src, max_row_bytes)
             return
         raise DataError(f"{src}: no such file")
     suffixes = [s.lower() for s in p.suffixes]
     suffix = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) > 1 else "".join(suffixes[-1:])
     if suffix in (".parquet", ".pq"):
-        yield from _iter_parquet(p)
+        yield from _sized(_iter_parquet(p), src, max_row_bytes)
     elif suffix in (".csv", ".tsv"):
-        yield from _iter_csv(p, delimiter="\t" if suffix == ".tsv" else ",")
+        yield from _sized(_iter_csv(p, delimiter="\t" if suffix == ".tsv" else ","), src, max_row_bytes)
     elif suffix in (".jsonl", ".ndjson") or (suffix == ".json" and _first_char(p) not in "["):
-        yield from iter_jsonl(p)
+        yield from iter_jsonl(p, max_row_bytes)
     elif suffix == ".json":
-        yield from _iter_json_list(p)
+        yield from _iter_json_list(p, max_row_bytes)
     else:
         raise DataError(f"{src}: unknown format (use .json, .jsonl, .csv, .tsv (each optionally .gz), .parquet or a "
                         "datasets directory)")
+
+
+def _sized(rows: Iterator[tuple[int, Any]], src: str, limit: int | None) -> Iterator[tuple[int, Any]]:
+    """Rows of a table reader, one above `limit` bytes (its text, as UTF-8) made an InvalidRow. These readers
+    hold a row before it can be measured: only JSON and JSONL rows are bounded while being read."""
+    for row, rec in rows:
+        if limit is not None and isinstance(rec, dict):
+            chars = sum(len(v) for v in rec.values() if isinstance(v, str))
+            if chars * 4 > limit:  # UTF-8: 1 to 4 bytes a character, so below a quarter it fits
+                size = sum(len(v.encode("utf-8", "surrogateescape")) for v in rec.values() if isinstance(v, str))
+                if size > limit:
+                    rec = too_big(src, row, size, limit)
+        yield row, rec
 
 
 def bundled_sample(name: str) -> Path:
@@ -165,34 +180,30 @@ def _first_char(p: Path) -> str:
     return head[:1].decode("latin-1") or "["
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(path: str | Path, max_row_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
     """(line number, value) of each non-blank line of a JSONL file, whatever its suffix; a line that is not
-    JSON comes as an InvalidRow, so the lines after it are still read."""
+    JSON, nests too deep or is longer than `max_row_bytes` (never held whole) comes as an InvalidRow, so the
+    lines after it are still read."""
     with _open_bytes(path) as f:
-        for lineno, raw in enumerate(f, 1):
+        for lineno, raw in bounded_lines(f, max_row_bytes):
+            if isinstance(raw, int):
+                yield lineno, too_big(str(path), lineno, raw, max_row_bytes or 0)
+                continue
             if not raw.strip():
                 continue
             text = raw.decode("utf-8", "surrogateescape")  # invalid bytes surface as a field error
             if lineno == 1:
                 text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first row
-            try:
-                yield lineno, json.loads(text)
-            except json.JSONDecodeError as e:
-                yield lineno, InvalidRow(str(path), lineno, None, f"malformed JSON line: {e.msg} at column {e.colno}")
+            yield lineno, parse_line(text, str(path), lineno)
 
 
-def _iter_json_list(p: Path) -> Iterator[tuple[int, Any]]:
+def _iter_json_list(p: Path, max_row_bytes: int | None) -> Iterator[tuple[int, Any]]:
+    """The items of a JSON list, decoded one at a time (memory: one item and one chunk, not the file)."""
     with _open_bytes(p) as f:
-        text = f.read().decode("utf-8-sig", "surrogateescape")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    if isinstance(data, dict):
-        data = next((v for v in data.values() if isinstance(v, list)), None)
-    if not isinstance(data, list):
-        raise DataError(f"{p}: expected a JSON list of objects")
-    yield from enumerate(data, 1)
+        try:
+            yield from ListReader(f, str(p), max_row_bytes)
+        except ValueError as e:  # bad JSON: the message names the file, the line and the column
+            raise DataError(str(e)) from None
 
 
 def _iter_csv(p: Path, delimiter: str) -> Iterator[tuple[int, Any]]:
@@ -245,21 +256,23 @@ def _iter_hf_hub(name: str) -> Iterator[tuple[int, Any]]:
     yield from enumerate(ds, 1)
 
 
-def iter_examples(path: str | Path, field_map: Mapping[str, str] | None = None,
-                  allow_empty: bool = False) -> Iterator[Example | InvalidRow]:
-    """Stream validated examples (or InvalidRow for bad rows) from a dataset file."""
-    for row, rec in iter_records(path):
+def iter_examples(path: str | Path, field_map: Mapping[str, str] | None = None, allow_empty: bool = False,
+                  max_row_bytes: int | None = MAX_ROW_BYTES) -> Iterator[Example | InvalidRow]:
+    """Stream validated examples (or InvalidRow for bad rows, one above `max_row_bytes` among them) from a
+    dataset file."""
+    for row, rec in iter_records(path, max_row_bytes):
         yield rec if isinstance(rec, InvalidRow) else to_example(rec, row, str(path), field_map, allow_empty)
 
 
 def stream_examples(path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False,
-                    stats: ReadResult | None = None, allow_empty: bool = False) -> Iterator[Example]:
+                    stats: ReadResult | None = None, allow_empty: bool = False,
+                    max_row_bytes: int | None = MAX_ROW_BYTES) -> Iterator[Example]:
     """Validated, deduplicated examples, one at a time: memory holds only the ids seen (8 bytes of hash each
     as an int), never the rows. Counts go to `stats` (rows, duplicates, invalid rows with their reasons).
     Raises DataError on the first bad row unless `skip_invalid`."""
     st = stats if stats is not None else ReadResult()
     seen: set[int] = set()
-    for item in iter_examples(path, field_map, allow_empty):
+    for item in iter_examples(path, field_map, allow_empty, max_row_bytes):
         st.rows += 1
         if isinstance(item, InvalidRow):
             if not skip_invalid:
@@ -274,13 +287,12 @@ def stream_examples(path: str | Path, field_map: Mapping[str, str] | None = None
             yield item
 
 
-def read_examples(
-    path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False
-) -> ReadResult:
+def read_examples(path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False,
+                  max_row_bytes: int | None = MAX_ROW_BYTES) -> ReadResult:
     """Read and validate a whole dataset into memory (small files, tests); duplicated content is kept once.
     Large files: use `stream_examples`."""
     result = ReadResult()
-    result.examples = list(stream_examples(path, field_map, skip_invalid, result))
+    result.examples = list(stream_examples(path, field_map, skip_invalid, result, max_row_bytes=max_row_bytes))
     return result
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from alpagasus.engine.ledger import Ledger
-from alpagasus.engine.settle import label_floor, settle_in_run
+from alpagasus.engine.settle import judge_secrets, label_floor, settle_in_run
 from alpagasus.engine.types import Item, RunCounts, RunOptions, StoreWriteError
 from alpagasus.judges.base import Judge, JudgeError, OutageError
 from alpagasus.prompts.rubric import Rubric
@@ -61,6 +61,7 @@ class Live:
     batch_id: str
     items: list[str]
     status: str = ""
+    counts: tuple[int, int, int] = (0, 0, 0)  # the provider's request_counts: (completed, failed, total)
 
 
 @dataclass
@@ -85,6 +86,10 @@ async def run_batch(items: Iterable[Item], judge: Any, store: Store, rubric: Rub
         return await _BatchRun(judge, store, rubric, options or RunOptions(), progress,
                                limits or BatchLimits()).run(items)
     except openai.APIConnectionError as e:  # what was recorded stays: the next run re-attaches
+        from alpagasus.judges.openai_compat import unresolved
+        if unresolved(e) is not None:  # a name that does not exist is no outage: a retry cannot help
+            raise JudgeError(f"the batch API's host does not resolve ({unresolved(e)}): check --base-url "
+                             f"({judge.base_url})") from e
         raise OutageError(f"the batch API is unreachable ({redact(str(e), [_key(judge)])}); nothing was lost: "
                           "run the same command again to resume") from e
     except openai.APIStatusError as e:
@@ -94,7 +99,6 @@ async def run_batch(items: Iterable[Item], judge: Any, store: Store, rubric: Rub
 
 def _key(judge: Any) -> str:
     return getattr(judge, "api_key", None) or ""
-
 
 class _BatchRun:
     def __init__(self, judge: Any, store: Store, rubric: Rubric, opts: RunOptions, progress: Any,
@@ -255,14 +259,19 @@ class _BatchRun:
                     self._vanished(lb.key, lb.items)
                     ended.append((lb, None))
                     continue
+                c = b.request_counts
+                counts = (c.completed or 0, c.failed or 0, c.total or 0) if c else lb.counts
                 if b.status != lb.status:
-                    lb.status = b.status
                     self.ledger.update(lb.key, server_status=b.status)
-                    c = b.request_counts
+                if b.status != lb.status or counts != lb.counts:  # the counts move while the status waits
+                    lb.status, lb.counts = b.status, counts
                     self.s.note = (f"batch {b.id}: {b.status}" +
-                                   (f" ({c.completed}/{c.total} done, {c.failed} failed)" if c else ""))
+                                   (f" ({counts[0]}/{counts[2]} done, {counts[1]} failed)" if c else ""))
                 if b.status in TERMINAL:
                     ended.append((lb, b))
+            open_ = [lb for lb in live if lb.status not in TERMINAL]
+            self.s.batch_completed, self.s.batch_failed, self.s.batch_total = (
+                sum(lb.counts[i] for lb in open_) for i in range(3))
             self._tick()
             if ended:
                 return ended
@@ -282,10 +291,9 @@ class _BatchRun:
             if file_id:
                 text = (await self.client.files.content(file_id)).text
                 self._read_lines(text, ids - stored, seen)
-        ran = len(seen)
         for k in ids - stored - seen:  # never run (expired, cancelled, failed validation): not billed
             self.st.not_run[k] = self.st.not_run.get(k, 0) + 1
-        if batch.status == "failed" and not ran:
+        if batch.status == "failed" and not seen:
             self.st.failed_in_a_row += 1
             if self.st.failed_in_a_row >= self.limits.max_failed:
                 errors = [f"{e.code}: {e.message}" for e in (batch.errors.data or [])] if batch.errors else []
@@ -325,11 +333,9 @@ class _BatchRun:
             self.store.log_attempts(log)
 
     def _item(self, key: str) -> Item:
-        """The run's item, or (rows of a re-attached batch this run was not given) a bare one to settle with."""
-        it = self.items.get(key)
-        if it is None:  # settled if its reply is final; never put in a batch (it has no prompt here)
-            it = Item(key, Request(key=key, system="", user="", labels=self.labels))
-        return it
+        """The run's item, or (rows of a re-attached batch this run was not given) a bare one to settle with:
+        settled if its reply is final, never put in a batch (it has no prompt here)."""
+        return self.items.get(key) or Item(key, Request(key=key, system="", user="", labels=self.labels))
 
     def _line_reply(self, rec: dict, it: Item) -> Reply | None:
         """One output/error line -> the Reply a direct request would have got (None: the server never ran it)."""
@@ -337,18 +343,15 @@ class _BatchRun:
 
         resp, err = rec.get("response") or {}, rec.get("error") or {}
         code = resp.get("status_code")
-        if code == 200:
+        if code == 200:  # its text may quote the body (a key echoed): settle_in_run redacts it, as every reply
             return self.judge.reply(resp.get("body"), it.request)
         if err.get("code") in NOT_RUN:
             return None
         if code:
             body = resp.get("body") or {}
             msg = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-            rep = http_error(int(code), msg or json.dumps(body)[:300])
-        else:
-            rep = Reply(error=f"batch error {err.get('code')}: {err.get('message')}")
-        rep.error = redact(rep.error or "", [_key(self.judge)])
-        return rep
+            return http_error(int(code), redact(msg or json.dumps(body), [_key(self.judge)]))  # before the cut
+        return Reply(error=f"batch error {err.get('code')}: {err.get('message')}")
 
     def _settle(self, it: Item, rep: Reply, log: list) -> Rating | None:
         """As the direct engine settles a reply: tokens charged, attempt counted, re-ask or retry -> next batch."""
@@ -356,7 +359,8 @@ class _BatchRun:
         self.s.tokens_in += rep.tokens_in
         self.s.tokens_out += rep.tokens_out
         it.attempts += 1
-        rating, _ = settle_in_run(it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s)
+        rating, _ = settle_in_run(it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s,
+                                  judge_secrets(self.judge))
         if rating is None:  # asked again in the next batch (the batch itself is the backoff)
             outcome = "error" if rep.error else "reask"
             log.append((it.key, self.judge.id, self.rubric.version, outcome, rep.error or (rep.text or "")[:200]))
@@ -388,9 +392,8 @@ class _BatchRun:
             self.progress(self.s)
 
     def _summary_note(self) -> str:
-        parts = [f"{self.s.batches} batch(es) created"]
-        if self.st.reattached:
-            parts.append(f"{self.st.reattached} batch(es) of an earlier run re-attached")
-        if self.st.vanished_rows:
-            parts.append(f"{self.st.vanished_rows} row(s) of batches the server no longer knows were resubmitted")
-        return "batch: " + ", ".join(parts)
+        parts = [f"{self.s.batches} batch(es) created",
+                 f"{self.st.reattached} batch(es) of an earlier run re-attached" if self.st.reattached else "",
+                 f"{self.st.vanished_rows} row(s) of batches the server no longer knows were resubmitted"
+                 if self.st.vanished_rows else ""]
+        return "batch: " + ", ".join(p for p in parts if p)

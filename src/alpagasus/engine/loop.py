@@ -18,11 +18,10 @@ from collections import deque
 from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
 from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
-from alpagasus.engine.settle import label_floor, settle_in_run
+from alpagasus.engine.settle import judge_secrets, label_floor, scrub, settle_in_run
 from alpagasus.judges.base import Judge, JudgeError, OutageError
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
-from alpagasus.redact import redact
 from alpagasus.store import Store
 
 T = TypeVar("T")
@@ -65,6 +64,7 @@ class _Engine:
         self.stop_at: float | None = None                 # Ctrl-C: quit once nothing is in flight, or then
         self.interrupts = 0
         self.floor = label_floor(judge, opts)             # (label-mass floor, generate fallback) of logprob replies
+        self.secrets = judge_secrets(judge)               # redacted from every reply (settle.scrub)
 
     async def run(self, items: Iterable[Item]) -> RunCounts:
         t0 = time.perf_counter()
@@ -169,8 +169,12 @@ class _Engine:
         log: list[tuple[str, str, str]] = []  # (item, outcome, detail) of every request that settled nothing
         refused: JudgeError | None = None
         for it, rep in zip(batch, replies):
-            if rep.error:  # a server's error text may echo the API key: it goes to the store and the screen
-                rep.error = redact(rep.error)
+            scrub(rep, self.secrets)  # a server's text may echo the API key: it goes to the store and the screen
+            if rep.fatal:  # no request can succeed (a host that does not resolve): stop now, store nothing
+                refused = refused or JudgeError(f"{rep.error}. Nothing was stored for these rows: fix it and run "
+                                                "the same command again")
+                log.append((it.key, "refused", rep.error))
+                continue
             if (rep.extra or {}).get("http_status") in REFUSED:
                 # a refused key or model refuses every row: stop now rather than store them all as `error`
                 refused = refused or JudgeError(
@@ -202,7 +206,8 @@ class _Engine:
             it.attempts += 1
             if rep.error is not None and (rep.extra or {}).get("ambiguous"):
                 self.s.ambiguous += 1
-            rating, retry_after = settle_in_run(it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s)
+            rating, retry_after = settle_in_run(it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s,
+                                                self.secrets)
             if rating is not None:
                 finished.append(rating)
             elif retry_after is not None:
@@ -235,20 +240,25 @@ class _Engine:
         now = time.monotonic()
         if self.outage_since is None:
             self.outage_since = now
+        # requests that time out after they were sent reached a server that is there but slow (busy): say so,
+        # with what helps; refused connections are a server that is away
+        slow = bool((rep.extra or {}).get("timeout"))
+        state = "busy: its replies take longer than --timeout" if slow else "unreachable"
+        advice = ("; lower --concurrency or raise --timeout if the server is slow, not down" if slow else "")
         if (rep.retry_after or 0) > self.opts.max_outage_s or now - self.outage_since > self.opts.max_outage_s:
             why = (f"asks to wait {rep.retry_after:.0f} s" if (rep.retry_after or 0) > self.opts.max_outage_s
-                   else f"has been unreachable for {now - self.outage_since:.0f} s")
+                   else f"has been {state} for {now - self.outage_since:.0f} s")
             self.s.outage_s += now - self.outage_since
-            self.fatal = OutageError(f"the judge {why} ({rep.error}); nothing was lost: run the same command "
-                                     "again to resume")
+            self.fatal = OutageError(f"the judge {why} ({rep.error}){advice}; nothing was lost: run the same "
+                                     "command again to resume")
             return
         if rep.retry_after:
             self.resume_at = max(self.resume_at, now + rep.retry_after)
         elif now >= self.resume_at:  # a probe failed (not a request sent before the pause began): wait longer
             self.resume_at = now + self.outage_pause
             self.outage_pause = min(self.outage_pause * 2, self.opts.probe_every_s)
-        self.s.note = (f"judge unreachable for {now - self.outage_since:.0f} s ({(rep.error or '')[:80]}); "
-                       f"next try in {max(0.0, self.resume_at - now):.0f} s")
+        self.s.note = (f"judge {state} for {now - self.outage_since:.0f} s ({(rep.error or '')[:80]}); "
+                       f"next try in {max(0.0, self.resume_at - now):.0f} s{advice}")
 
     def _recovered(self) -> None:
         if self.outage_since is not None:

@@ -15,7 +15,8 @@ from alpagasus.engine.types import StoreWriteError
 from alpagasus.errors import UserError
 from alpagasus.judges.base import Judge, JudgeError, OutageError
 from alpagasus.paths import default_store
-from alpagasus.store import Store, StoreBusy, StoreVersionError
+from alpagasus.store import Store, StoreBusy, damage
+from alpagasus.store import open_store as open_checked
 
 # what a run can stop on that the user can fix: all resumable, nothing stored is lost
 USER_FIXABLE = (StoreBusy, StoreWriteError, OutageError, JudgeError, DataError)
@@ -37,14 +38,9 @@ def build_judge(spec: str | None, mode: str | None = None, options: Mapping[str,
 
 
 def open_store(path: str | Path | None) -> Store:
-    """The store at `path` (default: in the user cache); one that cannot be opened is a UserError."""
-    path = path or default_store()
-    try:
-        return Store(path)
-    except StoreVersionError as e:  # a newer alpagasus's store: its message says what to do
-        raise UserError(str(e)) from e
-    except (sqlite3.Error, OSError) as e:
-        raise UserError(f"cannot open the store {path}: {e}") from e
+    """The store at `path` (default: in the user cache), checked (store.open_store); one that cannot be opened
+    (newer, damaged, unreadable) is a UserError."""
+    return open_checked(path or default_store())
 
 
 @contextlib.contextmanager
@@ -53,17 +49,29 @@ def judging_session(judge: str | Judge | None, *, mode: str | None = None,
                     lock: bool = True, wait: bool = False) -> Iterator[Session]:
     """The judge (built from its spec unless given) and the store, held for one run (`lock=False` for reads
     such as a dry run). Both are closed when the block ends, however it ends."""
-    j = judge if judge is not None and not isinstance(judge, str) else build_judge(judge, mode, judge_options)
-    try:
+    given = judge is not None and not isinstance(judge, str)
+    try:  # the store first: a damaged or newer one stops the run before a model is loaded
         store = open_store(store_path)
     except UserError:
-        j.close()
+        if given:
+            judge.close()
+        raise
+    try:
+        j = judge if given else build_judge(judge, mode, judge_options)
+    except BaseException:
+        store.close()
         raise
     try:
         with store.exclusive(wait=wait) if lock else contextlib.nullcontext():
             yield Session(j, store)
     except USER_FIXABLE as e:
-        raise UserError(str(e)) from e
+        hurt = damage(store.path, e)  # a write that failed on damage: say so, not "free space"
+        raise UserError(str(hurt or e)) from e
+    except sqlite3.DatabaseError as e:  # damage SQLite found after the open's check
+        hurt = damage(store.path, e)
+        if hurt is None:
+            raise
+        raise UserError(str(hurt)) from e
     finally:
         store.close()
         j.close()

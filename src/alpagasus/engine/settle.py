@@ -1,4 +1,8 @@
-"""Settling one reply: a final Rating for the item, or the delay before it is asked again."""
+"""Settling one reply: a final Rating for the item, or the delay before it is asked again.
+
+`settle_in_run` is the one place where a reply's text enters a rating, whatever the path (direct, batch, Ray,
+a plugin judge): it redacts the reply (the judge's key, the secret environment variables, anything that looks
+like a key) before anything reads it, so no key reaches the store, the ratings file or the screen."""
 from __future__ import annotations
 
 import json
@@ -8,6 +12,7 @@ from typing import Any
 from alpagasus.engine.types import Item, RunCounts, RunOptions
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
+from alpagasus.redact import redact
 
 
 def label_floor(judge: Any, opts: RunOptions) -> tuple[float, bool]:
@@ -18,17 +23,38 @@ def label_floor(judge: Any, opts: RunOptions) -> tuple[float, bool]:
     return float(floor or 0.0), bool(getattr(judge, "generate_fallback", False))
 
 
+def judge_secrets(judge: Any) -> tuple[str, ...]:
+    """The judge's own key (`api_key`, given in code or on the command line), to redact wherever it appears."""
+    key = getattr(judge, "api_key", None)
+    return (key,) if isinstance(key, str) and key else ()
+
+
+def scrub(rep: Reply, secrets: tuple[str, ...] = ()) -> Reply:
+    """The reply with its text and error redacted, in place (whole texts: redacted before anyone truncates)."""
+    if rep.error is not None:
+        rep.error = redact(rep.error, secrets)
+    if rep.text is not None:
+        rep.text = redact(rep.text, secrets)
+    return rep
+
+
 def settle_in_run(it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: RunOptions,
-                  floor: tuple[float, bool], counts: RunCounts) -> tuple[Rating | None, float | None]:
-    """settle() as a run (direct or batch) calls it: a fallback to generate mode is counted, and a parser that
-    fails keeps the raw reply as `unparsed` (it must never lose an item)."""
+                  floor: tuple[float, bool], counts: RunCounts,
+                  secrets: tuple[str, ...] = ()) -> tuple[Rating | None, float | None]:
+    """settle() as a run (direct, batch, Ray) calls it: the reply is redacted first (`secrets`: the judge's key,
+    see judge_secrets), a fallback to generate mode is counted, and a parser that fails keeps the raw reply as
+    `unparsed` (it must never lose an item)."""
     mode = it.request.mode
+    scrub(rep, secrets)
     try:
         rating, retry_after = settle(it, rep, judge_id, rubric, opts, *floor)
     except Exception as e:
-        return Rating(it.key, judge_id, rubric.version, None, "unparsed", raw=rep.text,
-                      explanation=f"parser failed: {type(e).__name__}: {e}", attempts=it.attempts,
-                      created_at=time.time()), None
+        rating, retry_after = Rating(it.key, judge_id, rubric.version, None, "unparsed", raw=rep.text,
+                                     explanation=f"parser failed: {type(e).__name__}: {e}", attempts=it.attempts,
+                                     created_at=time.time()), None
+    if rating is not None:  # what settle() built from other fields (top tokens, a parser's reason) too
+        rating.raw = None if rating.raw is None else redact(rating.raw, secrets)
+        rating.explanation = None if rating.explanation is None else redact(rating.explanation, secrets)
     counts.fallbacks += it.request.mode != mode
     return rating, retry_after
 

@@ -84,6 +84,11 @@ class RunCounts:
     throttled: int = 0             # 429 answers (waited for, not charged to the item)
     fallbacks: int = 0             # logprob replies below the label-mass floor, asked again in generate mode
     batches: int = 0               # provider batches created (--batch)
+    # --batch: requests of the batches still running as the provider reports them (request_counts), so the
+    # progress moves while a batch waits (their replies are read, and counted in `done`, when it ends)
+    batch_completed: int = 0
+    batch_failed: int = 0
+    batch_total: int = 0
     note: str = ""                 # what the run is waiting for right now (an outage), for progress displays
 
     @property

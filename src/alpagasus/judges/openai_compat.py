@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from typing import Any
 
@@ -114,19 +115,26 @@ class OpenAIJudge:
             # CPU per request: measured 260 vs 405 requests/s against bench/harness.py's instant server)
             resp = await self._next_client().post("/chat/completions", body=kwargs, cast_to=object)
         except openai.APIStatusError as e:
-            return http_error(e.status_code, str(e), _retry_after(e.response.headers), time.perf_counter() - t0)
+            # redacted whole, before http_error cuts it: a cut key's prefix would escape every pattern
+            return http_error(e.status_code, redact(str(e), [self.api_key]), _retry_after(e.response.headers),
+                              time.perf_counter() - t0)
         except (openai.APITimeoutError, openai.APIConnectionError) as e:
             cause = e.__cause__ or e
             latency = time.perf_counter() - t0
+            unknown = unresolved(e)
+            if unknown is not None:  # no retry can resolve a name that does not exist: stop now, not an outage
+                return Reply(error=f"the judge's host does not resolve ({unknown}): check --base-url "
+                                   f"({self.base_url})", latency_s=latency, retryable=False, fatal=True)
             if type(cause).__name__ in NOT_SENT:  # refused / no route: the server is away, the run pauses
                 return Reply(error=f"connection: {type(cause).__name__}: {cause}", latency_s=latency, outage=True)
             # timed out or cut off after the request was sent: it may have reached the server (and be billed);
             # the loop logs it as an ambiguous attempt, charged to the item, and retries
             what = "timeout" if isinstance(e, openai.APITimeoutError) else "connection lost"
+            # a timeout after the request was sent: the server took the connection, so it is busy, not away
             return Reply(error=f"{what} (the request may have reached the server): {type(cause).__name__}: {cause}",
-                         latency_s=latency, extra={"ambiguous": True})
+                         latency_s=latency, extra={"ambiguous": True, "timeout": what == "timeout"})
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # a 200 whose body is not JSON
-            return Reply(error=f"malformed response: {type(e).__name__}: {str(e)[:200]}",
+            return Reply(error=f"malformed response: {type(e).__name__}: {self._clip(e)}",
                          latency_s=time.perf_counter() - t0)
         return self.reply(resp, r, time.perf_counter() - t0)
 
@@ -135,13 +143,17 @@ class OpenAIJudge:
         try:
             return self._reply(resp, r, latency)
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # a 200 that is no completion
-            return Reply(error=f"malformed response: {type(e).__name__}: {str(e)[:200]} ({str(resp)[:200]!r})",
+            return Reply(error=f"malformed response: {type(e).__name__}: {self._clip(e)} ({self._clip(resp)!r})",
                          latency_s=latency)
+
+    def _clip(self, obj: Any, n: int = 200) -> str:
+        """The first n characters of a server's text, redacted BEFORE the cut (a key cut in two escapes redact)."""
+        return redact(str(obj), [self.api_key])[:n]
 
     def _reply(self, resp: Any, r: Request, latency: float) -> Reply:
         choices = resp.get("choices") if isinstance(resp, dict) else None
         if not choices or not isinstance(choices[0].get("message"), dict):
-            return Reply(error=f"malformed response: no choices ({str(resp)[:200]!r})", latency_s=latency)
+            return Reply(error=f"malformed response: no choices ({self._clip(resp)!r})", latency_s=latency)
         usage = resp.get("usage") or {}
         choice = choices[0]
         finish = choice.get("finish_reason")
@@ -152,6 +164,22 @@ class OpenAIJudge:
             reply.text = choice["message"].get("content") or ""
             return reply
         return _from_logprobs(reply, choice, r.labels)
+
+
+def unresolved(err: BaseException) -> str | None:
+    """The resolver's reason when an error comes from a host name that does not exist (EAI_NONAME: "Name or
+    service not known"), else None. A temporary resolver failure (EAI_AGAIN) is left to the outage logic."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror) and e.errno in _NO_NAME:
+            return str(e)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+_NO_NAME = tuple(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
 
 
 def http_error(status: int, message: str, retry_after: float | None = None, latency: float = 0.0) -> Reply:

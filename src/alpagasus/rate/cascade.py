@@ -1,30 +1,30 @@
-"""`rate --cascade`: the strong judge only where it matters.
+"""`rate --cascade`: the strong judge only where it matters, with a guarantee that holds.
 
 1. The strong judge rates a seeded random sample of the rows (`sample_size`), through the engine and the store.
-2. A predictor is distilled from those ratings (`alpagasus.distill.fit_predictor`). Its band is set on scores
-   of the sample rows from models that did not see them (K-fold cross-fitting: every sample row is held back
-   once), then the final predictor is fitted on the whole sample and saved next to the store, in a folder named
-   by the content of the sample's ratings (`<store>.cascade/<key>/`), so a rerun reuses it.
-3. The predictor rates every other row (through the engine: its ratings are stored too, under its own id).
-   Rows whose predicted score lies in the band [lo, hi) go to the strong judge; below lo the predictor drops
-   the row, at or above hi it keeps it. `choose_band` picks the narrowest band whose estimated recall and
-   precision of the final kept set (against the strong judge alone) meet the targets.
-4. The ratings file says who decided each row (`judge`): the strong judge's id or the predictor's.
+2. The sample is split (rate/start.py): a certification part, and a development part on which a predictor is
+   chosen (the shipped one of the dimension, one distilled from the sample, or both combined: whichever ranks
+   the sample better) and a path of bands is laid out. The band [lo, hi) is then certified on the
+   certification part with one-sided Clopper-Pearson bounds (rate/certify.py): with the stated confidence,
+   the final kept set's recall and precision against the strong judge alone meet the targets.
+3. If the certified band would leave the predictor less than `min_saving` of the remaining rows, the cascade
+   gives up before any predictor rates the rest: it says so and the strong judge rates the rest (or, with
+   `stop`, the run stops after the sample).
+4. Otherwise the predictor(s) rate every other row (through the engine: stored under their own ids); rows in
+   the band go to the strong judge, below lo the predictor drops them, at or above hi it keeps them. The
+   ratings file says who decided each row (`judge`).
 
 Every strong-judge call goes through `ask_strong` (the sample, then the band; `--batch` there). See docs/cost.md.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
-from alpagasus.data import DataError, ReadResult, atomic_writer, write_jsonl
+from alpagasus.data import DataError, ReadResult, write_jsonl
 from alpagasus.engine.loop import ProgressFactory, chunked
 from alpagasus.engine.session import Session
 from alpagasus.engine.types import RunCounts, RunOptions
@@ -32,234 +32,52 @@ from alpagasus.errors import UserError
 from alpagasus.prompts.template import Template
 from alpagasus.rate.injection import flags
 from alpagasus.rate.loop import RateSummary, rate
+from alpagasus.rate.plan import CascadeOptions, Plan, make_plan, sample_size
+from alpagasus.rate.start import Scorer
 from alpagasus.records import Example, InvalidRow, Rating, rating_field, with_rating
 from alpagasus.store import FINAL, Store
 
-MIN_SAMPLE, MAX_SAMPLE, SAMPLE_FRACTION, FORMAT = 400, 5000, 0.10, 1  # FORMAT: of cascade.json
-
-
-@dataclass
-class CascadeOptions:
-    sample: int | None = None   # rows the strong judge rates first (default: sample_size)
-    recall: float = 0.95        # targets for the final kept set, against the strong judge alone
-    precision: float = 0.95
-    threshold: float = 4.5      # keep = score >= threshold (the paper's rule)
-    seed: int = 0               # of the sample and of the folds
-    folds: int = 5              # cross-fitting folds for the band
-    bootstrap: int = 1000       # resamples for the intervals
-    feature_set: str = "embeddings"  # the predictor's features (distill's: "embeddings" or "rich")
-
-    def check(self) -> None:
-        for name in ("recall", "precision"):
-            v = getattr(self, name)
-            if not 0.0 < v <= 1.0:
-                raise UserError(f"--cascade-{name} must be in (0, 1], not {v}")
-        if self.sample is not None and self.sample < 1:
-            raise UserError(f"--cascade-sample must be 1 or more, not {self.sample}")
-
-
-def sample_size(n: int, given: int | None = None) -> int:
-    """max(400, 10% of the rows), at most 5000, at most n; or the size given."""
-    if given is not None:
-        return min(n, given)
-    return min(n, max(MIN_SAMPLE, min(MAX_SAMPLE, round(SAMPLE_FRACTION * n))))
-
-
-# ---- the band -----------------------------------------------------------------------------------------
-def estimates(scores: Any, keep: Any, lo: float, hi: float, n_rest: int) -> tuple[float, float]:
-    """Estimated (recall, precision) of the final kept set over the sample + `n_rest` other rows: sample rows
-    are the strong judge's (exact); each other row is like a sample row scored by a model that did not see it:
-    dropped below lo (a miss if the judge keeps it), kept at or above hi (a false keep if not), else judged."""
-    import numpy as np
-
-    s, y = np.asarray(scores, dtype=float), np.asarray(keep, dtype=bool)
-    f = n_rest / max(1, len(s))
-    tp = y.sum(-1) + f * (y & (s >= lo)).sum(-1)
-    fn = f * (y & (s < lo)).sum(-1)
-    fp = f * (~y & (s >= hi)).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(tp + fn > 0, tp / (tp + fn), 1.0), np.where(tp + fp > 0, tp / (tp + fp), 1.0)
-
-
-def choose_band(scores: Any, keep: Any, n_rest: int, recall: float, precision: float) -> tuple[float, float]:
-    """(lo, hi): the narrowest band (fewest sample rows inside) whose estimated recall and precision meet the
-    targets. Cuts fall halfway between distinct scores. lo = -inf sends every row the predictor does not keep
-    to the strong judge; hi = +inf keeps nothing on the predictor's word alone."""
-    import numpy as np
-
-    s, y = np.asarray(scores, dtype=float), np.asarray(keep, dtype=bool)
-    n = len(s)
-    if n_rest == 0 or n == 0:
-        return math.inf, math.inf
-    order = np.argsort(-s, kind="stable")
-    ss, ys = s[order], y[order]
-    tp = np.concatenate([[0], np.cumsum(ys)])         # kept by the strong judge among the top m rows
-    fp = np.concatenate([[0], np.cumsum(~ys)])        # dropped by it among the top k rows
-    m_all = np.arange(n + 1)
-    cut = (m_all == 0) | (m_all == n)
-    cut[1:n] = ss[:-1] > ss[1:]                       # a cut between two equal scores is no cut
-    f, pos = n_rest / n, int(ys.sum())
-    tp_est = pos + f * tp
-    fn_est = f * (pos - tp)
-    ok_m = cut & (tp_est >= recall * (tp_est + fn_est) - 1e-12)
-    cuts = m_all[cut]
-    budget = tp_est * (1 - precision) / (precision * f) + 1e-12  # false keeps allowed, in sample rows
-    k = cuts[np.maximum(0, np.searchsorted(fp[cuts], budget, side="right") - 1)]
-    k = np.minimum(k, m_all)
-    width = np.where(ok_m, m_all - k, n + 1)
-    best = int(np.lexsort((-m_all, width))[0])        # narrowest; then the one keeping the most candidates
-    return _cut_value(ss, best), _cut_value(ss, int(k[best]))
-
-
-def _cut_value(sorted_desc: Any, m: int) -> float:
-    """The score that puts exactly the top m rows at or above it."""
-    n = len(sorted_desc)
-    if m == 0:
-        return math.inf
-    if m == n:
-        return -math.inf
-    return float((sorted_desc[m - 1] + sorted_desc[m]) / 2)
-
-
-def interval(scores: Any, keep: Any, lo: float, hi: float, n_rest: int, resamples: int,
-             seed: int) -> dict[str, list[float]]:
-    """95% percentile-bootstrap intervals of the estimated recall and precision, resampling the sample rows
-    (with lo and hi fixed: the choice of the band is not resampled, so they are a little optimistic)."""
-    import numpy as np
-
-    s, y = np.asarray(scores, dtype=float), np.asarray(keep, dtype=bool)
-    if len(s) == 0 or resamples <= 0:  # nothing to resample
-        return {"recall": [math.nan, math.nan], "precision": [math.nan, math.nan]}
-    idx = np.random.default_rng(seed).integers(0, len(s), size=(resamples, len(s)))
-    r, p = estimates(s[idx], y[idx], lo, hi, n_rest)
-    return {"recall": [float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))],
-            "precision": [float(np.quantile(p, 0.025)), float(np.quantile(p, 0.975))]}
-
-
-# ---- the predictor ------------------------------------------------------------------------------------
-def label_set(examples: list[Example], scores: list[float], threshold: float, source: str) -> Any:
-    """The strong judge's ratings of the sample as distill's LabelSet (every row drawn uniformly)."""
-    import numpy as np
-
-    from alpagasus.distill import LabelSet
-
-    value = np.asarray(scores, dtype=np.float64)
-    n = len(examples)
-    return LabelSet(source, "score", threshold, list(examples), (value >= threshold).astype(np.int64), value,
-                    np.ones(n), np.ones(n, dtype=bool))
-
-
-def cross_fit(ls: Any, x: Any, folds: int, seed: int, feature_set: str = "embeddings") -> Any:
-    """Each sample row's predicted score from a predictor fitted on the other folds (for the band)."""
-    import numpy as np
-    from sklearn.model_selection import StratifiedKFold
-
-    from alpagasus.distill import LabelSet, fit_predictor
-
-    out = np.zeros(len(ls.keep))
-    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, ls.keep):
-        part = LabelSet(ls.source, ls.label, ls.threshold, [ls.examples[i] for i in tr], ls.keep[tr],
-                        ls.value[tr], ls.weight[tr], ls.uniform[tr])
-        pred = fit_predictor(part, holdout=0.0, seed=seed, features=x[tr], feature_set=feature_set)
-        out[te] = predicted_scores(pred, x[te], [ls.examples[i] for i in te])
-    return out
-
-
-def fit_band(rated: list[Example], scores: list[float], n_rest: int, options: CascadeOptions, x: Any = None,
-             name: str = "cascade") -> tuple[Any, Any, Any, float, float]:
-    """(predictor fitted on the whole sample, cross-fitted scores of the sample rows, their 0/1 labels, lo, hi).
-    `x`: the sample's features (encoded here when None). Raises DistillError when a class is too small."""
-    from alpagasus.distill import DistillError, fit_predictor
-    from alpagasus.predictors import featurize
-
-    ls = label_set(rated, scores, options.threshold, name)
-    kept = int(ls.keep.sum())
-    if min(kept, len(rated) - kept) < 2 * options.folds:
-        raise DistillError(f"the sample has {kept} kept and {len(rated) - kept} dropped rows; the cascade "
-                           f"needs at least {2 * options.folds} of each (a larger --cascade-sample)")
-    x = featurize(rated) if x is None else x
-    oof = cross_fit(ls, x, options.folds, options.seed, options.feature_set)
-    lo, hi = choose_band(oof, ls.keep, n_rest, options.recall, options.precision)
-    pred = fit_predictor(ls, holdout=0.0, seed=options.seed, features=x, name=name,
-                         feature_set=options.feature_set)
-    return pred, oof, ls.keep, lo, hi
-
-
-def predicted_scores(pred: Any, x: Any, examples: list[Example]) -> Any:
-    """A predictor's 0-5 scores from the 774 embedding columns `x` (and the texts, for the "rich" features)."""
-    from alpagasus.predictors import with_hand
-
-    return pred.score(pred.raw(with_hand(x, examples, pred.feature_set), examples))
-
-
-@dataclass
-class Plan:
-    """What the sample decided: the predictor folder (None when none could be trained), the band, figures."""
-    key: str
-    folder: str | None
-    lo: float
-    hi: float
-    sample: int
-    sample_kept: int
-    sample_band: float                 # fraction of the (cross-fitted) sample rows inside the band
-    n_rest: int
-    recall: float
-    precision: float
-    interval: dict[str, list[float]] = field(default_factory=dict)
-    note: str = ""
-    format: int = FORMAT
-
-    def decide(self, score: float | None) -> str:
-        """"keep", "drop" or "band" (ask the strong judge) for a predicted score."""
-        if self.folder is None or score is None or not math.isfinite(score):
-            return "band"
-        return "drop" if score < self.lo else "keep" if score >= self.hi else "band"
-
-
-def plan_key(judge_id: str, version: str, labelled: list[tuple[str, float]], n_rest: int,
-             options: CascadeOptions) -> str:
-    h = hashlib.sha256(json.dumps([FORMAT, judge_id, version, sorted(labelled), n_rest, options.recall,
-                                   options.precision, options.threshold, options.seed, options.folds]
-                                  + ([options.feature_set] if options.feature_set != "embeddings" else [])).encode())
-    return h.hexdigest()[:12]
-
-
-def make_plan(store: Store, judge_id: str, version: str, sample: list[Example], ratings: dict[str, Rating],
-              n_rest: int, options: CascadeOptions, log: Callable[[str], None] = lambda s: None) -> Plan:
-    """The plan for this sample's ratings: read back from `<store>.cascade/<key>/cascade.json`, else made
-    (cross-fit, band, final predictor saved there)."""
-    rated = [e for e in sample if ratings[e.id].status == "ok" and ratings[e.id].score is not None]
-    scores = [float(ratings[e.id].score) for e in rated]  # type: ignore[arg-type]
-    key = plan_key(judge_id, version, [(e.id, s) for e, s in zip(rated, scores)], n_rest, options)
-    folder = Path(str(store.path) + ".cascade") / key
-    if (folder / "cascade.json").is_file():
-        try:
-            return Plan(**json.loads((folder / "cascade.json").read_text(encoding="utf-8")))
-        except (ValueError, TypeError, OSError):
-            log(f"{folder}/cascade.json unreadable: fitting again")
-    kept = sum(s >= options.threshold for s in scores)
-    base = dict(key=key, sample=len(sample), sample_kept=kept, n_rest=n_rest)
-    from alpagasus.distill import DistillError
-
-    try:
-        pred, oof, keep, lo, hi = fit_band(rated, scores, n_rest, options, name=f"cascade-{key}")
-    except (DistillError, ValueError) as e:  # too few rows of a class: the strong judge rates everything
-        plan = Plan(**base, folder=None, lo=-math.inf, hi=math.inf, sample_band=1.0, recall=1.0, precision=1.0,
-                    note=f"no predictor ({e}): every row goes to the strong judge")
-    else:
-        pred.save(folder)
-        r, p = estimates(oof, keep, lo, hi, n_rest)
-        band = float(((oof >= lo) & (oof < hi)).mean())
-        plan = Plan(**base, folder=str(folder), lo=lo, hi=hi, sample_band=band, recall=float(r),
-                    precision=float(p), interval=interval(oof, keep, lo, hi, n_rest, options.bootstrap,
-                                                          options.seed))
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(folder / "cascade.json", "w") as f:  # json.dumps writes inf as Infinity and reads it back
-        f.write(json.dumps(asdict(plan), indent=2))
-    return plan
+__all__ = ["CascadeOptions", "CascadeSummary", "Plan", "rate_cascade", "sample_size"]
 
 
 # ---- the run ------------------------------------------------------------------------------------------
+@dataclass
+class CascadeSummary:
+    """What the cascade did and what it guarantees (`RateSummary.cascade`)."""
+    rows: int                          # rows the cascade decided (valid, unique, not empty)
+    sample: int                        # rated by the strong judge first
+    band: int                          # other rows rated by the strong judge (all of them when it gave up)
+    strong_rows: int
+    calls_saved: int
+    strong_fraction: float
+    start: str                         # the predictor used: shipped / distilled / combined ("" if none)
+    predictor: str | None              # the predictors' judge ids ("+" between two)
+    predictor_folder: str | None       # the distilled predictor's folder, where it is used
+    predictor_requests: int
+    decided: dict[str, int]
+    lo: float
+    hi: float
+    targets: tuple[float, float]       # recall, precision
+    confidence: float
+    recall_bound: float                # one-sided lower confidence bounds (1.0: exact)
+    precision_bound: float
+    certification_rows: int
+    auc: dict[str, float]              # each candidate's ROC-AUC on the sample's comparison rows
+    gave_up: bool
+    note: str
+
+    @property
+    def guarantee(self) -> str:
+        """The summary's wording: what holds, and with what confidence."""
+        r, p = self.targets
+        if not self.predictor:
+            return ("exact: every row was rated by the strong judge, so the kept set is the strong judge's own "
+                    "(recall = precision = 1)")
+        return (f"with {self.confidence:.0%} confidence, the kept set's recall >= {r} and precision >= {p} against "
+                f"the strong judge alone (lower bounds {self.recall_bound:.3f} and {self.precision_bound:.3f}, "
+                f"from {self.certification_rows} sample rows the band was not chosen on)")
+
+
 class Source(Protocol):
     """rate/files.py's InputFile: fresh passes over the input, the last full pass's stats."""
     stats: ReadResult
@@ -281,22 +99,47 @@ def _rows(source: Source) -> Iterator[Example]:
     return (e for e in source.examples() if source.rate_empty or not e.empty_field)
 
 
-def _in_band(source: Source, store: Store, pred_id: str, version: str, plan: Plan,
+def _values(store: Store, ids: list[str], pred_ids: list[str], version: str,
+            scorer: Scorer) -> tuple[list[dict[str, Rating]], dict[str, float | None]]:
+    """Each predictor's stored ratings of these rows, and each row's combined value z (None if one is missing)."""
+    got = [store.get_many(ids, p, version) for p in pred_ids]
+    return got, {i: scorer.value([_score(g.get(i)) for g in got]) for i in ids}
+
+
+def _in_band(source: Source, store: Store, pred_ids: list[str], version: str, plan: Plan,
              skip: set[str]) -> Iterator[Example]:
     for batch in chunked((e for e in _rows(source) if e.id not in skip), 1000):
-        got = store.get_many([e.id for e in batch], pred_id, version)
-        yield from (e for e in batch if plan.decide(_score(got.get(e.id))) == "band")
+        _, z = _values(store, [e.id for e in batch], pred_ids, version, plan.scorer)
+        yield from (e for e in batch if plan.decide(z[e.id]) == "band")
 
 
 def _score(r: Rating | None) -> float | None:
     return r.score if r is not None and r.status == "ok" else None
 
 
+def _predict(source: Source, plan: Plan, template: Template, store: Store, opts: RunOptions,
+             progress: ProgressFactory | None, skip: set[str], total: int) -> tuple[list[str], RunCounts]:
+    """Each predictor of the plan rates every row outside the sample (stored under its own id)."""
+    from alpagasus import judges
+
+    ids, counts = [], RunCounts()
+    local = dataclasses.replace(opts, batch=False)  # --batch is for the strong judge; these are local
+    for spec in plan.predictors:
+        pj = judges.get(spec)
+        ids.append(pj.id)
+        try:
+            counts.add(rate((e for e in _rows(source) if e.id not in skip), pj, template, store, local, progress,
+                            total=total, rate_empty=True).run)
+        finally:
+            pj.close()
+    return ids, counts
+
+
 def rate_cascade(source: Source, template: Template, session: Session, opts: RunOptions, options: CascadeOptions,
                  output: str | Path, progress: ProgressFactory | None = None,
                  strong: Callable[..., RateSummary] = ask_strong) -> RateSummary:
-    """Rate with the strong judge on a sample and the band, the distilled predictor elsewhere; write the
-    ratings file. The summary's `run` holds the strong judge's counts, `cascade` the rest (see docs/cost.md)."""
+    """Rate with the strong judge on a sample and the band, the predictor elsewhere; write the ratings file.
+    The summary's `run` holds the strong judge's counts, `cascade` the rest (see docs/cost.md)."""
     options.check()
     judge, store, version = session.judge, session.store, template.version
     n = sum(1 for e in source.examples(source.stats) if source.rate_empty or not e.empty_field)
@@ -309,22 +152,14 @@ def rate_cascade(source: Source, template: Template, session: Session, opts: Run
     if missing:
         raise UserError(f"{len(missing)} of the {len(sample)} sample rows have no rating from {judge.id} (first: "
                         f"row {missing[0].row}); run the same command again to ask for them")
-    plan = make_plan(store, judge.id, version, sample, ratings, n - len(sample), options)
+    plan = make_plan(store, judge.id, template, sample, ratings, n - len(sample), options)
+    if plan.gave_up and options.stop:
+        raise UserError(f"the cascade cannot save: {plan.note}. Stopped after the sample: its {len(sample)} ratings "
+                        f"by {judge.id} are stored (run without --cascade to rate the rest; they are reused)")
     skip = {e.id for e in sample}
-    pred_id, predicted = "", RunCounts()
-    if plan.folder is not None:
-        from alpagasus import judges
-
-        pj = judges.get(f"predictor:{plan.folder}")
-        pred_id = pj.id
-        try:
-            local = dataclasses.replace(opts, batch=False)  # --batch is for the strong judge; this one is local
-            predicted = rate((e for e in _rows(source) if e.id not in skip), pj, template, store, local, progress,
-                             total=n - len(sample), rate_empty=True).run
-        finally:
-            pj.close()
-    band_n = sum(1 for _ in _in_band(source, store, pred_id, version, plan, skip))
-    second = strong(_in_band(source, store, pred_id, version, plan, skip), session, template, opts, progress,
+    pred_ids, predicted = _predict(source, plan, template, store, opts, progress, skip, n - len(sample))
+    band_n = sum(1 for _ in _in_band(source, store, pred_ids, version, plan, skip))
+    second = strong(_in_band(source, store, pred_ids, version, plan, skip), session, template, opts, progress,
                     band_n)
     for part in (first, second):
         s.run.add(part.run)
@@ -333,25 +168,26 @@ def rate_cascade(source: Source, template: Template, session: Session, opts: Run
             s.run.cost = (s.run.cost or 0.0) + part.run.cost
     s.rows, s.duplicates, s.invalid = source.stats.rows, source.stats.duplicates, source.stats.invalid
     s.empty = 0 if source.rate_empty else sum(1 for e in source.examples() if e.empty_field)
-    s.flagged, decided = _write(output, source, store, judge.id, pred_id, version, plan, skip, options.threshold)
+    s.flagged, decided = _write(output, source, store, judge.id, pred_ids, version, plan, skip, options.threshold)
     strong_n = len(sample) + band_n
-    s.cascade = {"sample": len(sample), "band": band_n, "strong_rows": strong_n, "rows": n,
-                 "calls_saved": n - strong_n, "strong_fraction": strong_n / n if n else 0.0,
-                 "predictor": pred_id or None, "predictor_folder": plan.folder,
-                 "predictor_requests": predicted.to_judge, "decided": decided, "lo": plan.lo, "hi": plan.hi,
-                 "recall": plan.recall, "precision": plan.precision, "interval": plan.interval,
-                 "targets": [options.recall, options.precision], "note": plan.note}
+    s.cascade = CascadeSummary(
+        rows=n, sample=len(sample), band=band_n, strong_rows=strong_n, calls_saved=n - strong_n,
+        strong_fraction=strong_n / n if n else 0.0, start=plan.start if pred_ids else "",
+        predictor="+".join(pred_ids) or None, predictor_folder=plan.folder, predictor_requests=predicted.to_judge,
+        decided=decided, lo=plan.lo, hi=plan.hi, targets=(options.recall, options.precision),
+        confidence=plan.confidence, recall_bound=plan.recall_bound, precision_bound=plan.precision_bound,
+        certification_rows=plan.certification_rows, auc=plan.auc, gave_up=plan.gave_up, note=plan.note)
     return s
 
 
-def _write(output: str | Path, source: Source, store: Store, strong_id: str, pred_id: str, version: str,
+def _write(output: str | Path, source: Source, store: Store, strong_id: str, pred_ids: list[str], version: str,
            plan: Plan, sample: set[str], threshold: float) -> tuple[int, dict[str, int]]:
     """Write the ratings file; returns (rows flagged, rows per decision)."""
     flagged, decided = 0, {"strong": 0, "keep": 0, "drop": 0, "empty": 0, "error": 0}
 
     def rows() -> Iterator[dict]:
         nonlocal flagged
-        for row, how in cascade_rows(source.examples(), store, strong_id, pred_id, version, plan, sample,
+        for row, how in cascade_rows(source.examples(), store, strong_id, pred_ids, version, plan, sample,
                                      threshold, source.stats.invalid):
             flagged += bool(rating_field(row, "flags"))
             decided[how] = decided.get(how, 0) + 1
@@ -364,7 +200,7 @@ def _write(output: str | Path, source: Source, store: Store, strong_id: str, pre
     return flagged, decided
 
 
-def cascade_rows(examples: Iterable[Example], store: Store, strong_id: str, pred_id: str, version: str,
+def cascade_rows(examples: Iterable[Example], store: Store, strong_id: str, pred_ids: list[str], version: str,
                  plan: Plan, sample: set[str], threshold: float,
                  invalid: Iterable[InvalidRow] = ()) -> Iterator[tuple[dict, str]]:
     """(ratings-file row, how it was decided): the strong judge's final rating wherever the store holds one,
@@ -372,9 +208,9 @@ def cascade_rows(examples: Iterable[Example], store: Store, strong_id: str, pred
     for batch in chunked(examples, 1000):
         ids = [e.id for e in batch]
         strong = store.get_many(ids, strong_id, version)
-        pred = store.get_many(ids, pred_id, version) if pred_id else {}
+        pred, z = _values(store, ids, pred_ids, version, plan.scorer)
         for e in batch:
-            fields, r, p = e.fields(), strong.get(e.id), pred.get(e.id)
+            fields, r = e.fields(), strong.get(e.id)
             how = "strong" if r is not None and r.status in FINAL else "error"
             rating = dict(id=e.id, row=e.row, score=None, status="error", judge=strong_id, prompt_version=version,
                           model="", explanation="not rated (run interrupted?)", raw=None, probs=None,
@@ -385,12 +221,14 @@ def cascade_rows(examples: Iterable[Example], store: Store, strong_id: str, pred
             elif e.empty_field and r is None:
                 how = "empty"
                 rating.update(status="empty", explanation=f"the {e.empty_field} is empty: not sent to the judge")
-            elif e.id not in sample and (how := plan.decide(_score(p))) != "band":
-                score = float(p.score)  # type: ignore[union-attr,arg-type]
+            elif e.id not in sample and (how := plan.decide(z[e.id])) != "band":
+                ps = [g[e.id] for g in pred]
+                score = sum(float(p.score) for p in ps) / len(ps)  # type: ignore[arg-type]
                 side = max(score, threshold) if how == "keep" else min(score, math.nextafter(threshold, -math.inf))
                 bound = f">= {plan.hi:.4g}" if how == "keep" else f"< {plan.lo:.4g}"
-                rating.update(score=side, status="ok", judge=pred_id, model=p.model, probs=p.probs,  # type: ignore
-                              explanation=f"cascade: the predictor's score {score:.4g} {bound}: {how}")
+                rating.update(score=side, status="ok", judge="+".join(pred_ids), model=ps[0].model,
+                              probs=ps[0].probs, explanation=f"cascade: the {plan.start} predictor's value "
+                              f"{z[e.id]:.4g} {bound}: {how}")
             else:
                 how = "error"
             yield with_rating(fields, {**rating, "flags": flags(fields)}), how

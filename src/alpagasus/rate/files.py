@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from alpagasus import judges
-from alpagasus.data import DataError, ReadResult, parse_field_map, stream_examples, write_jsonl
+from alpagasus.data import MAX_ROW_BYTES, DataError, ReadResult, parse_field_map, stream_examples, write_jsonl
 from alpagasus.engine.loop import ProgressFactory
 from alpagasus.engine.session import Session, judging_session
 from alpagasus.engine.types import RunOptions
@@ -27,14 +27,16 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
               store_path: str | Path | None = None, field_map: Iterable[str] | dict | None = None,
               skip_invalid: bool = False, limit: int | None = None, sample: int | None = None, seed: int = 0,
               dry_run: bool = False, wait: bool = False, ray: str | None = None, rate_empty: bool = False,
-              progress: ProgressFactory | None = None, cascade: Any = None) -> RateSummary | dict:
+              progress: ProgressFactory | None = None, cascade: Any = None,
+              max_row_bytes: int | None = MAX_ROW_BYTES) -> RateSummary | dict:
     """Rate a dataset file and write the ratings file; returns the summary (a dict of what would be sent with
     `dry_run`). `judge_options` go to the judge (base_url, concurrency, batch_size, device, context, timeout...;
     one it does not take is an error), `options` to the run (prices, max_tokens, attempts...). `ray`: rate on
     a Ray cluster ("local" starts one here, "auto" or "ray://HOST:PORT" joins one; see docs/ray.md). Rows
     with an empty instruction or output are kept as status `empty`, not sent unless `rate_empty`.
     `cascade` (True or a rate.cascade.CascadeOptions): the judge rates a sample and the rows a predictor
-    distilled from it is unsure of, the predictor the rest (docs/cost.md).
+    distilled from it is unsure of, the predictor the rest (docs/cost.md). A row above `max_row_bytes` (None: no
+    limit) is invalid, never held whole (data/jsontext.py).
     Raises UserError for what the user can fix, and `Interrupted` (a KeyboardInterrupt) after Ctrl-C once the
     replies in flight are stored; a stopped run resumes by running the same call again."""
     for name, value in (("limit", limit), ("sample", sample)):
@@ -42,7 +44,7 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
             raise UserError(f"{name} must be 0 or more, not {value}")
     try:
         template = load_template(prompt or dimension, scale=scale)
-        source = InputFile(input, field_map, skip_invalid, limit, sample, seed, rate_empty)
+        source = InputFile(input, field_map, skip_invalid, limit, sample, seed, rate_empty, max_row_bytes)
     except (DataError, TemplateError, OSError) as e:
         raise UserError(str(e)) from e
     opts = options or RunOptions()
@@ -66,12 +68,16 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
                                 cascade if isinstance(cascade, CascadeOptions) else CascadeOptions(seed=seed),
                                 output, progress)
         view = RatingsView(input, output, session.store, session.judge.id, template.version,
-                           [source.fmap, skip_invalid, limit, sample, seed, opts.retry_unparsed, rate_empty])
+                           [source.fmap, skip_invalid, limit, sample, seed, opts.retry_unparsed, rate_empty,
+                            max_row_bytes])
         done_before = view.unchanged()
         if done_before is not None:  # the same command already finished: nothing to read, nothing to ask
             return done_before
         summary = _rate(source, template, session, opts, spec, judge_options, ray, progress)
         summary.flagged = _write(output, source, session, template, summary)
+        if summary.invalid and not summary.unique:  # --skip-invalid with nothing valid: not a success
+            raise UserError(f"nothing was rated: all {len(summary.invalid)} rows of {input} are invalid (first: "
+                            f"{summary.invalid[0]}); {output} lists them with status invalid_input")
         if summary.run.error == 0:  # every example has its final rating: remember it, a rerun is then free
             view.remember(summary)
     return summary
@@ -87,6 +93,7 @@ class InputFile:
     sample: int | None
     seed: int
     rate_empty: bool = False
+    max_row_bytes: int | None = MAX_ROW_BYTES
 
     def __post_init__(self) -> None:
         self.fmap = self.field_map if isinstance(self.field_map, dict) else parse_field_map(self.field_map)
@@ -95,14 +102,16 @@ class InputFile:
 
     def examples(self, stats: ReadResult | None = None) -> Iterator[Example]:
         """A fresh pass over the input."""
-        it: Iterator[Example] = stream_examples(self.path, self.fmap, self.skip_invalid, stats, allow_empty=True)
+        it: Iterator[Example] = stream_examples(self.path, self.fmap, self.skip_invalid, stats, allow_empty=True,
+                                                max_row_bytes=self.max_row_bytes)
         if self.chosen is not None:
             it = (e for i, e in enumerate(it) if i in self.chosen)
         return itertools.islice(it, self.limit) if self.limit is not None else it
 
     def _sample(self) -> set[int]:
         """Positions (among unique valid examples) of a seeded random sample: one counting pass."""
-        n = sum(1 for _ in stream_examples(self.path, self.fmap, skip_invalid=True, allow_empty=True))
+        n = sum(1 for _ in stream_examples(self.path, self.fmap, skip_invalid=True, allow_empty=True,
+                                           max_row_bytes=self.max_row_bytes))
         return set(random.Random(self.seed).sample(range(n), min(self.sample or 0, n)))
 
 

@@ -31,11 +31,13 @@ from alpagasus.prompts.rubric import Rubric
 from alpagasus.prompts.template import Template
 from alpagasus.rate.loop import Pending, RateSummary, build_request
 from alpagasus.records import Example, Rating
+from alpagasus.redact import SECRET_KEYS
 from alpagasus.store import Store
 
 __all__ = ["rate_on_ray", "RayRateError"]
 WINDOW = 4096      # examples checked against the store per query
 SWEEPS = 2         # extra passes for rows lost in transit, before giving up (resumably)
+SECRET_ENV = "ALPAGASUS_SECRET_"  # + an option's name: a judge's key, set in the Ray workers' environment
 
 
 class RayRateError(JudgeError):
@@ -73,10 +75,11 @@ def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, j
             res = ray.cluster_resources()
             actors = actors or max(1, int(res.get("GPU", 0) // num_gpus if num_gpus
                                           else res.get("CPU", 1) // max(num_cpus, 1)))
-            worker = dict(judge_spec=judge_spec, mode=judge.mode, judge_options=judge_options, judge_id=judge.id,
+            public, env = split_secrets(judge_options)  # keys travel in the actors' environment, not their args
+            worker = dict(judge_spec=judge_spec, mode=judge.mode, judge_options=public, judge_id=judge.id,
                           template=template, options=options)
             run = _Run(ray, store, options, s, progress, worker, dict(actors=actors, num_cpus=num_cpus,
-                                                                      num_gpus=num_gpus or None))
+                                                                      num_gpus=num_gpus or None, env=env))
             run.all(itertools.chain([first], blocks), block_rows)
         finally:
             if started:
@@ -84,6 +87,19 @@ def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, j
     finally:
         reader.close()
     return RateSummary(judge.id, template.version, already_rated=pending.already, empty=pending.empty, run=s)
+
+
+def split_secrets(judge_options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the judge options without its secrets, the environment variables that carry them to the workers). An
+    actor's constructor arguments are pickled into Ray's task specs (and the GCS, logs, the dashboard); a
+    runtime environment's variables are only set in the worker processes (docs/ray.md)."""
+    public = {k: v for k, v in judge_options.items() if not (SECRET_KEYS.search(k) and isinstance(v, str))}
+    return public, {SECRET_ENV + k.upper(): v for k, v in judge_options.items() if k not in public}
+
+
+def secret_options() -> dict[str, str]:
+    """In a worker: the judge options `split_secrets` sent through the environment."""
+    return {k[len(SECRET_ENV):].lower(): v for k, v in os.environ.items() if k.startswith(SECRET_ENV)}
 
 
 def _connect(address: str | None, runtime_env: dict | None) -> tuple[Any, bool]:
@@ -200,7 +216,8 @@ class _Run:
             return ds.map_batches(_BlockRater, batch_size=1, batch_format="numpy",
                                   fn_constructor_kwargs={**self.worker, "feed": feed},
                                   compute=data.ActorPoolStrategy(size=self.pool["actors"]),
-                                  num_cpus=self.pool["num_cpus"], num_gpus=self.pool["num_gpus"])
+                                  num_cpus=self.pool["num_cpus"], num_gpus=self.pool["num_gpus"],
+                                  runtime_env={"env_vars": self.pool["env"]} if self.pool["env"] else None)
         finally:
             ctx.target_max_block_size, ctx.enable_progress_bars = saved
 
@@ -340,7 +357,7 @@ class _BlockRater:
                  options: RunOptions, feed: Any):
         from alpagasus import judges
 
-        self.judge = judges.get(judge_spec, mode=mode, **judge_options)
+        self.judge = judges.get(judge_spec, mode=mode, **judge_options, **secret_options())
         if self.judge.id != judge_id:  # ratings are stored under this id: a different model would never resume
             raise JudgeError(f"this worker's judge is {self.judge.id}, the driver's {judge_id}: install the "
                              "same alpagasus and models on every node")

@@ -28,6 +28,9 @@ def build_report(ratings_path: str | Path, out_dir: str | Path, keywords: Sequen
     scan = scan_file(ratings_path, keywords, ids=compare is not None)
     summary: dict[str, Any] = {"ratings": str(ratings_path), "label": label(ratings_path, scan.judge),
                                **summarize_scan(scan, threshold)}
+    from alpagasus.judgecheck.cards import rating_notes  # the judge's card and a reading of its length preference
+
+    summary["judge_note"], summary["length"]["reading"] = rating_notes(scan.judge.get("judge"), summary["length"])
     worst: list[int] = []
     if compare is not None:
         other = scan_file(compare, ids=True)  # only its ids, scores and judge are used

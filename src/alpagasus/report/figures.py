@@ -12,6 +12,10 @@ from typing import Any, Sequence
 
 from alpagasus.data import atomic_writer
 
+# Every page we write allows no script and no remote content (page.html carries the same meta), so text from a
+# hostile example or a hand-edited file cannot act in a browser even if it slipped past escaping.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
 
 def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (files only, works without a display)."""
@@ -24,10 +28,18 @@ def pyplot() -> Any:
 
 
 def png_bytes(fig: Any, dpi: int = 100) -> bytes:
-    """The figure as PNG; the figure is closed (pyplot keeps every open one alive)."""
+    """The figure as PNG; the figure is closed (pyplot keeps every open one alive). Every text is drawn as plain
+    text: labels are data (model, selection, keyword names), and a `$` in one is a dollar sign, not mathtext
+    that matplotlib would fail to parse (`$\\frac{`) after the work was done."""
+    import matplotlib
+    from matplotlib.text import Text
+
     buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=dpi)
+    with matplotlib.rc_context({"text.parse_math": False}):  # texts created while drawing (tick labels)
+        for t in fig.findobj(Text):  # ... and those created before
+            t.set_parse_math(False)
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=dpi)
     pyplot().close(fig)
     return buf.getvalue()
 
@@ -59,12 +71,13 @@ def escape(value: Any, clip: int | None = None) -> str:
 
 
 def fmt(x: Any, digits: int = 2) -> str:
-    """A number for a page: trailing zeros dropped, "–" for none."""
+    """A number for a page: trailing zeros dropped, "–" for none; anything else (a hand-edited file's text) is
+    escaped, so the result is always safe in HTML."""
     if x is None:
         return "–"
     if isinstance(x, float):
         return f"{x:.{digits}f}".rstrip("0").rstrip(".") if abs(x) < 1e6 else f"{x:.3g}"
-    return str(x)
+    return escape(x)
 
 
 def img_tag(data: bytes, alt: str, element_id: str | None = None) -> str:

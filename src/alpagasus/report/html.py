@@ -170,7 +170,9 @@ def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, lis
         "keywords": keyword_html(s) + img("keywords", pngs["keywords"], "score bins of keyword rows"),
         "length": (f'<p>Spearman of score against response length: <b id="length-spearman">'
                    f'{fmt(length["spearman"], 3)}</b> over {length["n"]} rated rows. Median length per bin: '
-                   f'{medians}.</p>' + img("length", pngs["length"], "score against length")),
+                   f'{medians}.</p>' + "".join(f'<p class="warn">{esc(t)}</p>' for t in  # judgecheck.cards
+                                               (length.get("reading"), s.get("judge_note")) if t)
+                   + img("length", pngs["length"], "score against length")),
         "examples": examples_html(examples, s["bins"]),
         "problems": problems_html(scan.problems, {"unparsed": s["unparsed"], "error": s["error"],
                                                   "invalid_input": s["invalid"], "empty": s["empty"]}),

@@ -66,7 +66,8 @@ def summarize_selections(ratings: str | Path, paths: Sequence[str | Path], store
         scores.append(float(row["score"]) if ok else math.nan)
         lengths.append(len(str(row.get("output") or "")))
     rng = random.Random(0)
-    sample = sorted(rng.sample(range(len(ids)), min(MAP_ROWS, len(ids))))
+    with_text = [i for i, x in enumerate(ids) if x]  # an invalid row has no id and no text to embed
+    sample = sorted(rng.sample(with_text, min(MAP_ROWS, len(with_text))))
     per_sel = []
     for s, kept in zip(sels, kept_sets):
         pos = [i for i, x in enumerate(ids) if x in kept]
@@ -95,11 +96,11 @@ def _vectors(ratings: str | Path, ids: list[str], wanted: set[int], sels: list[d
              encode: Callable | None) -> dict[str, Any]:
     from alpagasus.paths import default_store
     from alpagasus.select.embed import Embedder, embedding_text, load_vectors
-    from alpagasus.store import Store
+    from alpagasus.store import opened
 
     used = next((s["diverse"].get("store") for s in sels if isinstance(s.get("diverse"), dict)), None)
     store_path = Path(store or used or default_store())
-    with Store(store_path) as st:
+    with opened(store_path) as st:  # checked like rate's: a damaged or newer store is a UserError
         emb = Embedder(st, encode)
         emb.ensure((ids[i], embedding_text(row)) for i, (_, row) in enumerate(iter_ratings(ratings))
                    if i in wanted and ids[i])
@@ -133,8 +134,8 @@ def selections_html(out: Path, s: dict[str, Any], map_png: bytes | None) -> str:
     sels = s.get("selections")
     if not sels:
         return ""
-    body = [[escape(x["name"]), x["size"], fmt(x["mean_score"], 3), fmt(x["mean_length"], 0),
-             fmt(x["redundancy"], 3), x["duplicates"]] for x in sels]
+    body = [[escape(x["name"]), fmt(x["size"]), fmt(x["mean_score"], 3), fmt(x["mean_length"], 0),
+             fmt(x["redundancy"], 3), fmt(x["duplicates"])] for x in sels]
     parts = ["<h2>Selections</h2><p>Redundancy: mean cosine similarity of each kept row to its nearest other "
              "kept row (all-MiniLM-L6-v2 over the whole example); lower is more diverse.</p>",
              table("selections", ["selection", "rows", "mean score", "mean response length", "redundancy",
@@ -145,8 +146,9 @@ def selections_html(out: Path, s: dict[str, Any], map_png: bytes | None) -> str:
                      "<figcaption>selections.png: PCA of the embeddings of a sample of rows</figcaption></figure>")
     for x in sels:
         if x.get("duplicate_list"):
-            rows = [[d["row"], escape(d["instruction"], 100), d["twin_row"], escape(d["twin_instruction"], 100),
-                     fmt(d["jaccard"], 2)] for d in x["duplicate_list"]]
+            rows = [[fmt(d.get("row")), escape(d.get("instruction"), 100), fmt(d.get("twin_row")),
+                     escape(d.get("twin_instruction"), 100), fmt(d.get("jaccard"), 2)] for d in x["duplicate_list"]
+                    if isinstance(d, dict)]  # a sidecar may be edited by hand: every cell escaped
             parts.append(f"<h3>{escape(x['name'])}: near-duplicates removed</h3>" +
                          table(None, ["row removed", "instruction", "twin kept", "instruction", "Jaccard"], rows))
     return "".join(parts)

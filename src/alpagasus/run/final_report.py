@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from alpagasus.data import atomic_writer, write_json
-from alpagasus.report.figures import escape, img_tag, table
+from alpagasus.report.figures import CSP, escape, img_tag, table
 
 # The columns of a comparison's results shown per test set (compare's summary.json names them).
-RESULT_COLUMNS = ("win", "tie", "lose", "winning_score", "winning_score_ci", "questions", "unparsed", "disagreement")
+RESULT_COLUMNS = ("win", "tie", "lose", "winning_score", "winning_score_ci", "lc_winning_score", "lc_winning_score_ci",
+                  "questions", "unparsed", "disagreement")
 
 
 def read_numbers(exp: Any) -> dict[str, Any]:
@@ -56,13 +57,11 @@ def loss_change(history: list[dict]) -> dict | None:
 
 
 def known_agreement(judge: str | None) -> str:
-    """What is known of a pairwise judge's agreement with GPT-4 (compare/known_agreement.json, by the judge's
-    name before its version), to sit beside its verdicts."""
-    from importlib import resources
+    """What is known of a pairwise judge, to sit beside its verdicts: its judge card's key figures
+    (judgecheck/cards), else the hand-written note of compare/known_agreement.json, by the judge's name."""
+    from alpagasus.judgecheck.cards import caveat
 
-    notes = json.loads(resources.files("alpagasus.compare").joinpath("known_agreement.json").read_text())
-    name = str(judge or "").split("@")[0]
-    return notes.get(name) or notes["*"]
+    return caveat(judge, "pairwise")
 
 
 def mean_output_chars(path: Path) -> float | None:
@@ -75,6 +74,9 @@ def mean_output_chars(path: Path) -> float | None:
     return round(sum(outputs) / len(outputs), 1) if outputs else None
 
 
+LC_NOTE = ("lc_winning_score: the length-controlled winning score, the one a logistic model of the outcomes on the "
+           "answers' length difference predicts at equal lengths (AlpacaEval 2's length control; docs/compare.md); "
+           "where it sits far below the raw score, much of the raw win comes from longer answers.")
 SET_NOTE = "Training loss: the mean of the first and of the last quarter of the logged steps."
 
 
@@ -129,8 +131,13 @@ def _notes(c: dict) -> list[str]:
     return out + ([f"judge agreement with GPT-4: {c['judge_agreement']}"] if c.get("judge_agreement") else [])
 
 
+def _cell(r: dict, column: str) -> Any:
+    """A result's column; the `lc_` ones from its length-controlled record (compare/lc.py, docs/compare.md)."""
+    return (r.get("length_controlled") or {}).get(column[3:]) if column.startswith("lc_") else r.get(column)
+
+
 def _rows(results: dict) -> list[list[str]]:
-    return [[ts] + [_fmt(r.get(c)) for c in RESULT_COLUMNS] for ts, r in results.items()]
+    return [[ts] + [_fmt(_cell(r, c)) for c in RESULT_COLUMNS] for ts, r in results.items()]
 
 
 def _markdown(d: dict) -> str:
@@ -146,7 +153,7 @@ def _markdown(d: dict) -> str:
         out += ["| " + " | ".join(r) + " |" for r in _rows(c["results"])]
         out += [""] + [f"- {n}" for n in _notes(c)]
     out += ["", "Winning score = (#win - #lose) / #questions + 1; above 1 the filtered model wins. Its interval: "
-            "95% percentile bootstrap over questions (seeded; docs/compare.md).", ""]
+            "95% percentile bootstrap over questions (seeded; docs/compare.md).", "", LC_NOTE, ""]
     return "\n".join(out)
 
 
@@ -169,7 +176,9 @@ def _html(d: dict, run_dir: Path) -> str:
                   _table(["test set", *RESULT_COLUMNS], _rows(c["results"])),
                   "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in _notes(c)) + "</ul>",
                   _img(run_dir / c["dir"] / "win_tie_lose.png")]
+    parts += [f"<p>{escape(LC_NOTE)}</p>"] if d["comparisons"] else []
     style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(d['name'])}</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'>"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}"><title>{escape(d["name"])}</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")

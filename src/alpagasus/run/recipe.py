@@ -42,7 +42,7 @@ NUMBERS: dict[tuple[str, str], tuple[type, float | None]] = {
     ("compare", "max_tokens"): (int, 1), ("compare", "max_reasks"): (int, 0),
     ("compare", "concurrency"): (int, 1), ("report", "threshold"): (float, None),
 }
-BASELINES = ("random", "longest", "all", "diverse", "ifd", "dedup")  # the last three: select.arms
+BASELINES = ("random", "longest", "all", "diverse", "ifd", "dedup", "matched")  # the last four: select.arms
 
 
 class RecipeError(ValueError):
@@ -170,7 +170,7 @@ class Experiment:
         for b in c["baselines"]:
             if b in ARMS:  # diversity, IFD and near-duplicate arms of the same size (select.arms)
                 sizes[b] = select_arm(b, ratings, out / f"{b}.json", n, opts, store=self.r["rate"]["store"],
-                                      ifd_ratings=self._ifd_ratings)["kept"]
+                                      ifd_ratings=self._ifd_ratings, reference=out / "filtered.json")["kept"]
                 continue
             sizes[b] = select_file(ratings, out / f"{b}.json", b, n if b != "all" else None, **opts)["kept"]
         return {"sizes": sizes}

@@ -23,13 +23,15 @@ def sidecar_path(output: str | Path) -> Path:
 def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any = None, seed: int = 0,
                 exclude_flagged: bool = False, *, diverse: str | None = None, similarity: float | None = None,
                 pool: int | None = None, dedup: bool = False, dedup_threshold: float | None = None,
-                store: str | Path | None = None, encode: Callable[[list[str]], Any] | None = None) -> dict:
+                store: str | Path | None = None, encode: Callable[[list[str]], Any] | None = None,
+                match_length: str | Path | None = None) -> dict:
     """Select from a ratings file by one rule and write the training file. Returns counts.
     `exclude_flagged` drops rows flagged as suspicious (e.g. prompt injection) whatever their score.
     `dedup` first removes near-duplicates (the best-rated copy stays); `diverse` ("deita" or "facility") then
     spends the rule's budget on rows unlike each other (embeddings kept in `store`, the default store if None).
     Two streaming passes (what the rules need, in flat arrays; then the picked rows) and, for `diverse`, one
-    more per embedding round: memory stays flat."""
+    more per embedding round: memory stays flat. `match_length` (with the random rule): draw the K rows with the
+    response-length distribution of that reference selection (select.matching)."""
     kwargs: dict[str, Any] = {"seed": seed}
     if value is None and rule != "all":
         raise UserError(f"rule {rule} needs a value (a threshold, a fraction or a size K)" if rule in
@@ -40,6 +42,8 @@ def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any =
         kwargs["fraction"] = float(value)
     elif rule in ("top_k", "random", "longest"):
         kwargs["k"] = int(value)
+    if match_length is not None and (rule != "random" or diverse):
+        raise UserError("--match-length goes with --random (a length-matched random baseline)")
     scan = _scan(ratings, exclude_flagged, dedup, dedup_threshold)
     cols, counts = scan["cols"], scan["counts"]
     result: dict[str, Any] = {}
@@ -47,6 +51,9 @@ def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any =
         if diverse:
             result["diverse"] = _diverse(ratings, scan, rule, value, diverse, similarity, pool, store, encode)
             picked = result["diverse"].pop("positions")
+        elif match_length is not None:
+            result["matched"] = _matched(cols, match_length, int(value), seed)
+            picked = result["matched"].pop("positions")
         else:
             picked = choose(cols, rule, **kwargs)
         keep = bytearray(len(cols))
@@ -65,8 +72,8 @@ def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any =
         result["duplicates"] = _duplicate_list(ratings, scan["duplicates"], scan["ids"])
     sidecar = {"format": SIDECAR_FORMAT, "ratings": str(Path(ratings).resolve()), "output": str(output),
                "rule": rule, "value": value, "seed": seed, "diverse": diverse, "dedup": dedup,
-               "kept_ids": [scan["ids"][i] for i in picked], **{k: result[k] for k in ("diverse", "duplicates")
-                                                                 if k in result}}
+               "kept_ids": [scan["ids"][i] for i in picked], **{k: result[k] for k in
+                                                                 ("diverse", "duplicates", "matched") if k in result}}
     write_json(sidecar_path(output), sidecar)
     result["sidecar"] = str(sidecar_path(output))
     return result
@@ -107,6 +114,14 @@ def _scan(ratings: str | Path, exclude_flagged: bool, dedup: bool, dedup_thresho
     return {"cols": cols, "counts": counts, "bins": bins, "columns": columns, "ids": ids, "duplicates": dups}
 
 
+def _matched(cols: Columns, reference: str | Path, k: int, seed: int) -> dict:
+    from dataclasses import asdict
+
+    from alpagasus.select.matching import match_lengths, reference_lengths
+
+    return asdict(match_lengths(cols, reference_lengths(reference), k, seed, source=str(reference)))
+
+
 def _near_duplicates(threshold: float | None) -> Any:
     from alpagasus.select.dedup import THRESHOLD, NearDuplicates
 
@@ -121,11 +136,11 @@ def _diverse(ratings: str | Path, scan: dict, rule: str, value: Any, method: str
     from alpagasus.paths import default_store
     from alpagasus.select.embed import ENCODER_KEY, Embedder
     from alpagasus.select.picking import DEFAULT_SIMILARITY, POOL, pick_diverse
-    from alpagasus.store import Store
+    from alpagasus.store import opened
 
     sim = DEFAULT_SIMILARITY if similarity is None else float(similarity)
     store_path = Path(store) if store is not None else default_store()
-    with Store(store_path) as st:
+    with opened(store_path) as st:  # checked like rate's: a damaged or newer store is a UserError
         got = pick_diverse(ratings, scan["cols"], scan["ids"], rule, value, method, Embedder(st, encode), sim,
                            POOL if pool is None else pool)
     out = {"method": method, "encoder": ENCODER_KEY, "store": str(store_path), "visited": got.visited,

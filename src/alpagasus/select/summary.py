@@ -20,6 +20,15 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
                          "rows through)")
         if d["short"] > 0:
             lines.append(f"warning: {d['short']} slots of the budget left empty: not enough rated rows")
+    m = res.get("matched")
+    if m:
+        lines.append(f"length-matched to {m['reference']} ({m['reference_rows']} rows): median response "
+                     f"{m['median_drawn']:g} characters vs the reference's {m['median_reference']:g}, KS distance "
+                     f"{m['ks_distance']:.3f}" + (f"; {m['off']} rows more than 10% off their partner's length (few "
+                                                 "rows of that length)" if m["off"] else ""))
+    from alpagasus.judgecheck.caveats import selection_length_note  # kept rows much shorter or longer than all
+
+    lines += filter(None, [selection_length_note(res)])
     dups = res.get("duplicates")
     if dups is not None:
         lines.append(f"near-duplicates removed: {len(dups)} (the best-rated copy kept; all listed in "

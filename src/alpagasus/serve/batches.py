@@ -31,14 +31,20 @@ Faults (`BatchFaults`; each applies to the first `batches` batches created, or t
 """
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from alpagasus.serve.files import ENDPOINTS, ApiError, FileStore, not_found, read_requests
+from alpagasus.serve.batchlog import BatchLog
+from alpagasus.serve.files import ENDPOINTS, ApiError, FileStore, count_requests, iter_requests, not_found
+
+log = logging.getLogger("alpagasus.serve")
+TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 WINDOW_S = 24 * 3600
 Complete = Callable[[dict], "tuple[int, dict]"]   # a chat completion request body -> (HTTP status, JSON body)
@@ -71,7 +77,8 @@ NO_FAULTS = BatchFaults()
 
 
 class BatchManager:
-    """Every batch of one server: create, retrieve, list, cancel; one background thread per running batch."""
+    """Every batch of one server: create, retrieve, list, cancel; one background thread per running batch.
+    Batches found in the files folder's `batches/` (a server that ran before on it) are listed and resumed."""
 
     def __init__(self, files: FileStore, complete: Complete, faults: BatchFaults | None = None,
                  model: str | None = None):
@@ -79,7 +86,20 @@ class BatchManager:
         self._lock = threading.Lock()
         self._batches: dict[str, dict] = {}     # insertion order = creation order
         self._cancel: dict[str, threading.Event] = {}
+        self._faults: dict[str, BatchFaults] = {}
+        self._closing = threading.Event()
         self._created = 0
+        self.log = BatchLog(files)
+        for batch, faults in self.log.load():
+            self._batches[batch["id"]] = batch
+            self._faults[batch["id"]] = BatchFaults(**faults)
+            self._cancel[batch["id"]] = threading.Event()
+            if batch["status"] not in TERMINAL:
+                self._start(batch)
+
+    def _start(self, batch: dict) -> None:
+        threading.Thread(target=self._run, args=(batch, self._faults[batch["id"]]), daemon=True,
+                         name=batch["id"]).start()
 
     # ---- the API --------------------------------------------------------------------------------------------
     def create(self, body: dict) -> dict:
@@ -112,7 +132,9 @@ class BatchManager:
                 return created  # answered once, then gone
             self._batches[batch["id"]] = batch
             self._cancel[batch["id"]] = threading.Event()
-        threading.Thread(target=self._run, args=(batch, faults), daemon=True, name=batch["id"]).start()
+            self._faults[batch["id"]] = faults
+            self._save(batch)
+        self._start(batch)
         return created
 
     def retrieve(self, batch_id: str) -> dict:
@@ -143,88 +165,112 @@ class BatchManager:
                 raise not_found("batch", batch_id)
             if batch["status"] in ("validating", "in_progress"):
                 batch.update(status="cancelling", cancelling_at=int(time.time()))
+                self._save(batch)
                 self._cancel[batch_id].set()
             elif batch["status"] not in ("cancelling", "cancelled"):
                 raise ApiError(400, f"Cannot cancel a batch with status '{batch['status']}'.", code="conflict")
             return json.loads(json.dumps(batch))
 
     def close(self) -> None:
-        """Stop every running batch at its next request (the server is going away; its model may be shared)."""
+        """Stop every running batch at its next request, as it is: the server is going away (its model may be
+        shared); a server started on the same folder resumes them."""
+        self._closing.set()
         with self._lock:
             for event in self._cancel.values():
                 event.set()
 
     # ---- the background run ---------------------------------------------------------------------------------
+    def _save(self, batch: dict) -> None:
+        """Write the batch's state (under self._lock)."""
+        self.log.save(batch, asdict(self._faults.get(batch["id"], NO_FAULTS)))
+
     def _set(self, batch: dict, **fields: Any) -> None:
         with self._lock:
             batch.update(fields)
+            self._save(batch)
 
     def _advance(self, batch: dict, stop: threading.Event, **fields: Any) -> bool:
-        """Move to the next status unless a cancel came first (checked under the lock cancel() takes)."""
+        """Move to the next status unless a cancel (or the server's close) came first (checked under the lock
+        cancel() takes)."""
         with self._lock:
             if stop.is_set():
                 return False
             batch.update(fields)
+            self._save(batch)
             return True
 
     def _run(self, batch: dict, faults: BatchFaults) -> None:
         try:
             self._run_batch(batch, faults)
         except Exception as e:  # a server bug: the batch fails visibly instead of hanging in_progress
+            if self._closing.is_set():
+                return  # the folder may be gone with the server
+            log.exception("batch %s failed", batch["id"])
             self._set(batch, status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [
                 {"code": "server_error", "message": f"{type(e).__name__}: {e}", "param": None, "line": None}]})
 
-    def _run_batch(self, batch: dict, faults: BatchFaults) -> None:
-        stop = self._cancel[batch["id"]]
-        try:
-            if faults.fail_validation:
-                raise ApiError(400, "The input file failed validation (injected fault).", code="invalid_request")
-            requests = read_requests(self.files.content(batch["input_file_id"]), batch["endpoint"],
-                                     batch["input_file_id"])
-        except ApiError as e:
-            return self._set(batch, status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [
-                {"code": e.code or "invalid_request", "message": str(e), "param": e.param, "line": e.line}]})
-        if not self._advance(batch, stop, status="in_progress", in_progress_at=int(time.time()),
-                             request_counts={"total": len(requests), "completed": 0, "failed": 0}):
-            return self._finish(batch, [], [], "cancelled")
-        out: list[dict] = []
-        err: list[dict] = []
-        usage = {"input_tokens": 0, "output_tokens": 0}
-        for i, req in enumerate(requests, 1):
-            if stop.is_set():
-                return self._finish(batch, out, err, "cancelled", usage)
-            if faults.expire_after is not None and i > faults.expire_after:
-                err += [_line(r["custom_id"], None, {"code": "batch_expired", "message": (
-                    "This request could not be executed before the completion window expired.")})
-                        for r in requests[i - 1:]]
-                return self._finish(batch, out, err, "expired", usage)
-            if faults.delay and stop.wait(faults.delay):  # cancelled while it waited
-                return self._finish(batch, out, err, "cancelled", usage)
-            if faults.fail_every and i % faults.fail_every == 0:
-                status, body = 500, {"error": {"message": f"injected failure of request {i}", "type": "server_error",
-                                               "param": None, "code": None}}
-            else:
-                status, body = self.complete(req["body"])
-            (out if status == 200 else err).append(_line(req["custom_id"], {
-                "status_code": status, "request_id": f"req_{uuid.uuid4().hex[:24]}", "body": body}, None))
-            for k, src in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
-                usage[k] += int((body.get("usage") or {}).get(src) or 0)
-            with self._lock:
-                batch["request_counts"]["completed" if status == 200 else "failed"] += 1
-        if not self._advance(batch, stop, status="finalizing", finalizing_at=int(time.time())):
-            return self._finish(batch, out, err, "cancelled", usage)  # cancelled after its last request
-        self._finish(batch, out, err, "completed", usage)
+    def _stopped(self, batch: dict) -> bool:
+        """After the stop event: True when the server is closing (the batch stays as it is, to be resumed)."""
+        return self._closing.is_set() and batch["status"] != "cancelling"
 
-    def _finish(self, batch: dict, out: list[dict], err: list[dict], status: str, usage: dict | None = None) -> None:
-        files = {}
-        for key, lines in (("output_file_id", out), ("error_file_id", err)):
-            if lines:
-                data = "".join(json.dumps(x) + "\n" for x in lines).encode()
-                files[key] = self.files.add(data, f"{batch['id']}_{key[:-8]}.jsonl", "batch_output")["id"]
-        if usage is not None:
-            usage = {**usage, "total_tokens": usage["input_tokens"] + usage["output_tokens"],
-                     "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    def _run_batch(self, batch: dict, faults: BatchFaults) -> None:
+        stop, bid = self._cancel[batch["id"]], batch["id"]
+        if batch["status"] == "cancelling":  # cancelled before a restart
+            return self._finish(batch, "cancelled")
+        if batch["status"] == "validating":
+            self.log.reset(bid)
+            try:
+                if faults.fail_validation:
+                    raise ApiError(400, "The input file failed validation (injected fault).", code="invalid_request")
+                total = count_requests(self.files.path(batch["input_file_id"]), batch["endpoint"],
+                                       batch["input_file_id"])
+            except ApiError as e:
+                return self._set(batch, status="failed", failed_at=int(time.time()), errors={
+                    "object": "list", "data": [{"code": e.code or "invalid_request", "message": str(e),
+                                                "param": e.param, "line": e.line}]})
+            if not self._advance(batch, stop, status="in_progress", in_progress_at=int(time.time()),
+                                 request_counts={"total": total, "completed": 0, "failed": 0}):
+                return None if self._stopped(batch) else self._finish(batch, "cancelled")
+        done = self.log.answered(bid)  # a resumed batch: lines answered before the restart
+        with self._lock:
+            batch["request_counts"].update(completed=done.completed, failed=done.failed)
+        with open(self.files.path(batch["input_file_id"]), "rb") as f:
+            reqs = enumerate(iter_requests(f, batch["endpoint"], batch["input_file_id"]), 1)
+            for i, req in reqs:
+                if req["custom_id"] in done.ids:
+                    continue
+                if stop.is_set():  # cancelled, or the server closes
+                    return None if self._stopped(batch) else self._finish(batch, "cancelled")
+                if faults.expire_after is not None and i > faults.expire_after:
+                    for r in itertools.chain([req], (r for _, r in reqs)):
+                        self.log.append(bid, "error", _line(r["custom_id"], None, {"code": "batch_expired", "message":
+                                        "This request could not be executed before the completion window expired."}))
+                    return self._finish(batch, "expired")
+                if faults.delay and stop.wait(faults.delay):  # cancelled (or closed) while it waited
+                    return None if self._stopped(batch) else self._finish(batch, "cancelled")
+                if faults.fail_every and i % faults.fail_every == 0:
+                    status, body = 500, {"error": {"message": f"injected failure of request {i}",
+                                                   "type": "server_error", "param": None, "code": None}}
+                else:
+                    status, body = self.complete(req["body"])
+                self.log.append(bid, "output" if status == 200 else "error", _line(req["custom_id"], {
+                    "status_code": status, "request_id": f"req_{uuid.uuid4().hex[:24]}", "body": body}, None))
+                with self._lock:
+                    batch["request_counts"]["completed" if status == 200 else "failed"] += 1
+        if not self._advance(batch, stop, status="finalizing", finalizing_at=int(time.time())):
+            return None if self._stopped(batch) else self._finish(batch, "cancelled")
+        self._finish(batch, "completed")
+
+    def _finish(self, batch: dict, status: str) -> None:
+        files, usage = {}, None
+        if batch["in_progress_at"] is not None:
+            usage = self.log.usage(batch["id"])
+            for key, kind in (("output_file_id", "output"), ("error_file_id", "error")):
+                path = self.log.take(batch["id"], kind)
+                if path is not None:
+                    files[key] = self.files.add_file(path, f"{batch['id']}_{kind}.jsonl", "batch_output")["id"]
         self._set(batch, status=status, usage=usage, **files, **{f"{status}_at": int(time.time())})
+        self.log.reset(batch["id"])
 
 
 def _line(custom_id: str, response: dict | None, error: dict | None) -> dict:
