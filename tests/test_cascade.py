@@ -225,17 +225,30 @@ def test_a_perfect_start_leaves_the_strong_judge_only_the_sample(planted, tmp_pa
     assert c.recall_bound >= 0.9 and c.precision_bound >= 0.9 and c.certification_rows == 120
     assert "with 95% confidence, the kept set's recall >= 0.9 and precision >= 0.9" in c.guarantee
     rows = [json.loads(line) for line in out.open(encoding="utf-8")]
-    by = {}
+    by, kept, true = {}, [], []
     for r in rows:
         by.setdefault(r["judge"], []).append(r)
-        assert r["status"] == "ok" and (r["score"] >= threshold) == truth[(r["instruction"], r["input"], r["output"])]
+        kept.append(r["score"] >= threshold)
+        true.append(truth[(r["instruction"], r["input"], r["output"])])
+        assert r["status"] == "ok" and (r["judge"] != s.judge or kept[-1] == true[-1])  # the judge's own decision
         if r["judge"] != s.judge:
             assert r["judge"] == c.predictor and r["explanation"].startswith("cascade: the shipped predictor")
+            assert r["explanation"].endswith("keep") == kept[-1]
     assert len(by[s.judge]) == 240 and len(by[c.predictor]) == 160
+    kept, true = np.array(kept), np.array(true)  # the kept set's true recall and precision meet the targets
+    assert (kept & true).sum() / true.sum() >= 0.9 and (kept & true).sum() / kept.sum() >= 0.9
     with Store(store) as st:
         assert st.count(judge=s.judge) == 240
     again = run()
     assert again.run.to_judge == 0 and again.cascade.predictor_requests == 0 and again.cascade.band == 0
+    res = CliRunner().invoke(app, ["rate", str(data), "-o", str(tmp_path / "cli.jsonl"), "--judge", f"replay:{strong}",
+                                   "--cascade", "--cascade-sample", "240", "--cascade-recall", "0.9",
+                                   "--cascade-precision", "0.9", "--cascade-threshold", repr(threshold),
+                                   "--store", str(store)])  # the same plan and ratings, nothing asked
+    assert res.exit_code == 0, res.output
+    for text in ("strong-judge rows (sample + band)", "recall lower bound", "precision lower bound",
+                 "guaranteed: with 95% confidence, the kept set's recall >= 0.9 and precision >= 0.9"):
+        assert text in res.output
 
 
 def test_cascade_with_batch_asks_each_row_once(tiny_model, alpaca_rows, tmp_path):
@@ -254,7 +267,7 @@ def test_cascade_with_batch_asks_each_row_once(tiny_model, alpaca_rows, tmp_path
     with start_server(ModelRunner(str(tiny_model), name="tiny")) as url:
         s = rate_file(data, tmp_path / "out.jsonl", judge="openai:tiny", mode="logprob", options=opts,
                       judge_options={"base_url": url, "top_logprobs": 800}, store_path=tmp_path / "s.sqlite",
-                      cascade=CascadeOptions(sample=16, threshold=2.5, bootstrap=50))
+                      cascade=CascadeOptions(sample=16, threshold=2.5))
         client = openai.OpenAI(base_url=url, api_key="none")
         sent = [json.loads(x)["custom_id"] for b in client.batches.list(limit=100)
                 for x in client.files.content(b.input_file_id).text.splitlines()]

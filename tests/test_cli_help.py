@@ -27,3 +27,10 @@ def test_distill_takes_output_like_every_command_and_the_old_out(tmp_path):
         res = runner.invoke(app, ["distill", str(tmp_path / "missing.jsonl"), flag, str(tmp_path / "p")])
         assert "No such option" not in res.output and "Missing option" not in res.output, (flag, res.output)
         assert res.exit_code == 2 and "missing.jsonl" in res.output
+
+
+def test_rate_help_groups_its_options_in_panels():
+    res = runner.invoke(app, ["rate", "--help"], terminal_width=120)
+    assert res.exit_code == 0
+    for panel in ("Input", "Judge", "Run", "Cost", "Cascade", "Output"):
+        assert f" {panel} " in res.output, panel

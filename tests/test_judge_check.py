@@ -193,7 +193,8 @@ def test_offline_judge_on_the_shared_preferences_end_to_end(tmp_path):
     card = read_card(out)
     assert card.reference.items == 40 and card.sample.method == "stratified by judged model"
     assert card.figures.judged == 40 and card.figures.position_bias is None   # scores each answer alone
-    assert card.figures.models >= 30 and card.requests["sent"] == 80
+    # both orders of each distinct pair (two models' identical answers are one prompt, judged once)
+    assert card.figures.models >= 30 and 70 <= card.requests["sent"] <= 80
     assert set(card.baselines) == {"longer wins", "shorter wins", "always first", "coin"}
     assert card.reference.annotator == "alpaca_eval_gpt4" and card.command.startswith("alpagasus judge-check")
     assert "longer wins" in res.output and "agrees" in res.output
@@ -257,9 +258,9 @@ def test_dry_run_of_an_openai_judge_sends_nothing(tmp_path, tiny_model):
     class Counting(ModelRunner):
         calls = 0
 
-        def complete(self, body: dict) -> dict:
+        def complete(self, *args, **kwargs) -> dict:   # every chat request the server answers
             type(self).calls += 1
-            return super().complete(body)
+            return super().complete(*args, **kwargs)
 
     from alpagasus.engine import RunOptions
 

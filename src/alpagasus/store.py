@@ -82,19 +82,15 @@ class StoreDamaged(RuntimeError):
             "again")
 
 
-# SQLite's result codes for a damaged file (sqlite3.Error.sqlite_errorname): SQLITE_CORRUPT and its extended
-# codes, SQLITE_NOTADB (a damaged header)
-_DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # sqlite_errorname of damage (and SQLITE_CORRUPT_*)
 
 
 def damage(path: str | Path, err: BaseException | None) -> StoreDamaged | None:
     """The StoreDamaged that `err` (or an error it was raised from) means, if it is SQLite reporting damage."""
-    while err is not None:
-        if isinstance(err, sqlite3.DatabaseError) and str(getattr(err, "sqlite_errorname", "")).startswith(
-                _DAMAGE_CODES):
-            return StoreDamaged(Path(path), str(err))
+    while err is not None and not (isinstance(err, sqlite3.DatabaseError)
+                                   and str(getattr(err, "sqlite_errorname", "")).startswith(_DAMAGE_CODES)):
         err = err.__cause__ or err.__context__
-    return None
+    return StoreDamaged(Path(path), str(err)) if err is not None else None
 
 
 def open_store(path: str | Path) -> Store:
@@ -117,8 +113,7 @@ def opened(path: str | Path) -> Iterator[Store]:
     try:
         yield st
     except sqlite3.DatabaseError as e:
-        hurt = damage(st.path, e)
-        if hurt is None:
+        if (hurt := damage(st.path, e)) is None:
             raise
         raise UserError(str(hurt)) from e
     finally:
@@ -206,9 +201,8 @@ class Store:
         integrity_check adds at nearly twice the cost. Damage inside a stored value's bytes is invisible to both."""
         try:
             rows = [r[0] for r in self.db.execute("PRAGMA quick_check(5)")]
-        except sqlite3.DatabaseError as e:
-            hurt = damage(self.path, e)  # "database is locked" is a DatabaseError too, and no damage
-            if hurt is None:
+        except sqlite3.DatabaseError as e:  # "database is locked" is one too, and no damage
+            if (hurt := damage(self.path, e)) is None:
                 raise
             raise hurt from e
         if rows != ["ok"]:

@@ -81,18 +81,21 @@ def judge_check_cmd(
 
 
 def _command(ctx: typer.Context) -> str:
-    """The command as given (the options that differ from their defaults), for the card."""
+    """The command as given (the options that differ from their defaults; the store left out, as where replies
+    are kept changes no figure), for the card, with any secret in it redacted."""
+    from alpagasus.redact import redact
+
     words = ["alpagasus", ctx.info_name or "judge-check"]
     for p in ctx.command.params:
         value = ctx.params.get(p.name)
-        if value == p.default or value in (None, [], ()) or p.param_type_name != "option":
+        if value == p.default or value in (None, [], ()) or p.param_type_name != "option" or p.name == "store":
             continue
         flag = max(p.opts, key=len)
         if p.is_flag:
             words.append(flag)
         else:
             words += [w for v in (value if isinstance(value, (list, tuple)) else [value]) for w in (flag, str(v))]
-    return shlex.join(words)
+    return redact(shlex.join(words))
 
 
 def _print(card, output: Path) -> None:

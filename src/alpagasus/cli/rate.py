@@ -26,71 +26,72 @@ def fail(msg: str) -> None:
 @app.command()
 def rate(
     input: str = typer.Argument(..., help="Dataset: .json/.jsonl/.csv/.tsv/.parquet, a datasets directory or hub name."),
-    output: Path = typer.Option(..., "-o", "--output", help="Ratings file to write (.jsonl)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Ratings file to write (.jsonl).", rich_help_panel="Output"),
     judge: Optional[str] = typer.Option(None, help="openai:MODEL | hf:PATH_OR_ID | predictor:NAME | vllm:MODEL | ifd:MODEL (Instruction-Following Difficulty). "
-                                        "Default: the distilled predictor of the dimension (predictor:alpaca-claude-accuracy / -chatgpt-helpfulness); with --prompt, --scale or --mode, the embedded SmolLM2-135M-Instruct."),
+                                        "Default: the distilled predictor of the dimension (predictor:alpaca-claude-accuracy / -chatgpt-helpfulness); with --prompt, --scale or --mode, the embedded SmolLM2-135M-Instruct.", rich_help_panel="Judge"),
     mode: Optional[str] = typer.Option(None, help="generate (reply + explanation) or logprob (expected score). "
-                                       "Default: logprob for local judges, generate for API judges."),
+                                       "Default: logprob for local judges, generate for API judges.", rich_help_panel="Judge"),
     dimension: str = typer.Option("accuracy", help="accuracy or helpfulness (the paper's two prompts), or "
-                                  "accuracy-guarded / helpfulness-guarded (data fenced against prompt injection)."),
-    prompt: Optional[str] = typer.Option(None, help="Your own template file (see prompts/rate_accuracy.txt)."),
-    scale: Optional[str] = typer.Option(None, help="Score range LO-HI, overriding the template's (e.g. 1-10)."),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (or $OPENAI_BASE_URL)."),
-    concurrency: Optional[int] = typer.Option(None, min=1, help="Requests in flight (API judges; default 16)."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Examples per forward pass (local judges)."),
-    store: Optional[Path] = typer.Option(None, help="SQLite store of paid ratings (default: in the user cache)."),
-    field: List[str] = typer.Option([], "--field", help="Map a column: instruction=question (repeatable)."),
-    skip_invalid: bool = typer.Option(False, help="Rate the valid rows; list invalid ones in the summary."),
+                                  "accuracy-guarded / helpfulness-guarded (data fenced against prompt injection).", rich_help_panel="Judge"),
+    prompt: Optional[str] = typer.Option(None, help="Your own template file (see prompts/rate_accuracy.txt).", rich_help_panel="Judge"),
+    scale: Optional[str] = typer.Option(None, help="Score range LO-HI, overriding the template's (e.g. 1-10).", rich_help_panel="Judge"),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (or $OPENAI_BASE_URL).", rich_help_panel="Judge"),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="Requests in flight (API judges; default 16).", rich_help_panel="Run"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Examples per forward pass (local judges).", rich_help_panel="Run"),
+    store: Optional[Path] = typer.Option(None, help="SQLite store of paid ratings (default: in the user cache).", rich_help_panel="Run"),
+    field: List[str] = typer.Option([], "--field", help="Map a column: instruction=question (repeatable).", rich_help_panel="Input"),
+    skip_invalid: bool = typer.Option(False, help="Rate the valid rows; list invalid ones in the summary.", rich_help_panel="Input"),
     max_row_bytes: int = typer.Option(MAX_ROW_BYTES, min=1, help="A JSON/JSONL row longer than this is invalid, "
-                                      "never read whole: memory stays bounded whatever a line holds."),
-    limit: Optional[int] = typer.Option(None, min=0, help="Rate only the first N examples."),
-    sample: Optional[int] = typer.Option(None, min=0, help="Rate a random sample of N examples."),
-    seed: int = typer.Option(0, help="Seed for --sample."),
-    dry_run: bool = typer.Option(False, help="Print requests, tokens and cost; send nothing."),
-    price_in: Optional[float] = typer.Option(None, min=0, help="Price per million input tokens."),
-    price_out: Optional[float] = typer.Option(None, min=0, help="Price per million output tokens."),
-    max_tokens: int = typer.Option(256, min=1, help="Generate mode: reply length cap."),
-    retry_unparsed: bool = typer.Option(False, help="Ask again for examples stored as unparsed."),
+                                      "never read whole: memory stays bounded whatever a line holds.", rich_help_panel="Input"),
+    limit: Optional[int] = typer.Option(None, min=0, help="Rate only the first N examples.", rich_help_panel="Input"),
+    sample: Optional[int] = typer.Option(None, min=0, help="Rate a random sample of N examples.", rich_help_panel="Input"),
+    seed: int = typer.Option(0, help="Seed for --sample.", rich_help_panel="Input"),
+    dry_run: bool = typer.Option(False, help="Print requests, tokens and cost; send nothing.", rich_help_panel="Cost"),
+    price_in: Optional[float] = typer.Option(None, min=0, help="Price per million input tokens.", rich_help_panel="Cost"),
+    price_out: Optional[float] = typer.Option(None, min=0, help="Price per million output tokens.", rich_help_panel="Cost"),
+    max_tokens: int = typer.Option(256, min=1, help="Generate mode: reply length cap.", rich_help_panel="Judge"),
+    retry_unparsed: bool = typer.Option(False, help="Ask again for examples stored as unparsed.", rich_help_panel="Run"),
     rate_empty: bool = typer.Option(False, help="Also send rows whose instruction or output is empty (by default "
-                                    "they get status `empty` without a request, and are never selected)."),
-    wait: bool = typer.Option(False, help="If another run holds the store, wait instead of refusing."),
-    device: Optional[str] = typer.Option(None, help="Local judges: cpu, cuda, cuda:1..."),
+                                    "they get status `empty` without a request, and are never selected).", rich_help_panel="Input"),
+    wait: bool = typer.Option(False, help="If another run holds the store, wait instead of refusing.", rich_help_panel="Run"),
+    device: Optional[str] = typer.Option(None, help="Local judges: cpu, cuda, cuda:1...", rich_help_panel="Judge"),
     context: Optional[int] = typer.Option(None, min=1, help="API judges: the model's context in tokens; longer "
                                           "examples are stored as invalid_input without a request. ifd: judges: the truncation window (long "
-                                          "rows are cut, not rejected)."),
+                                          "rows are cut, not rejected).", rich_help_panel="Judge"),
     timeout: Optional[float] = typer.Option(None, min=0.001, help="API judges: seconds to wait for one reply "
-                                            "(default 120)."),
+                                            "(default 120).", rich_help_panel="Judge"),
     max_attempts: Optional[int] = typer.Option(None, min=1, help="Requests per example before it is stored as error "
-                                               "(default 5; outages and 429s are not counted)."),
+                                               "(default 5; outages and 429s are not counted).", rich_help_panel="Run"),
     max_outage: Optional[float] = typer.Option(None, min=0, help="Seconds to pause while the judge is unreachable "
-                                               "before stopping (default 3600); rerun to resume."),
+                                               "before stopping (default 3600); rerun to resume.", rich_help_panel="Run"),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Rate on Ray workers: --ray alone "
-                                      "starts a local cluster; auto or ray://HOST:10001 joins one (docs/ray.md)."),
+                                      "starts a local cluster; auto or ray://HOST:10001 joins one (docs/ray.md).", rich_help_panel="Run"),
     batch: bool = typer.Option(False, "--batch", help="openai: judges: send through the provider's Batch API (half "
-                               "the price, results within 24 h; resumable, never paid twice; docs/cost.md)."),
+                               "the price, results within 24 h; resumable, never paid twice; docs/cost.md).", rich_help_panel="Cost"),
     batch_discount: float = typer.Option(0.5, min=0, help="--batch: the batch price as a fraction of "
-                                         "--price-in/--price-out (OpenAI: 0.5)."),
-    batch_poll: float = typer.Option(30.0, min=0.01, help="--batch: seconds between status checks."),
+                                         "--price-in/--price-out (OpenAI: 0.5).", rich_help_panel="Cost"),
+    batch_poll: float = typer.Option(30.0, min=0.01, help="--batch: seconds between status checks.", rich_help_panel="Cost"),
     min_label_mass: Optional[float] = typer.Option(None, min=0, max=1, help="Logprob mode: a reply whose score "
                                                    "labels hold less probability than this is no score: asked again "
                                                    "in generate mode (API judges) or stored unparsed. Default 0.5 "
-                                                   "for API judges, off for local ones."),
-    cascade: bool = typer.Option(False, help="The judge rates a random sample, a predictor distilled from it rates "
-                                 "the rest, and rows it is unsure of go to the judge (docs/cost.md)."),
+                                                   "for API judges, off for local ones.", rich_help_panel="Judge"),
+    cascade: bool = typer.Option(False, help="The judge rates a random sample, a predictor (shipped or distilled "
+                                 "from it) rates the rest, and rows it is unsure of go to the judge, within "
+                                 "certified recall/precision targets; gives up when it cannot save (docs/cost.md).", rich_help_panel="Cascade"),
     cascade_sample: Optional[int] = typer.Option(None, min=1, help="--cascade: rows the judge rates first "
-                                                 "(default max(400, 10%), at most 5000)."),
-    cascade_recall: float = typer.Option(0.95, help="--cascade: target recall of the kept set vs the judge alone."),
-    cascade_precision: float = typer.Option(0.95, help="--cascade: target precision of the kept set."),
-    cascade_threshold: float = typer.Option(4.5, help="--cascade: a row is kept when its score >= this."),
+                                                 "(default max(400, 10%), at most 5000).", rich_help_panel="Cascade"),
+    cascade_recall: float = typer.Option(0.95, help="--cascade: target recall of the kept set vs the judge alone.", rich_help_panel="Cascade"),
+    cascade_precision: float = typer.Option(0.95, help="--cascade: target precision of the kept set.", rich_help_panel="Cascade"),
+    cascade_threshold: float = typer.Option(4.5, help="--cascade: a row is kept when its score >= this.", rich_help_panel="Cascade"),
     cascade_confidence: float = typer.Option(0.95, help="--cascade: confidence that both targets hold (one-sided "
-                                             "Clopper-Pearson bounds on sample rows the band was not chosen on)."),
+                                             "Clopper-Pearson bounds on sample rows the band was not chosen on).", rich_help_panel="Cascade"),
     cascade_min_saving: float = typer.Option(0.2, help="--cascade: give up after the sample unless the certified "
-                                             "band leaves at least this share of the other rows to the predictor."),
+                                             "band leaves at least this share of the other rows to the predictor.", rich_help_panel="Cascade"),
     cascade_stop: bool = typer.Option(False, help="--cascade: when it gives up, stop after the sample instead of "
-                                      "rating the other rows with the judge."),
+                                      "rating the other rows with the judge.", rich_help_panel="Cascade"),
     cascade_start: str = typer.Option("auto", help="--cascade: the predictor: auto (whichever of the dimension's "
                                       "shipped one, one distilled from the sample, or both combined ranks the "
-                                      "sample best), shipped or distilled."),
+                                      "sample best), shipped or distilled.", rich_help_panel="Cascade"),
 ) -> None:
     """Rate every example with an LLM judge (0-5, the paper's prompt); every rating is stored as it returns."""
     from alpagasus.cli._errors import user_errors

@@ -243,7 +243,7 @@ class _Engine:
         # requests that time out after they were sent reached a server that is there but slow (busy): say so,
         # with what helps; refused connections are a server that is away
         slow = bool((rep.extra or {}).get("timeout"))
-        state = "busy: its replies take longer than --timeout" if slow else "unreachable"
+        state = "busy (its replies take longer than --timeout)" if slow else "unreachable"
         advice = ("; lower --concurrency or raise --timeout if the server is slow, not down" if slow else "")
         if (rep.retry_after or 0) > self.opts.max_outage_s or now - self.outage_since > self.opts.max_outage_s:
             why = (f"asks to wait {rep.retry_after:.0f} s" if (rep.retry_after or 0) > self.opts.max_outage_s

@@ -159,10 +159,10 @@ def key_figures(card: JudgeCard) -> str:
             out += (f", ranks {f.models} models with Spearman {_f(f.spearman)} (longer-answer rule "
                     f"{_f(lw.spearman)})")
         return out
-    length = card.baselines.get("longer") or RatingFigures()
-    return (f"on {n} rows with {card.reference.annotator} it has ROC-AUC {_f(f.roc_auc)} (length alone "
-            f"{_f(length.roc_auc)}) and precision {_f(f.precision_at_kept)} at the kept fraction "
-            f"{_f(f.kept_fraction)}")
+    longer, shorter = (card.baselines.get(k) or RatingFigures() for k in ("longer", "shorter"))
+    return (f"on {n} rows with {card.reference.annotator} it has ROC-AUC {_f(f.roc_auc)} (length alone: longer "
+            f"is better {_f(longer.roc_auc)}, shorter is better {_f(shorter.roc_auc)}) and precision "
+            f"{_f(f.precision_at_kept)} at the kept fraction {_f(f.kept_fraction)}")
 
 
 def length_preference(figures: PairwiseFigures | RatingFigures) -> str:
@@ -223,7 +223,7 @@ def judge_note(judge: str | None, longer_answer_wins: float | None = None) -> st
     """compare's line on its judge: `caveat`, and this comparison's own length preference when strong (the
     share of decisive verdicts the longer answer won, compare's `longer_answer_wins`)."""
     here = pairwise_length_reading(longer_answer_wins)
-    return caveat(judge, "pairwise") + (f"; in this comparison {here.removeprefix('the judge ')}" if here else "")
+    return caveat(judge, "pairwise") + (f"; in this comparison it {here.removeprefix('the judge ')}" if here else "")
 
 
 def rating_notes(judge: str | None, length: dict) -> tuple[str | None, str | None]:

@@ -82,5 +82,5 @@ def selection_length_note(res: dict[str, Any]) -> str | None:
     side_word = "shorter" if m_kept < m_all else "longer"
     return (f"warning: the kept rows' median response is {m_kept:g} characters against {m_all:g} for all rated "
             f"rows: this score favours {side_word} answers, so a model trained on them may differ by length as "
-            "much as by quality (a length-matched random baseline: select --random K --match-length "
-            "THIS_SELECTION)")
+            f"much as by quality (a length-matched random baseline: select --random {len(kept)} --match-length "
+            f"{side.get('output', 'THIS_SELECTION')})")

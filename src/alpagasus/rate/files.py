@@ -35,7 +35,8 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
     a Ray cluster ("local" starts one here, "auto" or "ray://HOST:PORT" joins one; see docs/ray.md). Rows
     with an empty instruction or output are kept as status `empty`, not sent unless `rate_empty`.
     `cascade` (True or a rate.cascade.CascadeOptions): the judge rates a sample and the rows a predictor
-    distilled from it is unsure of, the predictor the rest (docs/cost.md). A row above `max_row_bytes` (None: no
+    (shipped or distilled from the sample) is unsure of, the predictor the rest, within certified recall and
+    precision targets; it gives up when it cannot save (docs/cost.md). A row above `max_row_bytes` (None: no
     limit) is invalid, never held whole (data/jsontext.py).
     Raises UserError for what the user can fix, and `Interrupted` (a KeyboardInterrupt) after Ctrl-C once the
     replies in flight are stored; a stopped run resumes by running the same call again."""

@@ -18,6 +18,7 @@ from alpagasus.rate.certify import Certificate, band_path, certify, lower_bound
 from alpagasus.rate.start import (
     Scorer,
     Split,
+    Start,
     choose_start,
     distil,
     predicted_scores,
