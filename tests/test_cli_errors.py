@@ -73,7 +73,7 @@ CASES = [
     (["rate", "prompt_bad.txt", "-o", "o/r.jsonl", *OJ], 2, "unknown format"),
     (["rate", "tatsu-lab/alpaca", "-o", "o/r.jsonl", *OJ], 2, "tatsu-lab/alpaca"),
     (["rate", "sample:nosuch", "-o", "o/r.jsonl", *OJ], 2, "no such bundled sample"),
-    (["rate", "data.jsonl", "-o", "o/r.jsonl", *OJ[:4], "--store", "garbage.json"], 2, "cannot open the store"),
+    (["rate", "data.jsonl", "-o", "o/r.jsonl", *OJ[:4], "--store", "garbage.json"], 2, "is damaged (file is not a database)"),
     # rate: names
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "nosuch:m"], 2, "unknown judge backend 'nosuch'"),
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "openai"], 2, "needs a model name"),
@@ -139,7 +139,7 @@ CASES = [
     (["compare", "-o", "o/c", "--reviews-ab", "nope.jsonl", "--reviews-ba", "nope.jsonl", "--model-a", "x",
       "--model-b", "y"], 2, "nope.jsonl: no such file"),
     (["compare", "a.jsonl", "b.jsonl", "-o", "o/c", *OJ[:4], "--store", "garbage.json"], 2,
-     "cannot open the store"),
+     "is damaged (file is not a database)"),
     # train
     (["train", "nope.json", "-o", "o/t"], 2, "nope.json: no such file"),
     (["train", "adir", "-o", "o/t"], 2, "adir"),
