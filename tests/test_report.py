@@ -21,7 +21,7 @@ from alpagasus.cli import app
 from alpagasus.report import ReportError, build_report
 from alpagasus.report.html import fmt_score
 from alpagasus.report.ratings import load_ratings
-from alpagasus.report.stats import _ranks, agreement, cohen_kappa, spearman, thresholds
+from alpagasus.report.stats import ranks, agreement, cohen_kappa, spearman, thresholds
 from alpagasus.select.rules import BINS as BIN_NAMES
 from alpagasus.select.rules import score_bin
 
@@ -128,7 +128,7 @@ def test_own_spearman_with_ties_matches_scipy(monkeypatch):
     from scipy.stats import spearmanr
 
     x, y = [1, 2, 2, 3, 5, 5, 5, 9], [4.5, 3, 3, 5, 2, 4.5, 1, 0]
-    assert _ranks([10, 20, 20, 5]) == [2, 3.5, 3.5, 1]
+    assert ranks([10, 20, 20, 5]) == [2, 3.5, 3.5, 1]
     expected = spearmanr(x, y).statistic
     monkeypatch.setitem(sys.modules, "scipy.stats", None)  # the fallback when scipy is not installed
     assert spearman(x, y) == pytest.approx(expected, abs=1e-12)

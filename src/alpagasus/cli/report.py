@@ -53,6 +53,10 @@ def report_cmd(
              f"keyword rows: {kw['rows']} ({kw['kept_at'][th]} kept at >= {th}); rest: {kw['rest']['rows']} "
              f"({kw['rest']['kept_at'][th]} kept)",
              f"Spearman(score, response length): {_num(s['length_spearman'])}"]
+    if s.get("length", {}).get("reading"):  # a strong length preference, read in words
+        lines.append(s["length"]["reading"])
+    if s.get("judge_note"):
+        lines.append(f"judge: {s['judge_note']}")
     if "agreement" in s:
         a = s["agreement"]
         lines.append(f"agreement with {compare}: {a['common']} common rows, Spearman {_num(a['spearman'])}, "

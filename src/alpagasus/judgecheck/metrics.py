@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from alpagasus.judgecheck.references import PairItem, RatingItem
+from alpagasus.report.stats import ranks  # average ranks, ties sharing their mean: one implementation
 
 STRONG_LONGER = 0.7     # prefers_longer at or above this (or at or below 1 - this) is a strong length preference
 STRONG_RHO = 0.4        # |Spearman of score with length| at or above this is a strong length preference
@@ -61,21 +62,6 @@ def _share(hits: int, n: int) -> float | None:
 
 def _r(v: float | None) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
-
-
-def ranks(x: Sequence[float]) -> list[float]:
-    """Average ranks (1-based), ties sharing the mean of their positions."""
-    order = sorted(range(len(x)), key=lambda i: x[i])
-    out = [0.0] * len(x)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -66,19 +66,19 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None  # summed in file order, as always: the same float to the last bit
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
+def ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks, tied values sharing the average of their ranks."""
     order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
+    out = [0.0] * len(values)
     i = 0
     while i < len(order):
         j = i
         while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
             j += 1
         for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
+            out[order[k]] = (i + j) / 2 + 1
         i = j + 1
-    return ranks
+    return out
 
 
 def _constant(xs: Sequence[float]) -> bool:
@@ -96,7 +96,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     try:
         from scipy.stats import spearmanr
     except ImportError:
-        rx, ry = _ranks(x), _ranks(y)
+        rx, ry = ranks(x), ranks(y)
         mx, my = _mean(rx), _mean(ry)
         cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
         var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
