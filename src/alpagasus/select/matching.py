@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,12 +118,5 @@ def match_lengths(cols: Columns, reference: list[int], k: int, seed: int = 0, so
         off += abs(cols.lengths[pos] - x) > OFF_BY * max(x, 1)
     drawn = [cols.lengths[i] for i in picked]
     return LengthMatch(sorted(picked), source, len(reference), round(ks_distance(drawn, reference), 4),
-                       _median(reference), _median(drawn), off)
+                       float(statistics.median(reference)), float(statistics.median(drawn)) if drawn else 0.0, off)
 
-
-def _median(xs: list[int]) -> float:
-    s = sorted(xs)
-    if not s:
-        return 0.0
-    m = len(s) // 2
-    return float(s[m]) if len(s) % 2 else (s[m - 1] + s[m]) / 2
