@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random models built from a config (no download), real data from ../shared/data."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = os.environ.get("ALPAGASUS_MODELS_DIR") or str(
-    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alpagasus" / "models")
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alpagasus" / "models"
+)
 SHARED_DATA = Path(os.environ.get("ALPAGASUS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 CHATML = (
@@ -36,9 +38,9 @@ def alpaca_rows() -> list[dict]:
 
 def build_tiny_model(path: Path, texts: list[str], layers: int = 2, hidden: int = 64, vocab: int = 800) -> Path:
     """A 2-layer random Llama with a BPE tokenizer trained here on `texts`; digits are single tokens."""
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    import torch
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
     tok = Tokenizer(models.BPE(unk_token=None))
@@ -49,15 +51,25 @@ def build_tiny_model(path: Path, texts: list[str], layers: int = 2, hidden: int 
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<pad>",
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
         unk_token="<|endoftext|>",
     )
     fast.chat_template = CHATML
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=len(fast), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+        vocab_size=len(fast),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(cfg)

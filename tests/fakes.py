@@ -16,6 +16,7 @@ moment score() is called, before any reply is computed (e.g. to see how far the 
 Behind a spec: `FakeJudge.register("fixed", reply=..., mode="generate")` makes `judges.get("fixed:v1")` (and
 `--judge fixed:v1` on the CLI) build a FakeJudge with that configuration and id "fixed:v1#generate".
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,20 +34,40 @@ class FakeJudge(LocalJudge):
     log: ClassVar[list[str]] = []
     _configs: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, arg: str = "", mode: str | None = None, *, backend: str | None = None,
-                 reply: Any = None, key: Callable[[Request], str] | None = None, id: str | None = None,
-                 model: str | None = None, batch_size: int | None = None, concurrency: int | None = None,
-                 threaded: bool | None = None, on_call: Callable[[list[Request]], None] | None = None,
-                 **_: Any):
-        given = dict(mode=mode, reply=reply, key=key, id=id, model=model, batch_size=batch_size,
-                     concurrency=concurrency, threaded=threaded, on_call=on_call)
+    def __init__(
+        self,
+        arg: str = "",
+        mode: str | None = None,
+        *,
+        backend: str | None = None,
+        reply: Any = None,
+        key: Callable[[Request], str] | None = None,
+        id: str | None = None,
+        model: str | None = None,
+        batch_size: int | None = None,
+        concurrency: int | None = None,
+        threaded: bool | None = None,
+        on_call: Callable[[list[Request]], None] | None = None,
+        **_: Any,
+    ):
+        given = dict(
+            mode=mode,
+            reply=reply,
+            key=key,
+            id=id,
+            model=model,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            threaded=threaded,
+            on_call=on_call,
+        )
         # a registered configuration wins over what the spec's caller passes (its mode is the judge's own)
         config = {**{k: v for k, v in given.items() if v is not None}, **self._configs.get(backend or "", {})}
         self.mode = config.get("mode", "generate")
         self.batch_size = config.get("batch_size", LocalJudge.batch_size)
         self.concurrency = config.get("concurrency", LocalJudge.concurrency)
         self.model = config.get("model", "fake")
-        self.threaded = config.get("threaded", True)   # like LocalJudge: replies computed in a worker thread
+        self.threaded = config.get("threaded", True)  # like LocalJudge: replies computed in a worker thread
         self.on_call = config.get("on_call")
         self.key = config.get("key", lambda r: r.key)
         self._id = config.get("id") or f"{backend or 'fake'}:{arg}#{self.mode}"

@@ -11,6 +11,7 @@ A batch is `in_progress` with request_counts 0/N on its first status check, `in_
 (and one failed) on the second, and `completed` with its output file from the third on. `s.requests` lists the
 (method, path) of every request received.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ from typing import Any, Callable
 
 
 class OpenAIStub:
-    def __init__(self, chat: Callable[[dict, Any], dict] | None = None, *, delay: float = 0.0,
-                 key: str | None = None, batch_line: Callable[[int, str, Any], Any] | None = None):
+    def __init__(
+        self,
+        chat: Callable[[dict, Any], dict] | None = None,
+        *,
+        delay: float = 0.0,
+        key: str | None = None,
+        batch_line: Callable[[int, str, Any], Any] | None = None,
+    ):
         self.chat, self.delay, self.key, self.batch_line = chat or canned, delay, key, batch_line
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -45,7 +52,7 @@ class OpenAIStub:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def __enter__(self) -> "OpenAIStub":
+    def __enter__(self) -> OpenAIStub:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -66,13 +73,25 @@ class OpenAIStub:
         if method == "POST" and path == "/v1/files":
             fid = f"file-{len(self.files)}"
             self.files[fid] = body
-            return send(h, 200, {"id": fid, "object": "file", "bytes": len(body), "created_at": int(time.time()),
-                                 "filename": "in.jsonl", "purpose": "batch", "status": "processed"})
+            return send(
+                h,
+                200,
+                {
+                    "id": fid,
+                    "object": "file",
+                    "bytes": len(body),
+                    "created_at": int(time.time()),
+                    "filename": "in.jsonl",
+                    "purpose": "batch",
+                    "status": "processed",
+                },
+            )
         if method == "POST" and path == "/v1/batches":
             return send(h, 200, self.create_batch(json.loads(body), h.headers))
         if method == "GET" and path == "/v1/batches":
-            return send(h, 200, {"object": "list", "data": [self.view(b) for b in self.batches.values()],
-                                 "has_more": False})
+            return send(
+                h, 200, {"object": "list", "data": [self.view(b) for b in self.batches.values()], "has_more": False}
+            )
         if method == "GET" and path.startswith("/v1/batches/"):
             return send(h, 200, self.poll(path.rsplit("/", 1)[1]))
         if method == "GET" and path.startswith("/v1/files/") and path.endswith("/content"):
@@ -96,18 +115,32 @@ class OpenAIStub:
             if isinstance(rec, dict) and "custom_id" in rec:
                 ids.append(rec["custom_id"])
         bid = f"batch-{len(self.batches)}"
-        self.batches[bid] = {"id": bid, "input_file_id": req["input_file_id"], "metadata": req.get("metadata"),
-                             "ids": ids, "polls": 0, "output_file_id": None,
-                             "headers": {"Authorization": headers.get("Authorization", "")}}
+        self.batches[bid] = {
+            "id": bid,
+            "input_file_id": req["input_file_id"],
+            "metadata": req.get("metadata"),
+            "ids": ids,
+            "polls": 0,
+            "output_file_id": None,
+            "headers": {"Authorization": headers.get("Authorization", "")},
+        }
         return self.view(self.batches[bid])
 
     def poll(self, bid: str) -> dict:
         b = self.batches[bid]
         b["polls"] += 1
         if b["polls"] >= 3 and b["output_file_id"] is None:
-            lines = [json.dumps({"id": f"r{i}", "custom_id": cid, "error": None,
-                                 "response": {"status_code": 200, "body": self.batch_line(i, cid, b["headers"])}})
-                     for i, cid in enumerate(b["ids"])]
+            lines = [
+                json.dumps(
+                    {
+                        "id": f"r{i}",
+                        "custom_id": cid,
+                        "error": None,
+                        "response": {"status_code": 200, "body": self.batch_line(i, cid, b["headers"])},
+                    }
+                )
+                for i, cid in enumerate(b["ids"])
+            ]
             fid = f"file-{len(self.files)}"
             self.files[fid] = ("\n".join(lines) + "\n").encode()
             b["output_file_id"] = fid
@@ -115,12 +148,23 @@ class OpenAIStub:
 
     def view(self, b: dict) -> dict:
         n, polls = len(b["ids"]), b["polls"]
-        status, done, failed = (("in_progress", 0, 0) if polls <= 1 else ("in_progress", n // 2, 1) if polls == 2
-                                else ("completed", n, 0))
-        return {"id": b["id"], "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
-                "input_file_id": b["input_file_id"], "completion_window": "24h", "status": status,
-                "created_at": int(time.time()), "output_file_id": b["output_file_id"], "error_file_id": None,
-                "request_counts": {"total": n, "completed": done, "failed": failed}, "metadata": b["metadata"]}
+        status, done, failed = (
+            ("in_progress", 0, 0) if polls <= 1 else ("in_progress", n // 2, 1) if polls == 2 else ("completed", n, 0)
+        )
+        return {
+            "id": b["id"],
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "errors": None,
+            "input_file_id": b["input_file_id"],
+            "completion_window": "24h",
+            "status": status,
+            "created_at": int(time.time()),
+            "output_file_id": b["output_file_id"],
+            "error_file_id": None,
+            "request_counts": {"total": n, "completed": done, "failed": failed},
+            "metadata": b["metadata"],
+        }
 
 
 def send(h: BaseHTTPRequestHandler, code: int, obj: Any) -> None:
@@ -136,11 +180,23 @@ def send(h: BaseHTTPRequestHandler, code: int, obj: Any) -> None:
 
 
 def completion(content: str | None, logprobs: list | None = None) -> dict:
-    return {"id": "c", "object": "chat.completion", "created": 0, "model": "stub",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content},
-                         "logprobs": {"content": [{"token": content, "logprob": 0.0, "top_logprobs": logprobs}]}
-                         if logprobs is not None else None}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "stub",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content},
+                "logprobs": {"content": [{"token": content, "logprob": 0.0, "top_logprobs": logprobs}]}
+                if logprobs is not None
+                else None,
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+    }
 
 
 def canned(body: dict, headers: Any) -> dict:

@@ -1,5 +1,6 @@
 """AlpacaEval's published verdicts: the reader (JSON list, JSONL.gz of several models), its win rate recomputed
 exactly (draws as 1.5 and as 0, nulls left out as alpaca_eval does), and `compare --annotations`."""
+
 from __future__ import annotations
 
 import csv
@@ -13,7 +14,6 @@ from typer.testing import CliRunner
 from alpagasus.cli import app
 from alpagasus.compare.alpacaeval import by_model, outcome, read_annotations, win_rate, win_rates
 from alpagasus.data import DataError
-
 from conftest import SHARED_DATA
 
 runner = CliRunner()
@@ -21,9 +21,16 @@ PREFS = SHARED_DATA / "preferences"
 
 
 def record(i: int, pref, model: str = "alpaca-7b", out2: str | None = None) -> dict:
-    return {"instruction": f"instruction {i}", "output_1": f"reference answer {i}", "generator_1": "text_davinci_003",
-            "output_2": out2 if out2 is not None else f"answer {i} of {model}", "generator_2": model,
-            "annotator": "alpaca_eval_gpt4", "preference": pref, "dataset": "helpful_base"}
+    return {
+        "instruction": f"instruction {i}",
+        "output_1": f"reference answer {i}",
+        "generator_1": "text_davinci_003",
+        "output_2": out2 if out2 is not None else f"answer {i} of {model}",
+        "generator_2": model,
+        "annotator": "alpaca_eval_gpt4",
+        "preference": pref,
+        "dataset": "helpful_base",
+    }
 
 
 def alpaca_7b(zero_draws: int = 8, extra: list | None = None) -> list[dict]:
@@ -49,7 +56,8 @@ def test_alpaca_7b_published_win_rate_from_its_counts(tmp_path, zero_draws):
     assert r.standard_error == pytest.approx(float(published["standard_error"]), abs=1e-9)
     assert r.discrete_win_rate == pytest.approx(float(published["discrete_win_rate"]), abs=1e-9)
     assert (r.n_wins, r.n_wins_base, r.n_draws, r.n_total) == tuple(
-        int(published[k]) for k in ("n_wins", "n_wins_base", "n_draws", "n_total"))
+        int(published[k]) for k in ("n_wins", "n_wins_base", "n_draws", "n_total")
+    )
 
 
 def test_null_preferences_are_left_out_not_counted_as_draws(tmp_path):
@@ -60,8 +68,13 @@ def test_null_preferences_are_left_out_not_counted_as_draws(tmp_path):
 
 
 def test_soft_preferences_and_several_models_in_one_gzipped_jsonl(tmp_path):
-    rows = [record(0, 1.75, "m1"), record(1, 1.25, "m1"), record(2, 1.5, "m1"), record(0, 1.9, "m2"),
-            record(1, 1.0, "m2")]
+    rows = [
+        record(0, 1.75, "m1"),
+        record(1, 1.25, "m1"),
+        record(2, 1.5, "m1"),
+        record(0, 1.9, "m2"),
+        record(1, 1.0, "m2"),
+    ]
     path = tmp_path / "prefs.jsonl.gz"
     with gzip.open(path, "wt") as f:
         f.write("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -75,8 +88,9 @@ def test_soft_preferences_and_several_models_in_one_gzipped_jsonl(tmp_path):
     assert [v.side for v in by_model(verdicts)["m1"]] == ["2", "1", "tie"]
 
 
-@pytest.mark.parametrize("bad,message", [("abc", "field 'preference'"), (3, "outside [1, 2]"),
-                                         (True, "field 'preference'")])
+@pytest.mark.parametrize(
+    "bad,message", [("abc", "field 'preference'"), (3, "outside [1, 2]"), (True, "field 'preference'")]
+)
 def test_a_bad_preference_names_the_file_row_and_field(tmp_path, bad, message):
     path = write_json(tmp_path / "a.json", [record(0, 2), record(1, bad)])
     with pytest.raises(DataError, match=r"a\.json, row 2") as e:
@@ -124,8 +138,11 @@ def test_the_shared_development_file_reads_and_the_reference_against_itself_is_e
 def test_lc_calibration_by_the_same_verdicts_changes_nothing_and_needs_annotations(tmp_path):
     from alpagasus.compare.lc import alpaca_eval_lc
 
-    rows = [record(i, 2 if (i * 7 + k) % 5 < k + 1 else 1, f"m{k}", "o" * (100 + 13 * i * (k + 1)))
-            for k in range(4) for i in range(40)]
+    rows = [
+        record(i, 2 if (i * 7 + k) % 5 < k + 1 else 1, f"m{k}", "o" * (100 + 13 * i * (k + 1)))
+        for k in range(4)
+        for i in range(40)
+    ]
     path = write_json(tmp_path / "a.json", rows)
     verdicts = read_annotations(path)
     assert alpaca_eval_lc(verdicts, verdicts) == alpaca_eval_lc(verdicts)

@@ -10,6 +10,7 @@ f. every subpackage with more than one module has an __init__.py with a docstrin
 
 Each failure lists every violation, with file:line where there is one.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,7 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 PKG = SRC / "alpagasus"
-EXEMPT = PKG / "devtools"          # developer tools: not part of the shipped layout rules
+EXEMPT = PKG / "devtools"  # developer tools: not part of the shipped layout rules
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 HEAVY = ("torch", "transformers")
@@ -78,7 +79,7 @@ def parse(p: Path) -> ast.Module:
 class Edge:
     src: str
     dst: str
-    where: str      # file:line
+    where: str  # file:line
     stmt: str
 
 
@@ -110,7 +111,7 @@ def import_edges() -> list[Edge]:
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = me.split(".") if is_pkg else me.split(".")[:-1]
-                    base = base[:len(base) - (node.level - 1)]
+                    base = base[: len(base) - (node.level - 1)]
                     origin = ".".join(base + ([node.module] if node.module else []))
                 else:
                     origin = node.module or ""
@@ -202,10 +203,13 @@ def import_cycles() -> list[str]:
         if len(comp) < 2:
             continue
         members = set(comp)
-        lines = [f"cycle among {len(comp)} modules: {', '.join(comp)}",
-                 "  e.g. " + " -> ".join(shortest_cycle(comp[0], graph, members))]
-        for e in sorted({e for e in edges if e.src in members and e.dst in members},
-                        key=lambda e: (e.src, e.dst, e.where)):
+        lines = [
+            f"cycle among {len(comp)} modules: {', '.join(comp)}",
+            "  e.g. " + " -> ".join(shortest_cycle(comp[0], graph, members)),
+        ]
+        for e in sorted(
+            {e for e in edges if e.src in members and e.dst in members}, key=lambda e: (e.src, e.dst, e.where)
+        ):
             lines.append(f"  {e.src} -> {e.dst}   ({e.where}: {e.stmt})")
         report.append("\n".join(lines))
     return report
@@ -293,11 +297,15 @@ def _functions(tree: ast.AST, prefix: str = ""):
 
 def function_length(node: ast.FunctionDef | ast.AsyncFunctionDef, body_only: bool) -> int:
     if not body_only:
-        return node.end_lineno - node.lineno + 1          # from `def` (decorators not counted) to the last line
+        return node.end_lineno - node.lineno + 1  # from `def` (decorators not counted) to the last line
     body = node.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-            and isinstance(body[0].value.value, str):
-        body = body[1:]                                   # the docstring
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        body = body[1:]  # the docstring
     return body[-1].end_lineno - body[0].lineno + 1 if body else 0
 
 
@@ -315,8 +323,10 @@ def long_functions() -> list[str]:
 
 
 def test_function_length_measure():
-    src = ('def f(\n    a: int = 1,\n    b: int = 2,\n):\n    """Doc\n    string."""\n    x = 1\n\n'
-           '    return x\n\n\n@dec\nasync def g():\n    """only a docstring"""\n')
+    src = (
+        'def f(\n    a: int = 1,\n    b: int = 2,\n):\n    """Doc\n    string."""\n    x = 1\n\n'
+        '    return x\n\n\n@dec\nasync def g():\n    """only a docstring"""\n'
+    )
     fns = dict(_functions(ast.parse(src)))
     assert function_length(fns["f"], False) == 9 and function_length(fns["f"], True) == 3
     assert function_length(fns["g"], False) == 2 and function_length(fns["g"], True) == 0
@@ -367,8 +377,9 @@ def heavy_imports(code: str) -> tuple[dict[str, str], subprocess.CompletedProces
     """Run `code` in a fresh interpreter; return each heavy package left in its sys.modules, with where it was
     imported from."""
     script = f"_HEAVY = {HEAVY!r}\n" + SPY + code + REPORT
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(), timeout=300,
-                       cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=_env(), timeout=300, cwd=REPO
+    )
     assert r.returncode == 0 and "HEAVY-IMPORTS" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
     found = json.loads(r.stdout.rsplit("HEAVY-IMPORTS", 1)[1])
     return {m: describe(stack or []) for m, stack in found.items()}, r
@@ -381,34 +392,49 @@ def test_heavy_import_probe_sees_imports():
     assert found == {}
     found, _ = heavy_imports("import importlib\nimportlib.import_module('alpagasus.records')\nimport torch")
     assert list(found) == ["torch"] and "not imported from an alpagasus module" in found["torch"]
-    stack = [("/usr/lib/python3.11/runpy.py", 1, "x"), (str(PKG / "__init__.py"), 6, "from alpagasus import records"),
-             (str(PKG / "records.py"), 12, "import peft"), ("/venv/site-packages/peft/__init__.py", 3, "import torch")]
-    assert describe(stack).splitlines() == ["  src/alpagasus/__init__.py:6: from alpagasus import records",
-                                            "  src/alpagasus/records.py:12: import peft",
-                                            "  via /venv/site-packages/peft/__init__.py"]
+    stack = [
+        ("/usr/lib/python3.11/runpy.py", 1, "x"),
+        (str(PKG / "__init__.py"), 6, "from alpagasus import records"),
+        (str(PKG / "records.py"), 12, "import peft"),
+        ("/venv/site-packages/peft/__init__.py", 3, "import torch"),
+    ]
+    assert describe(stack).splitlines() == [
+        "  src/alpagasus/__init__.py:6: from alpagasus import records",
+        "  src/alpagasus/records.py:12: import peft",
+        "  via /venv/site-packages/peft/__init__.py",
+    ]
 
 
 def test_e_import_alpagasus_is_light():
     found, _ = heavy_imports("import alpagasus")
     assert not found, "`import alpagasus` imports heavy packages:\n" + "\n".join(
-        f"{m}:\n{where}" for m, where in found.items())
+        f"{m}:\n{where}" for m, where in found.items()
+    )
 
 
 def test_e_help_is_light():
     """What the `alpagasus` console script does: alpagasus.cli:main with argv ["--help"]."""
-    code = ("sys.argv = ['alpagasus', '--help']\nfrom alpagasus.cli import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n")
+    code = (
+        "sys.argv = ['alpagasus', '--help']\nfrom alpagasus.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+    )
     found, r = heavy_imports(code)
     assert "Usage" in r.stdout and " rate " in r.stdout, r.stdout[-2000:]
     assert not found, "`alpagasus --help` imports heavy packages:\n" + "\n".join(
-        f"{m}:\n{where}" for m, where in found.items())
+        f"{m}:\n{where}" for m, where in found.items()
+    )
 
 
 # ---- f. subpackages declare their surface ----------------------------------------------------------------
 def _has_all(tree: ast.Module) -> bool:
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
-            if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, (ast.AnnAssign, ast.AugAssign))
+            else []
+        )
         if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
             return True
     return False
@@ -429,8 +455,9 @@ def undeclared_packages() -> list[str]:
             out.append(f"{what}: no __init__.py")
             continue
         tree = parse(init)
-        missing = [m for m, ok in (("a docstring", bool(ast.get_docstring(tree))), ("__all__", _has_all(tree)))
-                   if not ok]
+        missing = [
+            m for m, ok in (("a docstring", bool(ast.get_docstring(tree))), ("__all__", _has_all(tree))) if not ok
+        ]
         if missing:
             out.append(f"{what}: __init__.py lacks {' and '.join(missing)}")
     return out
@@ -442,9 +469,13 @@ def test_f_subpackages_have_docstring_and_all():
 
 
 if __name__ == "__main__":  # python tests/test_architecture.py: print every violation, check by check
-    for title, fn in [("a. import cycles", import_cycles), ("b. prefix families", prefix_families),
-                      ("c. long modules", long_modules), ("d. long functions", long_functions),
-                      ("f. undeclared subpackages", undeclared_packages)]:
+    for title, fn in [
+        ("a. import cycles", import_cycles),
+        ("b. prefix families", prefix_families),
+        ("c. long modules", long_modules),
+        ("d. long functions", long_functions),
+        ("f. undeclared subpackages", undeclared_packages),
+    ]:
         found = fn()
         print(f"== {title}: {len(found)}")
         print("\n".join(found))

@@ -1,5 +1,6 @@
 """The benchmark harness (bench/harness.py): the instant-reply server as the real `openai` client and our
 `openai:` judge see it, the process helpers, and small end-to-end runs of the bench scripts."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,9 +49,18 @@ def test_the_openai_client_reads_logprobs_and_replies(server):
     r = client.chat.completions.create(model="m", messages=msgs, max_tokens=1, logprobs=True, top_logprobs=20)
     top = r.choices[0].logprobs.content[0].top_logprobs
     assert r.choices[0].logprobs.content[0].token == str(digit) == top[0].token
-    assert {t.token for t in top} == set("012345") and all(math.isclose(math.exp(t.logprob), probs[t.token]) for t in top)
-    assert len(client.chat.completions.create(model="m", messages=msgs, max_tokens=1, logprobs=True,
-                                              top_logprobs=2).choices[0].logprobs.content[0].top_logprobs) == 2
+    assert {t.token for t in top} == set("012345") and all(
+        math.isclose(math.exp(t.logprob), probs[t.token]) for t in top
+    )
+    assert (
+        len(
+            client.chat.completions.create(model="m", messages=msgs, max_tokens=1, logprobs=True, top_logprobs=2)
+            .choices[0]
+            .logprobs.content[0]
+            .top_logprobs
+        )
+        == 2
+    )
     r = client.chat.completions.create(model="m", messages=msgs)
     text = r.choices[0].message.content
     assert r.choices[0].finish_reason == "stop" and text.startswith(f"{digit}\n") and len(text.split()) > 10
@@ -67,8 +77,12 @@ def test_keep_alive_and_bad_requests(server):
     before = json.loads(get(server, "/v1/stats")[1])
     conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
     for i in range(20):  # one connection, twenty requests
-        conn.request("POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": str(i)}]}),
-                     {"Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            json.dumps({"messages": [{"role": "user", "content": str(i)}]}),
+            {"Content-Type": "application/json"},
+        )
         resp = conn.getresponse()
         assert resp.status == 200 and resp.getheader("connection") == "keep-alive"
         resp.read()
@@ -91,7 +105,9 @@ def test_our_openai_judge_in_both_modes(server):
         rep = asyncio.run(j.score([req]))[0]
         digit, probs = harness.instant_score(req.system + "\n" + req.user)
         if mode == "logprob":
-            assert rep.error is None and math.isclose(rep.score, sum(int(k) * p for k, p in probs.items()) / sum(probs.values()))
+            assert rep.error is None and math.isclose(
+                rep.score, sum(int(k) * p for k, p in probs.items()) / sum(probs.values())
+            )
             assert rep.extra["argmax"] == str(digit)
         else:
             assert parse_score(rep.text).score == digit
@@ -103,18 +119,29 @@ def test_rate_file_against_the_instant_server_spreads_scores(server, tmp_path):
     rows = harness.alpaca_rows(150)
     src = tmp_path / "rows.json"
     src.write_text(json.dumps(rows))
-    s = rate_file(src, tmp_path / "out.jsonl", judge="openai:instant", mode="logprob",
-                  judge_options={"base_url": server.url, "concurrency": 32}, store_path=tmp_path / "s.sqlite")
+    s = rate_file(
+        src,
+        tmp_path / "out.jsonl",
+        judge="openai:instant",
+        mode="logprob",
+        judge_options={"base_url": server.url, "concurrency": 32},
+        store_path=tmp_path / "s.sqlite",
+    )
     assert s.run.ok == 150
     scores = [json.loads(line)["score"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len({round(x) for x in scores}) >= 4 and 3.0 < sum(scores) / len(scores) < 4.5
     base = run_baseline(rows[:10], server.url)  # the official scheme, same server: the same digits
-    expected = [float(harness.instant_score("\n".join(m["content"] for m in msgs))[0]) for msgs in messages_for(rows[:10])]
+    expected = [
+        float(harness.instant_score("\n".join(m["content"] for m in msgs))[0]) for msgs in messages_for(rows[:10])
+    ]
     assert base["parsed"] == 10 and base["scores"] == expected
 
 
 def test_latency_proxy_process_and_run_measured():
-    with harness.instant_server_process() as (url, proc), harness.latency_proxy_process(url, median=0.2, sigma=0.1) as (purl, _):
+    with (
+        harness.instant_server_process() as (url, proc),
+        harness.latency_proxy_process(url, median=0.2, sigma=0.1) as (purl, _),
+    ):
         assert proc.poll() is None and purl != url
         from openai import OpenAI
 
@@ -124,7 +151,9 @@ def test_latency_proxy_process_and_run_measured():
         assert 0.1 < time.perf_counter() - t < 2 and r.choices[0].message.content[0].isdigit()
         assert harness.process_peak_rss_mb(proc.pid) > 5
     assert proc.poll() is not None  # stopped on exit
-    out = harness.run_measured([sys.executable, "-c", "b = b'x' * (150 * 2**20); print('ok')"])  # touched pages: resident
+    out = harness.run_measured(
+        [sys.executable, "-c", "b = b'x' * (150 * 2**20); print('ok')"]
+    )  # touched pages: resident
     # at least the child's own 150 MB (Linux may add the parent's size at the spawn: an upper bound)
     assert out["rc"] == 0 and out["stdout"].strip() == "ok" and out["peak_rss_mb"] > 150
 
@@ -134,7 +163,8 @@ def test_alpagasus_serve_process(tiny_model):
         from openai import OpenAI
 
         r = OpenAI(base_url=url, api_key="x", max_retries=0).chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
         assert r.choices[0].message.content is not None
 
 
@@ -144,9 +174,30 @@ def last_json(stdout: str) -> dict:
 
 def test_concurrency_script_smoke(tmp_path):
     png = tmp_path / "c.png"
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "concurrency.py"), "--rows", "64", "--baseline-rows", "10",
-                          "--levels", "1", "16", "--per-level", "2", "--median", "0.05", "--sigma", "0.5", "--plot", str(png)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "concurrency.py"),
+            "--rows",
+            "64",
+            "--baseline-rows",
+            "10",
+            "--levels",
+            "1",
+            "16",
+            "--per-level",
+            "2",
+            "--median",
+            "0.05",
+            "--sigma",
+            "0.5",
+            "--plot",
+            str(png),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     res = last_json(out.stdout)
     assert set(res["curve"]) == {"1", "16"} and res["batch5_per_s"] > 0 and res["ratio"] > 1
@@ -154,9 +205,25 @@ def test_concurrency_script_smoke(tmp_path):
 
 
 def test_overhead_script_smoke(tiny_model):
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "overhead.py"), "--rows", "32", "--passes", "1",
-                          "--judge", f"hf:{tiny_model}", "--batch-size", "8", "--instant-rows", "200"],
-                         capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "overhead.py"),
+            "--rows",
+            "32",
+            "--passes",
+            "1",
+            "--judge",
+            f"hf:{tiny_model}",
+            "--batch-size",
+            "8",
+            "--instant-rows",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     res = last_json(out.stdout)
     assert res["embedded"]["max_score_diff"] < 1e-4 and res["embedded"]["rows"] == 32

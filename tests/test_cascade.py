@@ -3,6 +3,7 @@ planted perfect predictor, a random one), and the whole cascade on real Alpaca r
 judge (replay:FILE): a run that cannot save gives up after the sample and says so; a run whose strong judge a
 shipped predictor ranks perfectly leaves it nothing but the sample, resumes after an interruption and asks
 nothing twice."""
+
 from __future__ import annotations
 
 import json
@@ -17,19 +18,15 @@ from typer.testing import CliRunner
 
 from alpagasus.cli import app
 from alpagasus.rate.cascade import CascadeOptions, Plan, sample_size
-from alpagasus.rate.certify import (
-    _lower_bound_bisect,
-    band_path,
-    bounds,
-    certify,
-    choose_band,
-    lower_bound,
-)
+from alpagasus.rate.certify import _lower_bound_bisect, band_path, bounds, certify, choose_band, lower_bound
 from alpagasus.rate.plan import certify_start, precheck
 from alpagasus.rate.start import split_sample
 
-LABELS = Path(os.environ.get("ALPAGASUS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) \
-    / "labels" / "alpaca_llm_labels.jsonl"
+LABELS = (
+    Path(os.environ.get("ALPAGASUS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    / "labels"
+    / "alpaca_llm_labels.jsonl"
+)
 DECISION = "claude_accuracy_ge_4_5"
 
 
@@ -85,8 +82,9 @@ def test_perfect_predictor_band_shrinks_to_nothing():
     y = rng.random(2000) < 0.3
     s = y * 3.0 + rng.uniform(0, 1, 2000)  # every kept row above every dropped one
     split = split_sample(y, 0.5, 0)
-    st, cert, reason = certify_start(y, split, ("predictor:planted", 5 / (1 + np.exp(-s))), None,
-                                     CascadeOptions(), "rate_accuracy")
+    st, cert, reason = certify_start(
+        y, split, ("predictor:planted", 5 / (1 + np.exp(-s))), None, CascadeOptions(), "rate_accuracy"
+    )
     assert reason == "" and st.scorer.start == "shipped" and st.auc["shipped"] == 1.0
     assert cert.lo == cert.hi and cert.saving == 1.0 and cert.band_fraction == 0.0
     assert cert.recall_bound >= 0.95 and cert.precision_bound >= 0.95 and cert.missed == 0
@@ -97,8 +95,9 @@ def test_random_predictor_gives_up():
     y = rng.random(3000) < 0.3
     split = split_sample(y, 0.5, 0)
     assert precheck(y, split, CascadeOptions()) == ""  # enough kept rows to try
-    _, cert, reason = certify_start(y, split, ("predictor:random", rng.uniform(0, 5, 3000)), None,
-                                     CascadeOptions(), "rate_accuracy")
+    _, cert, reason = certify_start(
+        y, split, ("predictor:random", rng.uniform(0, 5, 3000)), None, CascadeOptions(), "rate_accuracy"
+    )
     assert reason.startswith("no band saves enough") and cert.saving < 0.2
     # too few kept rows to certify anything: it says so before any predictor is tried, and how many would do
     few = split_sample(rng.random(400) < 0.05, 0.5, 0)
@@ -126,16 +125,28 @@ def _rows(n: int, kept_share: float | None = None) -> list[dict]:
     rows = [r for r in rows if r["from_random_sample"] and r["output"].strip()]
     if kept_share is None:
         return rows[:n]
-    kept = [r for r in rows if r[DECISION]][:round(n * kept_share)]
-    dropped = [r for r in rows if not r[DECISION]][:n - len(kept)]
+    kept = [r for r in rows if r[DECISION]][: round(n * kept_share)]
+    dropped = [r for r in rows if not r[DECISION]][: n - len(kept)]
     step = len(dropped) // max(1, len(kept))
-    return [r for i, k in enumerate(kept) for r in (*dropped[i * step:(i + 1) * step], k)] + dropped[len(kept) * step:]
+    return [r for i, k in enumerate(kept) for r in (*dropped[i * step : (i + 1) * step], k)] + dropped[
+        len(kept) * step :
+    ]
 
 
 def _write(path: Path, rows: list[dict], score: str | None = None) -> Path:
-    path.write_text("".join(json.dumps({**{k: r[k] for k in ("instruction", "input", "output")},
-                                        **({"score": 5.0 if r[DECISION] else 3.0} if score else {})}) + "\n"
-                            for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    **{k: r[k] for k in ("instruction", "input", "output")},
+                    **({"score": 5.0 if r[DECISION] else 3.0} if score else {}),
+                }
+            )
+            + "\n"
+            for r in rows
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -156,8 +167,9 @@ def test_a_cascade_that_cannot_save_gives_up_after_the_sample(labelled, tmp_path
 
     data, recorded, truth = labelled
     store = tmp_path / "s.sqlite"
-    s = rate_file(data, tmp_path / "out.jsonl", judge=f"replay:{recorded}", store_path=store,
-                  cascade=CascadeOptions(sample=160))
+    s = rate_file(
+        data, tmp_path / "out.jsonl", judge=f"replay:{recorded}", store_path=store, cascade=CascadeOptions(sample=160)
+    )
     c = s.cascade
     assert c.gave_up and c.note and c.predictor is None and c.predictor_requests == 0
     assert c.sample == 160 and c.band == 100 and c.strong_rows == 260 and c.calls_saved == 0
@@ -166,15 +178,48 @@ def test_a_cascade_that_cannot_save_gives_up_after_the_sample(labelled, tmp_path
         assert st.count() == st.count(judge=s.judge) == 260  # no predictor's ratings stored
     assert not list(tmp_path.glob("s.sqlite.cascade/*/head.npz"))  # no predictor saved
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").open(encoding="utf-8")]
-    assert all(r["judge"] == s.judge and (r["score"] >= 4.5) == truth[(r["instruction"], r["input"], r["output"])]
-               for r in rows) and len(rows) == 260
-    res = CliRunner().invoke(app, ["rate", str(data), "-o", str(tmp_path / "o2.jsonl"), "--judge",
-                                   f"replay:{recorded}", "--cascade", "--cascade-sample", "160", "--store", str(store)])
+    assert (
+        all(
+            r["judge"] == s.judge and (r["score"] >= 4.5) == truth[(r["instruction"], r["input"], r["output"])]
+            for r in rows
+        )
+        and len(rows) == 260
+    )
+    res = CliRunner().invoke(
+        app,
+        [
+            "rate",
+            str(data),
+            "-o",
+            str(tmp_path / "o2.jsonl"),
+            "--judge",
+            f"replay:{recorded}",
+            "--cascade",
+            "--cascade-sample",
+            "160",
+            "--store",
+            str(store),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "gave up after the sample" in res.output and "guaranteed: exact" in res.output
-    stop = CliRunner().invoke(app, ["rate", str(data), "-o", str(tmp_path / "o3.jsonl"), "--judge",
-                                    f"replay:{recorded}", "--cascade", "--cascade-sample", "160", "--cascade-stop",
-                                    "--store", str(tmp_path / "s2.sqlite")])
+    stop = CliRunner().invoke(
+        app,
+        [
+            "rate",
+            str(data),
+            "-o",
+            str(tmp_path / "o3.jsonl"),
+            "--judge",
+            f"replay:{recorded}",
+            "--cascade",
+            "--cascade-sample",
+            "160",
+            "--cascade-stop",
+            "--store",
+            str(tmp_path / "s2.sqlite"),
+        ],
+    )
     assert stop.exit_code == 2 and "cannot save" in stop.output and "Stopped after the sample" in stop.output
     with Store(tmp_path / "s2.sqlite") as st:
         assert st.count() == 160  # the sample only
@@ -211,8 +256,14 @@ def test_a_perfect_start_leaves_the_strong_judge_only_the_sample(planted, tmp_pa
         return lambda counts: None
 
     def run(**kw):
-        return rate_file(data, out, judge=f"replay:{strong}", store_path=store, cascade=CascadeOptions(
-            sample=240, recall=0.9, precision=0.9, threshold=threshold), **kw)
+        return rate_file(
+            data,
+            out,
+            judge=f"replay:{strong}",
+            store_path=store,
+            cascade=CascadeOptions(sample=240, recall=0.9, precision=0.9, threshold=threshold),
+            **kw,
+        )
 
     with pytest.raises(KeyboardInterrupt):
         run(progress=stop_at_predictor)
@@ -241,13 +292,35 @@ def test_a_perfect_start_leaves_the_strong_judge_only_the_sample(planted, tmp_pa
         assert st.count(judge=s.judge) == 240
     again = run()
     assert again.run.to_judge == 0 and again.cascade.predictor_requests == 0 and again.cascade.band == 0
-    res = CliRunner().invoke(app, ["rate", str(data), "-o", str(tmp_path / "cli.jsonl"), "--judge", f"replay:{strong}",
-                                   "--cascade", "--cascade-sample", "240", "--cascade-recall", "0.9",
-                                   "--cascade-precision", "0.9", "--cascade-threshold", repr(threshold),
-                                   "--store", str(store)])  # the same plan and ratings, nothing asked
+    res = CliRunner().invoke(
+        app,
+        [
+            "rate",
+            str(data),
+            "-o",
+            str(tmp_path / "cli.jsonl"),
+            "--judge",
+            f"replay:{strong}",
+            "--cascade",
+            "--cascade-sample",
+            "240",
+            "--cascade-recall",
+            "0.9",
+            "--cascade-precision",
+            "0.9",
+            "--cascade-threshold",
+            repr(threshold),
+            "--store",
+            str(store),
+        ],
+    )  # the same plan and ratings, nothing asked
     assert res.exit_code == 0, res.output
-    for text in ("strong-judge rows (sample + band)", "recall lower bound", "precision lower bound",
-                 "guaranteed: with 95% confidence, the kept set's recall >= 0.9 and precision >= 0.9"):
+    for text in (
+        "strong-judge rows (sample + band)",
+        "recall lower bound",
+        "precision lower bound",
+        "guaranteed: with 95% confidence, the kept set's recall >= 0.9 and precision >= 0.9",
+    ):
         assert text in res.output
 
 
@@ -265,12 +338,22 @@ def test_cascade_with_batch_asks_each_row_once(tiny_model, alpaca_rows, tmp_path
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     opts = RunOptions(batch=True, batch_poll_s=0.05, min_label_mass=0.0)
     with start_server(ModelRunner(str(tiny_model), name="tiny")) as url:
-        s = rate_file(data, tmp_path / "out.jsonl", judge="openai:tiny", mode="logprob", options=opts,
-                      judge_options={"base_url": url, "top_logprobs": 800}, store_path=tmp_path / "s.sqlite",
-                      cascade=CascadeOptions(sample=16, threshold=2.5))
+        s = rate_file(
+            data,
+            tmp_path / "out.jsonl",
+            judge="openai:tiny",
+            mode="logprob",
+            options=opts,
+            judge_options={"base_url": url, "top_logprobs": 800},
+            store_path=tmp_path / "s.sqlite",
+            cascade=CascadeOptions(sample=16, threshold=2.5),
+        )
         client = openai.OpenAI(base_url=url, api_key="none")
-        sent = [json.loads(x)["custom_id"] for b in client.batches.list(limit=100)
-                for x in client.files.content(b.input_file_id).text.splitlines()]
+        sent = [
+            json.loads(x)["custom_id"]
+            for b in client.batches.list(limit=100)
+            for x in client.files.content(b.input_file_id).text.splitlines()
+        ]
     c = s.cascade
     out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     strong = [r["id"] for r in out if r["judge"] == s.judge]

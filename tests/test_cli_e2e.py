@@ -1,4 +1,5 @@
 """End to end: `alpagasus rate` on 20 real Alpaca rows with the embedded judge, offline, then `select`."""
+
 import json
 import os
 import subprocess
@@ -8,13 +9,14 @@ from conftest import SHARED_DATA
 
 
 def run(*args, env):
-    return subprocess.run([sys.executable, "-m", "alpagasus.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "alpagasus.cli", *args], capture_output=True, text=True, env=env, timeout=900
+    )
 
 
 def test_rate_then_select_with_embedded_judge(tmp_path):
     rows = json.loads((SHARED_DATA / "alpaca" / "alpaca_random_9k.json").read_text())[:20]
-    rows.append(dict(rows[0]))                       # a duplicate: rated once
+    rows.append(dict(rows[0]))  # a duplicate: rated once
     rows.append({"instruction": "x", "input": "", "output": ""})  # bad data: status `empty`, not sent
     rows.append({"instruction": "y", "input": "", "output": 42})  # a broken row: listed with --skip-invalid
     data = tmp_path / "alpaca20.json"
@@ -39,8 +41,9 @@ def test_rate_then_select_with_embedded_judge(tmp_path):
     assert "empty instruction or output (not sent) │ 1" in err
 
     # a second run finds everything in the store and loads no model
-    r2 = run("rate", str(data), "-o", str(tmp_path / "again.jsonl"), "--store", str(store), "--skip-invalid", *emb,
-             env=env)
+    r2 = run(
+        "rate", str(data), "-o", str(tmp_path / "again.jsonl"), "--store", str(store), "--skip-invalid", *emb, env=env
+    )
     assert r2.returncode == 0 and "requests sent │ 0" in " ".join(r2.stderr.split())
     assert "Loading weights" not in r2.stderr
 
@@ -83,10 +86,26 @@ def test_rate_and_compare_share_one_session_so_a_bad_store_is_the_same_clean_err
     bad_store = tmp_path / "a_directory"
     bad_store.mkdir()
     answers = SHARED_DATA / "responses" / "vicuna_alpagasus2_vs_alpaca2.json"
-    r = run("rate", "sample:alpaca", "-o", str(tmp_path / "r.jsonl"), "--limit", "2", "--store", str(bad_store),
-            env=env)
-    c = run("compare", str(answers), "--model-a", "alpagasus2", "--model-b", "alpaca2", "-o", str(tmp_path / "cmp"),
-            "--store", str(bad_store), "--judge", "openai:m", "--base-url", "http://127.0.0.1:9/v1", env=env)
+    r = run(
+        "rate", "sample:alpaca", "-o", str(tmp_path / "r.jsonl"), "--limit", "2", "--store", str(bad_store), env=env
+    )
+    c = run(
+        "compare",
+        str(answers),
+        "--model-a",
+        "alpagasus2",
+        "--model-b",
+        "alpaca2",
+        "-o",
+        str(tmp_path / "cmp"),
+        "--store",
+        str(bad_store),
+        "--judge",
+        "openai:m",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        env=env,
+    )
     for proc in (r, c):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert "cannot open the store" in proc.stderr and "a_directory" in proc.stderr

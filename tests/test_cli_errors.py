@@ -6,6 +6,7 @@ The table holds (argv, exit status, a fragment of the message); paths in it are 
 fixtures built once (a dataset, a ratings file, answer files, recipes, a directory, garbage). An API judge
 points at a closed port: every case fails before a request would be sent.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REFUSED = "http://127.0.0.1:9/v1"   # nothing listens there
+REFUSED = "http://127.0.0.1:9/v1"  # nothing listens there
 OJ = ["--judge", "openai:m", "--base-url", REFUSED, "--store", "o/s.sqlite"]
 ROWS = [{"instruction": f"Say {i}", "input": "", "output": f"Answer number {i} is here."} for i in range(4)]
 
@@ -28,13 +29,35 @@ def fixtures(tmp_path_factory) -> Path:
     (d / "adir").mkdir()
     _jsonl(d / "data.jsonl", ROWS)
     _jsonl(d / "data_q.jsonl", [{"question": r["instruction"], "input": "", "output": r["output"]} for r in ROWS])
-    _jsonl(d / "ratings.jsonl", [dict(r, id=f"{i:016x}", row=i + 1, score=float(i + 2), status="ok", judge="x",
-                                      prompt_version="v", flags=[]) for i, r in enumerate(ROWS)])
-    _jsonl(d / "big.jsonl", [dict(instruction=f"Task {i}", input="", output=f"Answer {i} " * (1 + i % 5),
-                                  id=f"{i:016x}", score=5.0 if i % 2 else 2.0, status="ok") for i in range(40)])
+    _jsonl(
+        d / "ratings.jsonl",
+        [
+            dict(r, id=f"{i:016x}", row=i + 1, score=float(i + 2), status="ok", judge="x", prompt_version="v", flags=[])
+            for i, r in enumerate(ROWS)
+        ],
+    )
+    _jsonl(
+        d / "big.jsonl",
+        [
+            dict(
+                instruction=f"Task {i}",
+                input="",
+                output=f"Answer {i} " * (1 + i % 5),
+                id=f"{i:016x}",
+                score=5.0 if i % 2 else 2.0,
+                status="ok",
+            )
+            for i in range(40)
+        ],
+    )
     for name, model in (("a.jsonl", "ma"), ("b.jsonl", "mb")):
-        _jsonl(d / name, [{"testset": "vicuna", "question_id": i, "question": f"Q{i}", "answer": f"A {model} {i}",
-                           "model": model} for i in (1, 2)])
+        _jsonl(
+            d / name,
+            [
+                {"testset": "vicuna", "question_id": i, "question": f"Q{i}", "answer": f"A {model} {i}", "model": model}
+                for i in (1, 2)
+            ],
+        )
     _jsonl(d / "questions_bad.jsonl", [{"nope": 1}])
     (d / "garbage.jsonl").write_bytes(b"\x00\xff\xfe garbage \x89PNG\n\x01\x02")
     (d / "garbage.json").write_bytes(b"\x00\xff\xfe garbage")
@@ -73,20 +96,36 @@ CASES = [
     (["rate", "prompt_bad.txt", "-o", "o/r.jsonl", *OJ], 2, "unknown format"),
     (["rate", "tatsu-lab/alpaca", "-o", "o/r.jsonl", *OJ], 2, "tatsu-lab/alpaca"),
     (["rate", "sample:nosuch", "-o", "o/r.jsonl", *OJ], 2, "no such bundled sample"),
-    (["rate", "data.jsonl", "-o", "o/r.jsonl", *OJ[:4], "--store", "garbage.json"], 2, "is damaged (file is not a database)"),
+    (
+        ["rate", "data.jsonl", "-o", "o/r.jsonl", *OJ[:4], "--store", "garbage.json"],
+        2,
+        "is damaged (file is not a database)",
+    ),
     # rate: names
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "nosuch:m"], 2, "unknown judge backend 'nosuch'"),
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "openai"], 2, "needs a model name"),
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "openai:m"], 2, "set OPENAI_API_KEY"),
-    (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "hf:/no/such/model", "--store", "o/s.sqlite"], 2,
-     "/no/such/model: no such model directory"),
-    (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "hf:nosuchorg/nosuchmodel", "--store", "o/s.sqlite"], 2,
-     "nosuchorg/nosuchmodel: cannot load the model"),
-    (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "embedded:nosuch", "--store", "o/s.sqlite"], 2,
-     "unknown embedded model 'nosuch'"),
+    (
+        ["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "hf:/no/such/model", "--store", "o/s.sqlite"],
+        2,
+        "/no/such/model: no such model directory",
+    ),
+    (
+        ["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "hf:nosuchorg/nosuchmodel", "--store", "o/s.sqlite"],
+        2,
+        "nosuchorg/nosuchmodel: cannot load the model",
+    ),
+    (
+        ["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "embedded:nosuch", "--store", "o/s.sqlite"],
+        2,
+        "unknown embedded model 'nosuch'",
+    ),
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "predictor:nosuch"], 2, "no predictor 'nosuch'"),
-    (["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "predictor:alpaca-claude-accuracy", "--device", "cpu"],
-     2, "does not take device"),
+    (
+        ["rate", "data.jsonl", "-o", "o/r.jsonl", "--judge", "predictor:alpaca-claude-accuracy", "--device", "cpu"],
+        2,
+        "does not take device",
+    ),
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--dimension", "beauty", *OJ], 2, "no template 'beauty'"),
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--prompt", "nope.txt", *OJ], 2, "no template 'nope.txt'"),
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--prompt", "prompt_bad.txt", *OJ], 2, "no <<<user>>> section"),
@@ -101,8 +140,7 @@ CASES = [
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--timeout", "0", *OJ], 2, "'--timeout'"),
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--max-attempts", "0", *OJ], 2, "'--max-attempts'"),
     (["rate", "data.jsonl", "-o", "o/r.jsonl", "--field", "bogus", *OJ], 2, "--field 'bogus'"),
-    (["rate", "data_q.jsonl", "-o", "o/r.jsonl", "--field", "instruction=missingcol", *OJ], 2,
-     "field 'missingcol'"),
+    (["rate", "data_q.jsonl", "-o", "o/r.jsonl", "--field", "instruction=missingcol", *OJ], 2, "field 'missingcol'"),
     # select, show, report
     (["select", "nope.jsonl", "-o", "o/s.json", "--top-k", "2"], 2, "nope.jsonl"),
     (["select", "adir", "-o", "o/s.json", "--top-k", "2"], 2, "adir"),
@@ -129,17 +167,37 @@ CASES = [
     (["compare", "garbage.jsonl", "b.jsonl", "-o", "o/c", *OJ], 2, "malformed JSON"),
     (["compare", "a.jsonl", "-o", "o/c", *OJ], 2, "give two answer files"),
     (["compare", "a.jsonl", "b.jsonl", "-o", "o/c", "--judge", "nosuch:m"], 2, "unknown judge backend"),
-    (["compare", "a.jsonl", "b.jsonl", "-o", "o/c", "--judge", "hf:/no/such", "--store", "o/s.sqlite"], 2,
-     "/no/such: no such model directory"),
-    (["compare", "a.jsonl", "b.jsonl", "-o", "o/c", "--judge", "predictor:alpaca-claude-accuracy"], 2,
-     "only predicts"),
+    (
+        ["compare", "a.jsonl", "b.jsonl", "-o", "o/c", "--judge", "hf:/no/such", "--store", "o/s.sqlite"],
+        2,
+        "/no/such: no such model directory",
+    ),
+    (["compare", "a.jsonl", "b.jsonl", "-o", "o/c", "--judge", "predictor:alpaca-claude-accuracy"], 2, "only predicts"),
     (["compare", "a.jsonl", "b.jsonl", "-o", "o/c", "--limit", "-1", *OJ], 2, "'--limit'"),
     (["compare", "a.jsonl", "b.jsonl", "-o", "data.jsonl", *OJ], 2, "a file, not a directory"),
     (["compare", "a.jsonl", "b.jsonl", "-o", "o/c", "--capacity", *OJ], 2, "--capacity needs --reference"),
-    (["compare", "-o", "o/c", "--reviews-ab", "nope.jsonl", "--reviews-ba", "nope.jsonl", "--model-a", "x",
-      "--model-b", "y"], 2, "nope.jsonl: no such file"),
-    (["compare", "a.jsonl", "b.jsonl", "-o", "o/c", *OJ[:4], "--store", "garbage.json"], 2,
-     "is damaged (file is not a database)"),
+    (
+        [
+            "compare",
+            "-o",
+            "o/c",
+            "--reviews-ab",
+            "nope.jsonl",
+            "--reviews-ba",
+            "nope.jsonl",
+            "--model-a",
+            "x",
+            "--model-b",
+            "y",
+        ],
+        2,
+        "nope.jsonl: no such file",
+    ),
+    (
+        ["compare", "a.jsonl", "b.jsonl", "-o", "o/c", *OJ[:4], "--store", "garbage.json"],
+        2,
+        "is damaged (file is not a database)",
+    ),
     # train
     (["train", "nope.json", "-o", "o/t"], 2, "nope.json: no such file"),
     (["train", "adir", "-o", "o/t"], 2, "adir"),
@@ -154,13 +212,18 @@ CASES = [
     (["train", "data.jsonl", "-o", "o/t", "--precision", "fp7"], 2, "precision must be"),
     (["train", "data.jsonl", "-o", "o/t", "--lr", "abc"], 2, "'--lr'"),
     (["train", "data.jsonl", "-o", "data.jsonl"], 2, "a file, not a run directory"),
-    (["train", "data.jsonl", "-o", "o/t", "--base", "embedded:nosuch", "--max-steps", "1"], 2,
-     "unknown embedded model"),
+    (
+        ["train", "data.jsonl", "-o", "o/t", "--base", "embedded:nosuch", "--max-steps", "1"],
+        2,
+        "unknown embedded model",
+    ),
     # generate
-    (["generate", "/no/such/model", "-t", "vicuna", "-o", "o/g.jsonl", "--limit", "1"], 2,
-     "/no/such/model: no such model directory"),
-    (["generate", "embedded:nosuch", "-t", "vicuna", "-o", "o/g.jsonl", "--limit", "1"], 2,
-     "unknown embedded model"),
+    (
+        ["generate", "/no/such/model", "-t", "vicuna", "-o", "o/g.jsonl", "--limit", "1"],
+        2,
+        "/no/such/model: no such model directory",
+    ),
+    (["generate", "embedded:nosuch", "-t", "vicuna", "-o", "o/g.jsonl", "--limit", "1"], 2, "unknown embedded model"),
     ([*GEN, "-t", "nosuch"], 2, "not a bundled test set"),
     ([*GEN, "-t", "adir"], 2, "a directory, not a JSONL file"),
     ([*GEN, "-t", "questions_bad.jsonl"], 2, "field 'question_id'"),
@@ -171,8 +234,11 @@ CASES = [
     ([*GEN, "-t", "vicuna", "--temperature", "-1"], 2, "temperature must be >= 0"),
     (["generate", "m", "--backend", "nosuch", "-t", "vicuna", "-o", "o/g.jsonl"], 2, "backend must be one of"),
     (["generate", "m", "--backend", "openai", "-t", "vicuna", "-o", "o/g.jsonl"], 2, "--base-url"),
-    (["generate", "m", "--backend", "openai", "--base-url", REFUSED, "-t", "vicuna", "-o", "adir"], 2,
-     "adir: not a file"),
+    (
+        ["generate", "m", "--backend", "openai", "--base-url", REFUSED, "-t", "vicuna", "-o", "adir"],
+        2,
+        "adir: not a file",
+    ),
     # distill
     (["distill", "nope.jsonl", "-o", "o/d"], 2, "nope.jsonl: no such file"),
     (["distill", "adir", "-o", "o/d"], 2, "adir"),
@@ -211,8 +277,14 @@ CASES = [
 @pytest.mark.parametrize("argv,code,fragment", CASES, ids=[" ".join(c[0][:2]) + f" #{i}" for i, c in enumerate(CASES)])
 def test_a_user_mistake_is_a_message(fixtures, argv, code, fragment):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ALPAGASUS_DEBUG")}
-    p = subprocess.run([sys.executable, "-m", "alpagasus.cli", *argv], capture_output=True, text=True, env=env,
-                       cwd=fixtures, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "alpagasus.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=fixtures,
+        timeout=300,
+    )
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     said = " ".join(p.stderr.replace("│", " ").split())  # click draws its usage errors in a box
     assert p.returncode == code, said[-2000:]

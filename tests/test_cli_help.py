@@ -1,4 +1,5 @@
 """What a new user types first: --version, -h, each command's help grouped in panels, one option name style."""
+
 from __future__ import annotations
 
 from typer.testing import CliRunner

@@ -1,4 +1,5 @@
 """Reading datasets: formats, field mapping, stable ids, bad rows named precisely, duplicates."""
+
 import csv
 import json
 
@@ -172,9 +173,15 @@ def test_empty_outputs_are_examples_when_allowed_and_invalid_otherwise(tmp_path)
     from alpagasus.data import stream_examples
 
     src = tmp_path / "d.json"
-    src.write_text(json.dumps([{"instruction": "a", "input": "", "output": ""},
-                               {"instruction": " ", "input": "", "output": "b"},
-                               {"instruction": "c", "input": "", "output": "d"}]))
+    src.write_text(
+        json.dumps(
+            [
+                {"instruction": "a", "input": "", "output": ""},
+                {"instruction": " ", "input": "", "output": "b"},
+                {"instruction": "c", "input": "", "output": "d"},
+            ]
+        )
+    )
     got = list(stream_examples(src, allow_empty=True))
     assert [e.empty_field for e in got] == ["output", "instruction", None]
     with pytest.raises(DataError, match="row 1, field 'output': is empty"):  # training and distill stay strict
@@ -215,26 +222,26 @@ def test_a_writer_killed_mid_write_leaves_nothing_after_the_next_write(tmp_path)
     p.wait(10)
     left = list(tmp_path.glob(".ratings.jsonl.*.tmp"))
     assert len(left) == 1 and target.read_text() == "old\n"  # the kill left its temp file; the old file is whole
-    legacy_old = tmp_path / ".ratings.jsonl.abc123.tmp"      # an older version's name, untouched for hours
+    legacy_old = tmp_path / ".ratings.jsonl.abc123.tmp"  # an older version's name, untouched for hours
     legacy_old.write_text("x")
     os.utime(legacy_old, (0, 0))
-    legacy_new = tmp_path / ".ratings.jsonl.def456.tmp"      # could be another writer right now: kept
+    legacy_new = tmp_path / ".ratings.jsonl.def456.tmp"  # could be another writer right now: kept
     legacy_new.write_text("x")
     mine_alive = tmp_path / f".ratings.jsonl.p{os.getppid()}.zzz.tmp"  # a live process's: kept
     mine_alive.write_text("x")
     with atomic_writer(target) as f:
         f.write("new\n")
     assert target.read_text() == "new\n"
-    assert sorted(p.name for p in tmp_path.glob(".ratings.jsonl.*.tmp")) == sorted([legacy_new.name,
-                                                                                   mine_alive.name])
+    assert sorted(p.name for p in tmp_path.glob(".ratings.jsonl.*.tmp")) == sorted([legacy_new.name, mine_alive.name])
 
 
 @pytest.mark.parametrize("name", ["d.json", "d.jsonl", "d.csv"])
 def test_gzipped_files_read_like_plain_ones(tmp_path, name):
     import gzip
 
-    rows = [{"instruction": f"say {i}", "input": "", "output": f"{i}"} for i in range(5)] + \
-        [{"instruction": "no answer", "input": "", "output": ""}]
+    rows = [{"instruction": f"say {i}", "input": "", "output": f"{i}"} for i in range(5)] + [
+        {"instruction": "no answer", "input": "", "output": ""}
+    ]
     plain = tmp_path / name
     if name.endswith(".csv"):
         with plain.open("w", newline="") as f:

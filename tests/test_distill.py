@@ -1,4 +1,5 @@
 """distill: training on real labels beats a shuffled-label control; files round-trip; the predictor judge."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,13 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
-
 from alpagasus.data import DataError
 from alpagasus.distill import DistillError, distill, fit_predictor, load_labels
 from alpagasus.judges import get
 from alpagasus.predictors import Encoder, Predictor, featurize, shipped
 from alpagasus.records import Example, Request
+from conftest import SHARED_DATA
 
 LABELS = SHARED_DATA / "labels" / "alpaca_llm_labels.jsonl"
 LABEL = "chatgpt_helpfulness_ge_4_5"  # the clearer signal: a few hundred rows suffice
@@ -120,8 +120,16 @@ def test_rate_output_format(tmp_path, label_rows, features):
     for i, r in enumerate(label_rows):
         score = rng.choice([4.5, 5.0]) if r[LABEL] else rng.choice([2.0, 3.0, 3.5, 4.0])
         status = "ok" if i % 20 else "unparsed"
-        rows.append({"id": f"r{i}", "instruction": r["instruction"], "input": r["input"], "output": r["output"],
-                     "score": score if status == "ok" else None, "status": status})
+        rows.append(
+            {
+                "id": f"r{i}",
+                "instruction": r["instruction"],
+                "input": r["input"],
+                "output": r["output"],
+                "score": score if status == "ok" else None,
+                "status": status,
+            }
+        )
         if status == "ok":
             keep_idx.append(i)
     path = tmp_path / "ratings.jsonl"
@@ -138,8 +146,11 @@ def test_rate_output_format(tmp_path, label_rows, features):
 def test_cli_distill_error_and_help(tmp_path):
     bad = tmp_path / "labels.jsonl"
     bad.write_text(json.dumps({"instruction": "a", "input": "", "output": "b", "good": True}) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "alpagasus.cli", "distill", str(bad), "-o", str(tmp_path / "o"),
-                           "--label", "nope"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "alpagasus.cli", "distill", str(bad), "-o", str(tmp_path / "o"), "--label", "nope"],
+        capture_output=True,
+        text=True,
+    )
     if "No module named alpagasus.cli.__main__" in proc.stderr:
         from typer.testing import CliRunner
 
@@ -158,8 +169,10 @@ def test_shipped_predictor_judge(label_rows):
     assert judge.mode == "predict" and judge.batch_size >= 256
     assert judge.id.startswith("predictor:alpaca-chatgpt-helpfulness@") and len(judge.id.split("@")[1]) == 10
     rows = label_rows[:40]
-    reqs = [Request(key=str(i), system="", user="", example=Example(r["instruction"], r["input"], r["output"]))
-            for i, r in enumerate(rows)]
+    reqs = [
+        Request(key=str(i), system="", user="", example=Example(r["instruction"], r["input"], r["output"]))
+        for i, r in enumerate(rows)
+    ]
     judge.load()
     a = asyncio.run(judge.score(reqs))
     b = judge.score_sync(list(reversed(reqs)))[::-1]
@@ -175,8 +188,10 @@ def test_shipped_predictor_judge(label_rows):
 
 
 def test_no_heavy_imports():
-    code = ("import sys, alpagasus.cli.distill, alpagasus.judges.predictor, alpagasus.predictors; "
-            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, alpagasus.cli.distill, alpagasus.judges.predictor, alpagasus.predictors; "
+        "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -184,8 +199,8 @@ def test_no_heavy_imports():
 def test_rate_with_predictor_resumes(tmp_path, label_rows):
     """`rate --judge predictor:...` end to end: 50 rows rated, written, and a re-run rates nothing again;
     its output is itself a LABELS file for `distill`."""
-    from alpagasus.rate.files import rate_file
     from alpagasus.data import read_jsonl
+    from alpagasus.rate.files import rate_file
 
     data = tmp_path / "data.json"
     data.write_text(json.dumps([{k: r[k] for k in ("instruction", "input", "output")} for r in label_rows[:50]]))
@@ -244,8 +259,19 @@ def test_rich_distill_reproduces_and_round_trips(tmp_path, trained, label_rows, 
     """`distill --features rich` (the shipped predictors' settings) on a small sample: the same settings give
     the same arrays, the card records them, and the saved folder scores like the in-memory predictor."""
     path = trained[0].parent / "labels.jsonl"
-    runs = [distill(path, tmp_path / f"rich{i}", label=LABEL, holdout=0.25, seed=0, features=features,
-                    feature_set="rich", head="ensemble-0.001-0.1-0.3") for i in range(2)]
+    runs = [
+        distill(
+            path,
+            tmp_path / f"rich{i}",
+            label=LABEL,
+            holdout=0.25,
+            seed=0,
+            features=features,
+            feature_set="rich",
+            head="ensemble-0.001-0.1-0.3",
+        )
+        for i in range(2)
+    ]
     a, b = runs
     assert a.digest == b.digest and set(a.arrays) == set(b.arrays)
     assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)
@@ -265,10 +291,12 @@ def test_rich_distill_reproduces_and_round_trips(tmp_path, trained, label_rows, 
 
 def test_shipped_predictors_load_offline(tmp_path):
     """A fresh process with the hub unreachable scores with both shipped predictors (package files only)."""
-    code = ("import json; from alpagasus.predictors import Predictor; from alpagasus.records import Example; "
-            "ex = [Example('Name a primary colour.', '', 'Red.'), Example('Add 2 and 2.', '', '2 + 2 = 4')]; "
-            "print(json.dumps({n: Predictor.load(n).predict(ex)[0].tolist() for n in "
-            "('alpaca-claude-accuracy', 'alpaca-chatgpt-helpfulness')}))")
+    code = (
+        "import json; from alpagasus.predictors import Predictor; from alpagasus.records import Example; "
+        "ex = [Example('Name a primary colour.', '', 'Red.'), Example('Add 2 and 2.', '', '2 + 2 = 4')]; "
+        "print(json.dumps({n: Predictor.load(n).predict(ex)[0].tolist() for n in "
+        "('alpaca-claude-accuracy', 'alpaca-chatgpt-helpfulness')}))"
+    )
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     scores = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,5 +1,6 @@
 """Diversity-aware selection (DEITA walk, facility location), near-duplicate removal, stored embeddings, the
 selection sidecar and the report's selections section: real Alpaca rows, the real MiniLM encoder."""
+
 import json
 
 import numpy as np
@@ -28,8 +29,14 @@ def near_copy(row: dict, drop: int = 1) -> dict:
 
 def ratings_row(row: dict, i: int, score: float) -> dict:
     r = {k: row[k] for k in ("instruction", "input", "output")}
-    return {**r, "id": content_id(r["instruction"], r["input"], r["output"]), "row": i, "score": score,
-            "status": "ok", "judge": "test"}
+    return {
+        **r,
+        "id": content_id(r["instruction"], r["input"], r["output"]),
+        "row": i,
+        "score": score,
+        "status": "ok",
+        "judge": "test",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +78,11 @@ def test_dedup_finds_planted_copies_and_keeps_the_best_rated(alpaca_rows):
     real = alpaca_rows[:120]
     copies = [near_copy(real[i]) for i in (3, 40, 77)]
     texts = [(i, embedding_text(r), 3.0) for i, r in enumerate(real)]
-    texts += [(120, embedding_text(copies[0]), 4.0), (121, embedding_text(copies[1]), 2.0),
-              (122, embedding_text(copies[2]), 3.0)]
+    texts += [
+        (120, embedding_text(copies[0]), 4.0),
+        (121, embedding_text(copies[1]), 2.0),
+        (122, embedding_text(copies[2]), 3.0),
+    ]
     d = find_duplicates(texts)
     # the better-rated copy survives; on a tie, the first in the file
     assert d.removed.keys() == {3, 121, 122}
@@ -96,8 +106,7 @@ def test_select_diverse_skips_the_near_copy_and_stores_embeddings(rated):
     assert again["diverse"]["embedded"] == 0  # computed once per content id
     side = json.loads((rated["dir"] / "div.selection.json").read_text())
     assert len(side["kept_ids"]) == 5 and side["diverse"]["method"] == "deita"
-    fac = select_file(rated["path"], rated["dir"] / "fac.jsonl", "top_k", 4, diverse="facility",
-                      store=rated["store"])
+    fac = select_file(rated["path"], rated["dir"] / "fac.jsonl", "top_k", 4, diverse="facility", store=rated["store"])
     assert fac["kept"] == 4 and fac["diverse"]["embedded"] == 0
 
 
@@ -117,16 +126,19 @@ def test_diverse_needs_a_score_rule(rated):
     with pytest.raises(UserError, match="score rule"):
         select_file(rated["path"], rated["dir"] / "x.jsonl", "random", 5, diverse="deita", store=rated["store"])
     with pytest.raises(UserError, match="needs a size"):
-        select_file(rated["path"], rated["dir"] / "x.jsonl", "threshold", 4.0, diverse="facility",
-                    store=rated["store"])
+        select_file(rated["path"], rated["dir"] / "x.jsonl", "threshold", 4.0, diverse="facility", store=rated["store"])
 
 
 def test_report_compares_selections(rated):
     for name, kw in (("r_top", {}), ("r_div", {"diverse": "deita", "similarity": 0.3})):
         select_file(rated["path"], rated["dir"] / f"{name}.jsonl", "top_k", 8, store=rated["store"], **kw)
     out = rated["dir"] / "report"
-    s = build_report(rated["path"], out, selections=[rated["dir"] / "r_top.jsonl",
-                                                     rated["dir"] / "r_div.selection.json"], store=rated["store"])
+    s = build_report(
+        rated["path"],
+        out,
+        selections=[rated["dir"] / "r_top.jsonl", rated["dir"] / "r_div.selection.json"],
+        store=rated["store"],
+    )
     top, div = s["selections"]
     assert top["size"] == div["size"] == 8
     assert div["redundancy"] < top["redundancy"] and top["mean_score"] > div["mean_score"]
@@ -139,8 +151,12 @@ def test_recipe_arms_have_the_filtered_size(rated):
     from alpagasus.select.arms import select_arm
 
     assert {"diverse", "ifd", "dedup"} <= set(BASELINES)
-    sizes = {name: select_arm(name, rated["path"], rated["dir"] / f"arm_{name}.json", 9, {"seed": 0},
-                              store=rated["store"])["kept"] for name in ("diverse", "dedup")}
+    sizes = {
+        name: select_arm(name, rated["path"], rated["dir"] / f"arm_{name}.json", 9, {"seed": 0}, store=rated["store"])[
+            "kept"
+        ]
+        for name in ("diverse", "dedup")
+    }
     assert sizes == {"diverse": 9, "dedup": 9}
     dedup_rows = json.loads((rated["dir"] / "arm_dedup.json").read_text())
     assert rated["rows"][1]["instruction"] not in [r["instruction"] for r in dedup_rows]  # the copy is out

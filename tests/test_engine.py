@@ -3,6 +3,7 @@
 run_items / run_sync (the sliding window, re-asks, retries, 429s, the context check, store-write failures),
 settle on single replies, the small formulas of engine/types.py, and judging_session (store, lock, closing).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +12,17 @@ import time
 
 import pytest
 
-from alpagasus.engine import (Item, RunCounts, RunOptions, StoreWriteError, final_statuses, judging_session,
-                              run_items, run_sync, settle)
+from alpagasus.engine import (
+    Item,
+    RunCounts,
+    RunOptions,
+    StoreWriteError,
+    final_statuses,
+    judging_session,
+    run_items,
+    run_sync,
+    settle,
+)
 from alpagasus.engine.loop import _batches, chunked, too_long
 from alpagasus.engine.types import ADDED, SPENT
 from alpagasus.errors import UserError
@@ -20,10 +30,9 @@ from alpagasus.prompts import load_template
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Reply, Request
 from alpagasus.store import FINAL, Store
-
 from fakes import FakeJudge
 
-RATING = Rubric.rating(load_template("accuracy"))      # scale 0-5
+RATING = Rubric.rating(load_template("accuracy"))  # scale 0-5
 PAIRWISE = Rubric.pairwise(load_template("pairwise"))  # scale 1-10, Assistant 2's score in extra
 
 
@@ -75,10 +84,19 @@ def test_every_item_is_settled_once_stored_with_the_prompt_version_and_counted(t
         assert set(got) == set(keys)
         for i in range(6):
             r = got[f"ok{i}"]
-            assert (r.status, r.score, r.explanation, r.model, r.tokens_in, r.attempts) == \
-                ("ok", float(i % 6), "because", "m", 10, 1)
-        assert (got["nonsense"].status, got["nonsense"].score, got["nonsense"].raw) == \
-            ("unparsed", None, "I would rather not say")
+            assert (r.status, r.score, r.explanation, r.model, r.tokens_in, r.attempts) == (
+                "ok",
+                float(i % 6),
+                "because",
+                "m",
+                10,
+                1,
+            )
+        assert (got["nonsense"].status, got["nonsense"].score, got["nonsense"].raw) == (
+            "unparsed",
+            None,
+            "I would rather not say",
+        )
         assert (got["bad"].status, got["bad"].score) == ("error", None)
         assert "HTTP 400" in got["bad"].raw
         # nothing under another prompt version
@@ -88,8 +106,7 @@ def test_every_item_is_settled_once_stored_with_the_prompt_version_and_counted(t
 def test_cost_is_computed_from_the_run_tokens_when_prices_are_given(tmp_path):
     judge = FakeJudge(reply=Reply(text="4", tokens_in=1000, tokens_out=200))
     with Store(tmp_path / "s.sqlite") as st:
-        counts = run([item(f"k{i}") for i in range(3)], judge, st,
-                     options=RunOptions(price_in=2.0, price_out=10.0))
+        counts = run([item(f"k{i}") for i in range(3)], judge, st, options=RunOptions(price_in=2.0, price_out=10.0))
     assert counts.ok == 3
     assert counts.cost == pytest.approx((3000 * 2.0 + 600 * 10.0) / 1e6)
 
@@ -102,8 +119,13 @@ def test_a_generator_of_items_is_pulled_lazily(tmp_path):
             pulled[0] += 1
             yield item(f"k{i}")
 
-    judge = FakeJudge(reply=Reply(score=3.0), batch_size=2, concurrency=1, threaded=False,
-                      on_call=lambda reqs: seen_at_call.append(pulled[0]))
+    judge = FakeJudge(
+        reply=Reply(score=3.0),
+        batch_size=2,
+        concurrency=1,
+        threaded=False,
+        on_call=lambda reqs: seen_at_call.append(pulled[0]),
+    )
     with Store(tmp_path / "s.sqlite") as st:
         counts = run(items(), judge, st)
         assert counts.ok == n and st.count(status="ok") == n
@@ -119,8 +141,9 @@ def test_a_generator_of_items_is_pulled_lazily(tmp_path):
 
 # ---- re-asks, retries, throttling ---------------------------------------------------------------------------
 def test_a_reply_without_a_score_is_asked_again_with_more_temperature_then_stored_unparsed(tmp_path):
-    judge = Recorder(reply={"a": ["no idea", "still thinking", "hmm, hard to say"],
-                            "b": ["what?", "Score: 4\nfine now"]})
+    judge = Recorder(
+        reply={"a": ["no idea", "still thinking", "hmm, hard to say"], "b": ["what?", "Score: 4\nfine now"]}
+    )
     with Store(tmp_path / "s.sqlite") as st:
         counts = run([item("a"), item("b")], judge, st, options=RunOptions(max_reasks=2))
         a = st.get("a", judge.id, RATING.version)
@@ -365,10 +388,35 @@ def test_final_statuses():
 
 
 def test_run_counts_add_sums_the_counts_only():
-    a = RunCounts(judge="j", prompt_version="p", to_judge=3, requests_sent=4, ok=2, unparsed=1, tokens_in=10,
-                  tokens_out=5, elapsed_s=1.0, throttled=1, outage_s=2.0, note="a")
-    b = RunCounts(judge="other", prompt_version="q", to_judge=5, requests_sent=6, ok=3, invalid_input=1, error=1,
-                  tokens_in=7, tokens_out=1, elapsed_s=9.0, ambiguous=2, outage_s=0.5, note="b")
+    a = RunCounts(
+        judge="j",
+        prompt_version="p",
+        to_judge=3,
+        requests_sent=4,
+        ok=2,
+        unparsed=1,
+        tokens_in=10,
+        tokens_out=5,
+        elapsed_s=1.0,
+        throttled=1,
+        outage_s=2.0,
+        note="a",
+    )
+    b = RunCounts(
+        judge="other",
+        prompt_version="q",
+        to_judge=5,
+        requests_sent=6,
+        ok=3,
+        invalid_input=1,
+        error=1,
+        tokens_in=7,
+        tokens_out=1,
+        elapsed_s=9.0,
+        ambiguous=2,
+        outage_s=0.5,
+        note="b",
+    )
     a.add(b)
     assert (a.to_judge, a.requests_sent, a.ok, a.unparsed, a.invalid_input, a.error) == (8, 10, 5, 1, 1, 1)
     assert (a.tokens_in, a.tokens_out, a.throttled, a.ambiguous, a.outage_s) == (17, 6, 1, 2, 2.5)
@@ -419,8 +467,12 @@ def test_settle_a_score_from_the_backend():
 
 def test_settle_text_parsed_by_the_rating_rubric():
     r, delay = settle(item("k"), Reply(text="Score: 3.5\nmostly right"), "j", RATING, RunOptions())
-    assert delay is None and (r.status, r.score, r.explanation, r.raw) == \
-        ("ok", 3.5, "mostly right", "Score: 3.5\nmostly right")
+    assert delay is None and (r.status, r.score, r.explanation, r.raw) == (
+        "ok",
+        3.5,
+        "mostly right",
+        "Score: 3.5\nmostly right",
+    )
     it = item("k")
     r, delay = settle(it, Reply(text="cannot tell"), "j", RATING, RunOptions(max_reasks=1))
     assert (r, delay) == (None, 0.0) and (it.reasks, it.request.temperature) == (1, 0.7)
@@ -430,11 +482,20 @@ def test_settle_text_parsed_by_the_rating_rubric():
 
 
 def test_settle_pairwise_text_puts_the_second_score_in_extra():
-    r, delay = settle(item("q"), Reply(text="8 6\nAssistant 1 is more precise.", extra={"finish_reason": "x"}),
-                      "j", PAIRWISE, RunOptions())
+    r, delay = settle(
+        item("q"),
+        Reply(text="8 6\nAssistant 1 is more precise.", extra={"finish_reason": "x"}),
+        "j",
+        PAIRWISE,
+        RunOptions(),
+    )
     assert delay is None
-    assert (r.status, r.score, r.prompt_version, r.explanation) == \
-        ("ok", 8.0, PAIRWISE.version, "Assistant 1 is more precise.")
+    assert (r.status, r.score, r.prompt_version, r.explanation) == (
+        "ok",
+        8.0,
+        PAIRWISE.version,
+        "Assistant 1 is more precise.",
+    )
     assert r.extra == {"finish_reason": "x", "score_2": 6.0}
     r, _ = settle(item("q"), Reply(text="11 3"), "j", PAIRWISE, RunOptions(max_reasks=0))
     assert (r.status, r.score) == ("unparsed", None) and "outside the scale" in r.explanation
@@ -507,8 +568,11 @@ def test_an_unknown_judge_spec_is_a_user_error(tmp_path):
         with judging_session("nosuch:model", store_path=tmp_path / "s.sqlite"):
             pytest.fail("no judge")
     with pytest.raises(UserError, match="concurency"):
-        with judging_session("openai:m", judge_options={"base_url": "http://127.0.0.1:9/v1", "concurency": 3},
-                             store_path=tmp_path / "s.sqlite"):
+        with judging_session(
+            "openai:m",
+            judge_options={"base_url": "http://127.0.0.1:9/v1", "concurency": 3},
+            store_path=tmp_path / "s.sqlite",
+        ):
             pytest.fail("bad option")
 
 
@@ -533,7 +597,10 @@ def test_the_store_and_the_judge_are_closed_after_the_block(tmp_path):
 
 
 def test_a_session_built_from_a_spec_passes_options(tmp_path):
-    with judging_session("openai:m", judge_options={"base_url": "http://127.0.0.1:9/v1", "concurrency": 3,
-                                                    "timeout": None},
-                         store_path=tmp_path / "s.sqlite", lock=False) as s:
+    with judging_session(
+        "openai:m",
+        judge_options={"base_url": "http://127.0.0.1:9/v1", "concurrency": 3, "timeout": None},
+        store_path=tmp_path / "s.sqlite",
+        lock=False,
+    ) as s:
         assert (s.judge.concurrency, s.judge.base_url, s.judge.timeout) == (3, "http://127.0.0.1:9/v1", 120.0)

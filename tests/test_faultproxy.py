@@ -1,5 +1,6 @@
 """The fault proxy itself (alpagasus.devtools.faultproxy), with its own canned replies (no model behind it):
 each fault as a plain HTTP client sees it, the rule conditions, going down and up, the log, the command."""
+
 from __future__ import annotations
 
 import http.client
@@ -31,8 +32,12 @@ def content(body: bytes) -> str:
 
 
 def test_rules_by_index_match_and_times_and_the_log():
-    rules = [Rule("503", requests=range(0, 2), retry_after=1.5), Rule("500", match="boom", times=1),
-             Rule("content", match="fuzz", content="Score: 5"), Rule("length", match="cut", content="4 and")]
+    rules = [
+        Rule("503", requests=range(0, 2), retry_after=1.5),
+        Rule("500", match="boom", times=1),
+        Rule("content", match="fuzz", content="Score: 5"),
+        Rule("length", match="cut", content="4 and"),
+    ]
     with FaultProxy(None, rules, canned="3\nfine") as p:
         status, headers, _ = post(p)
         assert status == 503 and headers["retry-after"] == "1.5" and headers["retry-after-ms"] == "1500"
@@ -54,6 +59,7 @@ def test_seeded_rates_and_time_windows():
     def faults(seed):
         with FaultProxy(None, [Rule("429", rate=0.3)], seed=seed) as p:
             return [post(p, str(i))[0] for i in range(40)]
+
     a = faults(3)
     assert a == faults(3) and 4 <= a.count(429) <= 20
     with FaultProxy(None, [Rule("502", window=(0.0, 0.6))]) as p:
@@ -63,8 +69,15 @@ def test_seeded_rates_and_time_windows():
 
 
 def test_hang_drop_garbage_and_logprob_rewrite():
-    with FaultProxy(None, [Rule("hang", match="hang", hang_s=5), Rule("drop", match="drop"),
-                           Rule("garbage", match="garbage"), Rule("content", match="lp", content="4\nok")]) as p:
+    with FaultProxy(
+        None,
+        [
+            Rule("hang", match="hang", hang_s=5),
+            Rule("drop", match="drop"),
+            Rule("garbage", match="garbage"),
+            Rule("content", match="lp", content="4\nok"),
+        ],
+    ) as p:
         with pytest.raises(socket.timeout):
             post(p, "hang", timeout=0.5)
         with pytest.raises(http.client.IncompleteRead):
@@ -101,8 +114,9 @@ def test_lognormal_latency_has_the_median_and_a_heavy_tail():
     lat = Lognormal(median=1.0, sigma=1.0)
     xs = sorted(lat.sample(rng) for _ in range(4000))
     assert 0.9 < xs[2000] < 1.1 and xs[int(0.99 * 4000)] > 6  # p99 about 10x the median
-    assert parse_rule("429:0.3@5-70#2-4", retry_after=2) == Rule("429", rate=0.3, window=(5.0, 70.0),
-                                                                  requests=range(2, 5), retry_after=2)
+    assert parse_rule("429:0.3@5-70#2-4", retry_after=2) == Rule(
+        "429", rate=0.3, window=(5.0, 70.0), requests=range(2, 5), retry_after=2
+    )
 
 
 def test_command_line(tmp_path):
@@ -110,9 +124,25 @@ def test_command_line(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "alpagasus.devtools.faultproxy", "--upstream", "none", "--port",
-                             str(port), "--fault", "429#0-0", "--retry-after", "2", "--log", str(log)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "alpagasus.devtools.faultproxy",
+            "--upstream",
+            "none",
+            "--port",
+            str(port),
+            "--fault",
+            "429#0-0",
+            "--retry-after",
+            "2",
+            "--log",
+            str(log),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert "fault proxy on" in proc.stdout.readline()
     p = FaultProxy(None, port=port)  # only to reuse `post`
     assert post(p)[0] == 429 and post(p)[0] == 200

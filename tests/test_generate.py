@@ -1,5 +1,6 @@
 """Answer generation: the bundled test sets, the CLI's output rows, resume, prompts shared with training, and
 the OpenAI-compatible backend against a real HTTP server on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ from alpagasus.alpaca import STOP_STRINGS, alpaca_prompt, tokenize_example
 from alpagasus.cli import app
 from alpagasus.data import DataError
 from alpagasus.generate.answer import generate, read_answer_file
-from alpagasus.generate.config import GenerateConfig
 from alpagasus.generate.backends import encode_prompts
+from alpagasus.generate.config import GenerateConfig
 
 ROW_FIELDS = {"testset", "question_id", "question", "answer", "model", "settings"}
 
@@ -41,8 +42,12 @@ def test_bundled_testsets():
 
 def test_user_question_file(tmp_path):
     path = tmp_path / "mine.jsonl"
-    path.write_text(json.dumps({"id": 7, "prompt": "Say hi.", "category": "fun"}) + "\n"
-                    + json.dumps({"question_id": "b", "instruction": "Sum it.", "input": "1 2"}) + "\n")
+    path.write_text(
+        json.dumps({"id": 7, "prompt": "Say hi.", "category": "fun"})
+        + "\n"
+        + json.dumps({"question_id": "b", "instruction": "Sum it.", "input": "1 2"})
+        + "\n"
+    )
     a, b = testsets.load(str(path))
     assert (a.testset, a.question_id, a.question, a.extra) == ("mine", "7", "Say hi.", {"category": "fun"})
     assert b.question == "Sum it. Input: 1 2" and (b.instruction, b.input) == ("Sum it.", "1 2")
@@ -61,8 +66,8 @@ def test_prompt_tokens_match_training(tiny_model):
     questions = testsets.load("sinstruct", limit=6)
     for q, ids in zip(questions, encode_prompts(questions, "alpaca", tok)):
         trained = tokenize_example(tok, q.instruction, q.input, "An answer.", max_length=None)
-        assert trained["input_ids"][:len(ids)] == ids
-        assert all(x == -100 for x in trained["labels"][:len(ids)])
+        assert trained["input_ids"][: len(ids)] == ids
+        assert all(x == -100 for x in trained["labels"][: len(ids)])
     chat = encode_prompts(questions[:1], "chat", tok)[0]
     assert tok.decode(chat).endswith("<|im_start|>assistant\n") and questions[0].question in tok.decode(chat)
 
@@ -78,8 +83,19 @@ def keys(rows):
 
 def test_cli_all_testsets_output_and_resume(tiny_model, tmp_path):
     out = tmp_path / "answers.jsonl"
-    args = [str(tiny_model), "--testset", "all", "--limit", "2", "--max-new-tokens", "6", "-o", str(out),
-            "--name", "tiny"]
+    args = [
+        str(tiny_model),
+        "--testset",
+        "all",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "-o",
+        str(out),
+        "--name",
+        "tiny",
+    ]
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
     rows = read_answer_file(out)
@@ -119,8 +135,12 @@ def test_other_model_and_chat_template_and_sampling(tiny_model, tmp_path):
     chat = [r for r in rows if r["model"] == "b"]
     assert all(r["settings"]["prompt_format"] == "chat" and r["settings"]["do_sample"] for r in chat)
     other = tmp_path / "again.jsonl"
-    assert run_cli(*common[:-1], str(other), "--name", "b", "--chat-template", "--temperature", "0.9",
-                   "--seed", "3").exit_code == 0
+    assert (
+        run_cli(
+            *common[:-1], str(other), "--name", "b", "--chat-template", "--temperature", "0.9", "--seed", "3"
+        ).exit_code
+        == 0
+    )
     assert {r["answer"] for r in read_answer_file(other)} == {r["answer"] for r in chat}, "a seed reproduces samples"
 
 
@@ -138,14 +158,17 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         if "FAIL" in text:
             return self._send(400, {"error": {"message": "bad prompt", "type": "invalid_request_error"}})
         if self.path.endswith("/chat/completions"):
-            choice = {"index": 0, "finish_reason": "stop",
-                      "message": {"role": "assistant", "content": "Chat says hi."}}
-            return self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                                    "choices": [choice]})
+            choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Chat says hi."}}
+            return self._send(
+                200,
+                {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]},
+            )
         if self.path.endswith("/completions"):
             choice = {"index": 0, "text": self.answer, "finish_reason": "stop", "logprobs": None}
-            return self._send(200, {"id": "c2", "object": "text_completion", "created": 0, "model": body["model"],
-                                    "choices": [choice]})
+            return self._send(
+                200,
+                {"id": "c2", "object": "text_completion", "created": 0, "model": body["model"], "choices": [choice]},
+            )
         self._send(404, {"error": {"message": "no such route"}})
 
     def _send(self, status: int, payload: dict) -> None:
@@ -173,8 +196,23 @@ def server():
 
 def test_openai_backend_alpaca_and_chat(server, tmp_path):
     out = tmp_path / "answers.jsonl"
-    result = run_cli("served-model", "--backend", "openai", "--base-url", server, "-t", "vicuna,sinstruct",
-                     "--limit", "3", "--max-new-tokens", "64", "--concurrency", "2", "-o", str(out))
+    result = run_cli(
+        "served-model",
+        "--backend",
+        "openai",
+        "--base-url",
+        server,
+        "-t",
+        "vicuna,sinstruct",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "64",
+        "--concurrency",
+        "2",
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     rows = read_answer_file(out)
     assert len(rows) == 6 and all(r["answer"] == "Paris is the capital of France." for r in rows)
@@ -189,8 +227,20 @@ def test_openai_backend_alpaca_and_chat(server, tmp_path):
 
     FakeOpenAI.requests = []
     chat_out = tmp_path / "chat.jsonl"
-    result = run_cli("served-model", "--backend", "openai", "--base-url", server, "-t", "koala", "--limit", "2",
-                     "--chat-template", "-o", str(chat_out))
+    result = run_cli(
+        "served-model",
+        "--backend",
+        "openai",
+        "--base-url",
+        server,
+        "-t",
+        "koala",
+        "--limit",
+        "2",
+        "--chat-template",
+        "-o",
+        str(chat_out),
+    )
     assert result.exit_code == 0, result.output
     assert [r["answer"] for r in read_answer_file(chat_out)] == ["Chat says hi.", "Chat says hi."]
     assert {p for p, _ in FakeOpenAI.requests} == {"/v1/chat/completions"}
@@ -200,8 +250,12 @@ def test_openai_backend_alpaca_and_chat(server, tmp_path):
 
 def test_openai_failures_are_reported_and_retried_on_the_next_run(server, tmp_path):
     questions = tmp_path / "qs.jsonl"
-    questions.write_text("".join(json.dumps({"id": i, "question": q}) + "\n"
-                                 for i, q in enumerate(["Fine one.", "Please FAIL here.", "Fine two."])))
+    questions.write_text(
+        "".join(
+            json.dumps({"id": i, "question": q}) + "\n"
+            for i, q in enumerate(["Fine one.", "Please FAIL here.", "Fine two."])
+        )
+    )
     out = tmp_path / "answers.jsonl"
     args = ["m", "--backend", "openai", "--base-url", server, "-t", str(questions), "-o", str(out)]
     result = run_cli(*args)
@@ -230,8 +284,16 @@ def test_openai_backend_against_alpagasus_serve_matches_local(tiny_model, tmp_pa
     try:
         served, local = tmp_path / "served.jsonl", tmp_path / "local.jsonl"
         common = ["-t", "vicuna,wizardlm", "--limit", "2", "--max-new-tokens", "8", "--chat-template"]
-        result = run_cli("tiny", "--backend", "openai", "--base-url", f"http://127.0.0.1:{httpd.server_address[1]}/v1",
-                         "-o", str(served), *common)
+        result = run_cli(
+            "tiny",
+            "--backend",
+            "openai",
+            "--base-url",
+            f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+            "-o",
+            str(served),
+            *common,
+        )
         assert result.exit_code == 0, result.output
         assert run_cli(str(tiny_model), "--name", "tiny", "--batch-size", "1", "-o", str(local), *common).exit_code == 0
     finally:
@@ -251,8 +313,9 @@ def test_a_fraction_of_each_test_set_is_a_seeded_stratified_subset():
         positions = [ids.index(q.question_id) for q in qs]
         assert positions == sorted(positions) and positions != list(range(len(qs)))  # file order, not the first N
         assert [q.question_id for q in testsets.load(n, fraction=0.1)] == [q.question_id for q in qs]  # repeatable
-    assert [q.question_id for q in testsets.load("koala", fraction=0.1, seed=1)] != \
-        [q.question_id for q in picked["koala"]]
+    assert [q.question_id for q in testsets.load("koala", fraction=0.1, seed=1)] != [
+        q.question_id for q in picked["koala"]
+    ]
     assert len(testsets.load("vicuna", limit=10, fraction=0.05)) == 1  # at least one question
     with pytest.raises(ValueError, match="fraction"):
         GenerateConfig(fraction=0).validate()

@@ -2,6 +2,7 @@
 dead one, a name that does not resolve stops the run at once, a waiting batch's request counts and the logprob
 fallbacks reach the progress, and `--skip-invalid` with nothing valid is no success. Every server is real, on
 127.0.0.1 (tests/openai_stub.py); nothing here replaces the client."""
+
 from __future__ import annotations
 
 import io
@@ -42,10 +43,20 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 def collect(snapshots: list):
     """A progress factory recording what each callback is given."""
+
     def factory(label, total):
-        return lambda s: snapshots.append((s.done, s.fallbacks, *(getattr(s, f"batch_{n}", None)  # new fields
-                                                                   for n in ("completed", "failed", "total")),
-                                           s.note))
+        return lambda s: snapshots.append(
+            (
+                s.done,
+                s.fallbacks,
+                *(
+                    getattr(s, f"batch_{n}", None)  # new fields
+                    for n in ("completed", "failed", "total")
+                ),
+                s.note,
+            )
+        )
+
     return factory
 
 
@@ -60,15 +71,22 @@ def test_a_key_echoed_in_a_malformed_batch_reply_never_reaches_the_store_or_the_
     """A 200 batch line whose body is no completion, echoing the request's Authorization header at every cut
     position around the 200-character excerpt of the error text: the store and the ratings file hold no
     character of the key, and the rating says why it failed."""
+
     def echo(i: int, cid: str, headers) -> dict:
-        return {"pad": "x" * (PAD0 + i), "echo": headers.get("Authorization", "")[len("Bearer "):]}
+        return {"pad": "x" * (PAD0 + i), "echo": headers.get("Authorization", "")[len("Bearer ") :]}
 
     data = write_rows(tmp_path / "in.jsonl", rows)
     out, store = tmp_path / "out.jsonl", tmp_path / "s.sqlite"
     with OpenAIStub(batch_line=echo) as s:
-        rate_file(data, out, judge="openai:stub", mode="generate", store_path=store,
-                  judge_options={"base_url": s.url, "api_key": KEY},
-                  options=RunOptions(batch=True, batch_poll_s=0.01, max_attempts=1))
+        rate_file(
+            data,
+            out,
+            judge="openai:stub",
+            mode="generate",
+            store_path=store,
+            judge_options={"base_url": s.url, "api_key": KEY},
+            options=RunOptions(batch=True, batch_poll_s=0.01, max_attempts=1),
+        )
         assert s.batches, "the batch API was used"
     ratings = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(ratings) == len(rows) and {rating_field(r, "status") for r in ratings} == {"error"}
@@ -93,11 +111,16 @@ def test_redact_catches_a_known_key_cut_at_the_end_of_a_text():
 def run_until_outage(rows, tmp_path, url: str, timeout: float = 0.3) -> tuple[str, list]:
     snapshots: list = []
     with pytest.raises(UserError) as err:
-        rate_file(write_rows(tmp_path / "in.jsonl", rows[:6]), tmp_path / "out.jsonl", judge="openai:stub",
-                  mode="generate", store_path=tmp_path / "s.sqlite", progress=collect(snapshots),
-                  judge_options={"base_url": url, "timeout": timeout, "concurrency": 4},
-                  options=RunOptions(outage_after=2, max_outage_s=1.0, backoff_s=0.05, probe_every_s=0.2,
-                                     max_attempts=100))
+        rate_file(
+            write_rows(tmp_path / "in.jsonl", rows[:6]),
+            tmp_path / "out.jsonl",
+            judge="openai:stub",
+            mode="generate",
+            store_path=tmp_path / "s.sqlite",
+            progress=collect(snapshots),
+            judge_options={"base_url": url, "timeout": timeout, "concurrency": 4},
+            options=RunOptions(outage_after=2, max_outage_s=1.0, backoff_s=0.05, probe_every_s=0.2, max_attempts=100),
+        )
     return str(err.value), [s[-1] for s in snapshots if s[-1]]
 
 
@@ -124,10 +147,15 @@ def test_a_host_that_does_not_resolve_stops_at_once_with_the_reason(rows, tmp_pa
     """`.invalid` never resolves (RFC 6761). With --max-outage at 30 s the old code paused 30 s and then said
     "unreachable"; now the first failure is the end, with the resolver's reason."""
     with pytest.raises(UserError) as err:
-        rate_file(write_rows(tmp_path / "in.jsonl", rows[:3]), tmp_path / "out.jsonl", judge="openai:stub",
-                  mode="generate", store_path=tmp_path / "s.sqlite",
-                  judge_options={"base_url": "http://judge.invalid:8000/v1"},
-                  options=RunOptions(max_outage_s=30.0, batch=batch))
+        rate_file(
+            write_rows(tmp_path / "in.jsonl", rows[:3]),
+            tmp_path / "out.jsonl",
+            judge="openai:stub",
+            mode="generate",
+            store_path=tmp_path / "s.sqlite",
+            judge_options={"base_url": "http://judge.invalid:8000/v1"},
+            options=RunOptions(max_outage_s=30.0, batch=batch),
+        )
     msg = str(err.value)
     assert "does not resolve" in msg and "judge.invalid" in msg and "not known" in msg, msg
     with sqlite3.connect(tmp_path / "s.sqlite") as db:
@@ -138,9 +166,16 @@ def test_a_host_that_does_not_resolve_stops_at_once_with_the_reason(rows, tmp_pa
 def test_a_waiting_batch_shows_the_request_counts_the_provider_reports(rows, tmp_path):
     snapshots: list = []
     with OpenAIStub(batch_line=lambda i, cid, h: {**json.loads(json.dumps(completion_body())), "id": cid}) as s:
-        rate_file(write_rows(tmp_path / "in.jsonl", rows[:6]), tmp_path / "out.jsonl", judge="openai:stub",
-                  mode="generate", store_path=tmp_path / "s.sqlite", progress=collect(snapshots),
-                  judge_options={"base_url": s.url}, options=RunOptions(batch=True, batch_poll_s=0.01))
+        rate_file(
+            write_rows(tmp_path / "in.jsonl", rows[:6]),
+            tmp_path / "out.jsonl",
+            judge="openai:stub",
+            mode="generate",
+            store_path=tmp_path / "s.sqlite",
+            progress=collect(snapshots),
+            judge_options={"base_url": s.url},
+            options=RunOptions(batch=True, batch_poll_s=0.01),
+        )
     counts = [(c, f, t) for done, _, c, f, t, _ in snapshots if done == 0]
     assert (0, 0, 6) in counts and (3, 1, 6) in counts, counts  # the move while the status stayed in_progress
     assert any("3/6 done, 1 failed" in s[-1] for s in snapshots), [s[-1] for s in snapshots]
@@ -171,13 +206,20 @@ def test_logprob_fallbacks_reach_the_progress_as_they_happen(rows, tmp_path):
     snapshots: list = []
     console = Console(file=io.StringIO(), width=250, force_terminal=False)
     with OpenAIStub() as s, ProgressBars(console) as bars:
+
         def factory(label, total):
             shown = bars(label, total)
             return lambda c: (snapshots.append((c.done, c.fallbacks)), shown(c))
 
-        summary = rate_file(write_rows(tmp_path / "in.jsonl", rows[:5]), tmp_path / "out.jsonl",
-                            judge="openai:stub", mode="logprob", store_path=tmp_path / "s.sqlite", progress=factory,
-                            judge_options={"base_url": s.url, "concurrency": 1})
+        summary = rate_file(
+            write_rows(tmp_path / "in.jsonl", rows[:5]),
+            tmp_path / "out.jsonl",
+            judge="openai:stub",
+            mode="logprob",
+            store_path=tmp_path / "s.sqlite",
+            progress=factory,
+            judge_options={"base_url": s.url, "concurrency": 1},
+        )
     assert summary.run.fallbacks == 5 and summary.run.ok == 5
     assert any(0 < f and d < 5 for d, f in snapshots), snapshots  # seen before the run ended
     assert "re-asked in generate mode 5" in console.file.getvalue()
@@ -188,9 +230,22 @@ def test_skip_invalid_with_every_row_invalid_exits_2_with_the_reason(tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"q{i}"}) + "\n" for i in range(3)))  # no output field
     out = tmp_path / "out.jsonl"
-    res = CliRunner().invoke(app, ["rate", str(data), "-o", str(out), "--judge", "openai:stub", "--base-url",
-                                   "http://127.0.0.1:9/v1", "--store", str(tmp_path / "s.sqlite"),
-                                   "--skip-invalid"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "rate",
+            str(data),
+            "-o",
+            str(out),
+            "--judge",
+            "openai:stub",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--skip-invalid",
+        ],
+    )
     assert res.exit_code == 2, res.output
     assert "nothing was rated" in res.output and "3 rows" in res.output, res.output
     assert "ratings written" not in res.output

@@ -3,6 +3,7 @@ list is decoded item by item, not read whole; a deeply nested row is an invalid 
 
 Real files under tmp_path (real Alpaca rows); memory is Python's own allocation count (tracemalloc), which counts
 every buffer the reader allocates, so the bounds hold whatever the machine."""
+
 from __future__ import annotations
 
 import gzip
@@ -72,16 +73,27 @@ def test_a_line_of_exactly_the_limit_is_read(tmp_path):
 def test_rate_cli_option_max_row_bytes(tmp_path, alpaca_rows):
     path = tmp_path / "d.jsonl"
     write_jsonl(path, [alpaca_rows[0], {"instruction": "x", "input": "", "output": "y" * 5000}, alpaca_rows[1]])
-    args = ["rate", str(path), "-o", str(tmp_path / "r.jsonl"), "--store", str(tmp_path / "s.sqlite"),
-            "--judge", "predictor:alpaca-claude-accuracy", "--dry-run", "--max-row-bytes", "4096"]
+    args = [
+        "rate",
+        str(path),
+        "-o",
+        str(tmp_path / "r.jsonl"),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--judge",
+        "predictor:alpaca-claude-accuracy",
+        "--dry-run",
+        "--max-row-bytes",
+        "4096",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and res.exception is None or isinstance(res.exception, SystemExit), res.output
     assert "row 2: row of 5,0" in res.output and "above the limit of 4,096 (--max-row-bytes)" in res.output
     res = CliRunner().invoke(app, [*args, "--skip-invalid"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout[res.stdout.index("{"):])["invalid_rows"] == 1
+    assert json.loads(res.stdout[res.stdout.index("{") :])["invalid_rows"] == 1
     res = CliRunner().invoke(app, [*args[:-1], "8192"])  # the row fits
-    assert res.exit_code == 0 and json.loads(res.stdout[res.stdout.index("{"):])["invalid_rows"] == 0
+    assert res.exit_code == 0 and json.loads(res.stdout[res.stdout.index("{") :])["invalid_rows"] == 0
 
 
 def test_a_json_list_is_streamed_not_read_whole(tmp_path, alpaca_rows):
@@ -110,13 +122,15 @@ def test_a_json_list_item_above_the_limit_is_skipped_without_being_held(tmp_path
 @pytest.mark.parametrize("chunk", [1, 3, 64])
 def test_the_list_stream_decodes_what_json_decodes(chunk):
     """Escapes, nesting, numbers and multi-byte characters cut at every chunk boundary."""
-    data = [{"a": "é\"\\\n😀", "b": [1.5e-3, -2, True, None, {"c": []}]}, "x,]}", 12345678901234567890, [], {}]
+    data = [{"a": 'é"\\\n😀', "b": [1.5e-3, -2, True, None, {"c": []}]}, "x,]}", 12345678901234567890, [], {}]
     for text in (json.dumps(data), json.dumps(data, ensure_ascii=False, indent=2)):
         assert [v for _, v in ListReader(io.BytesIO(text.encode()), "t", None, chunk)] == data
 
 
-@pytest.mark.parametrize("text,where", [("[1, 2", "line 1"), ('[\n{"a": 1},\n{"a" 2}]', "line 3, column 6"),
-                                        ("[1] x", "line 1, column 5: extra data")])
+@pytest.mark.parametrize(
+    "text,where",
+    [("[1, 2", "line 1"), ('[\n{"a": 1},\n{"a" 2}]', "line 3, column 6"), ("[1] x", "line 1, column 5: extra data")],
+)
 def test_a_broken_json_list_names_the_line(tmp_path, text, where):
     path = tmp_path / "d.json"
     path.write_text(text)
@@ -134,9 +148,20 @@ def test_deeply_nested_json_is_an_invalid_row(tmp_path, alpaca_rows, depth, suff
     got = read_examples(path, skip_invalid=True, max_row_bytes=None)
     assert len(got.examples) == 2
     assert [(b.row, b.reason) for b in got.invalid] == [(2, "nested deeper than 100 levels")]
-    res = CliRunner().invoke(app, ["rate", str(path), "-o", str(tmp_path / "r.jsonl"), "--store",
-                                   str(tmp_path / "s.sqlite"), "--judge", "predictor:alpaca-claude-accuracy",
-                                   "--dry-run"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "rate",
+            str(path),
+            "-o",
+            str(tmp_path / "r.jsonl"),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--judge",
+            "predictor:alpaca-claude-accuracy",
+            "--dry-run",
+        ],
+    )
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert "row 2: nested deeper than 100 levels" in res.output
 

@@ -4,6 +4,7 @@ selection map survives invalid rows; `$` in a name is a dollar sign in every cha
 put HTML in the report; final.html carries the report's Content-Security-Policy.
 
 Real stores made by `rate`, real ratings files, the real CLI (in process), the real MiniLM encoder."""
+
 from __future__ import annotations
 
 import json
@@ -31,11 +32,13 @@ def rated(tmp_path_factory, alpaca_rows):
     d = tmp_path_factory.mktemp("h22")
     data = d / "data.jsonl"
     rows = [r for r in alpaca_rows[:40] if r["output"].strip()][:12]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows[:6]) + "not json\n"
-                    + "".join(json.dumps(r) + "\n" for r in rows[6:]))
+    data.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows[:6]) + "not json\n" + "".join(json.dumps(r) + "\n" for r in rows[6:])
+    )
     store, ratings = d / "store.sqlite", d / "ratings.jsonl"
-    res = CliRunner().invoke(app, ["rate", str(data), "-o", str(ratings), "--store", str(store), "--judge", JUDGE,
-                                   "--skip-invalid"])
+    res = CliRunner().invoke(
+        app, ["rate", str(data), "-o", str(ratings), "--store", str(store), "--judge", JUDGE, "--skip-invalid"]
+    )
     assert res.exit_code == 0, res.output
     with Store(store) as st:
         st.put_many(Rating(f"pad{i:05d}", "pad", "p", 3.0, "ok", raw="r" * (50 + i % 300)) for i in range(3000))
@@ -69,10 +72,22 @@ def refused(res, bad, before: bytes) -> None:
 
 
 def test_rate_refuses_a_damaged_store_at_8_placements(rated, tmp_path):
-    for off, bad in damaged_copies(rated["store"], tmp_path):
+    for _off, bad in damaged_copies(rated["store"], tmp_path):
         before = bad.read_bytes()
-        res = CliRunner().invoke(app, ["rate", str(rated["data"]), "-o", str(tmp_path / "o.jsonl"), "--store",
-                                       str(bad), "--judge", JUDGE, "--skip-invalid"])
+        res = CliRunner().invoke(
+            app,
+            [
+                "rate",
+                str(rated["data"]),
+                "-o",
+                str(tmp_path / "o.jsonl"),
+                "--store",
+                str(bad),
+                "--judge",
+                JUDGE,
+                "--skip-invalid",
+            ],
+        )
         refused(res, bad, before)
         assert not (tmp_path / "o.jsonl").exists()
 
@@ -91,8 +106,10 @@ def test_select_diverse_and_report_selection_check_the_store_like_rate(rated, tm
     assert CliRunner().invoke(app, ["select", str(rated["ratings"]), "--all", "-o", str(sel)]).exit_code == 0
     _, bad = list(damaged_copies(rated["store"], tmp_path, 2))[1]  # a damaged page (not the header)
     newer_store = newer(rated["store"], tmp_path)
-    for command in (["select", str(rated["ratings"]), "--top-k", "3", "--diverse", "-o", str(tmp_path / "d.jsonl")],
-                    ["report", str(rated["ratings"]), "-o", str(tmp_path / "rep"), "--selection", str(sel)]):
+    for command in (
+        ["select", str(rated["ratings"]), "--top-k", "3", "--diverse", "-o", str(tmp_path / "d.jsonl")],
+        ["report", str(rated["ratings"]), "-o", str(tmp_path / "rep"), "--selection", str(sel)],
+    ):
         before = bad.read_bytes()
         refused(CliRunner().invoke(app, [*command, "--store", str(bad)]), bad, before)
         before = newer_store.read_bytes()
@@ -122,8 +139,10 @@ def test_dollar_names_are_plain_text_in_every_chart(tmp_path):
 
     counts = {"win": 3, "tie": 1, "lose": 2, "unparsed": 0}
     win_tie_lose({"vicuna": counts, "koala": counts, "all": counts}, NAMES[0], NAMES[1], tmp_path / "w.png")
-    capacity_bars({"reference": NAMES[1], "models": {n: {"skills": {"$math$": {"percent": 90.0}}} for n in NAMES}},
-                  tmp_path / "c.png")
+    capacity_bars(
+        {"reference": NAMES[1], "models": {n: {"skills": {"$math$": {"percent": 90.0}}} for n in NAMES}},
+        tmp_path / "c.png",
+    )
     rng = np.random.default_rng(0)
     png = plot_map({"points": rng.normal(size=(20, 8)), "kept": [[i % 2 == 0 for i in range(20)]] * 3}, NAMES)
     assert png[:4] == b"\x89PNG" and (tmp_path / "w.png").stat().st_size > 1000
@@ -136,9 +155,20 @@ def test_a_hand_edited_sidecar_cannot_put_html_in_the_report(rated, tmp_path):
     side = tmp_path / "top.selection.json"
     s = json.loads(side.read_text())
     evil = "<script>alert(1)</script>"
-    s.update(rule=evil, value="<img src=x onerror=alert(2)>", diverse={"method": "<b>m</b>"},
-             duplicates=[{"row": evil, "instruction": evil, "twin_row": "<i>", "twin_instruction": "x",
-                          "jaccard": "<svg onload=alert(3)>"}])
+    s.update(
+        rule=evil,
+        value="<img src=x onerror=alert(2)>",
+        diverse={"method": "<b>m</b>"},
+        duplicates=[
+            {
+                "row": evil,
+                "instruction": evil,
+                "twin_row": "<i>",
+                "twin_instruction": "x",
+                "jaccard": "<svg onload=alert(3)>",
+            }
+        ],
+    )
     side.write_text(json.dumps(s))
     build_report(rated["ratings"], tmp_path / "rep", selections=[side], store=tmp_path / "emb.sqlite")
     page = (tmp_path / "rep" / "index.html").read_text()
@@ -154,8 +184,13 @@ def test_final_html_has_the_report_content_security_policy(tmp_path):
 
     page = resources.files("alpagasus.report").joinpath("page.html").read_text("utf-8")
     assert f'<meta http-equiv="Content-Security-Policy" content="{CSP}">' in page
-    d = {"name": "<script>x</script>", "judge": "j", "comparisons": {}, "selection_sizes": {"<b>all</b>": 3},
-         "train_time_s": {}}
+    d = {
+        "name": "<script>x</script>",
+        "judge": "j",
+        "comparisons": {},
+        "selection_sizes": {"<b>all</b>": 3},
+        "train_time_s": {},
+    }
     out = _html(d, tmp_path)
     assert re.search(r'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'', out)
     assert "<script>x" not in out and "<b>all" not in out

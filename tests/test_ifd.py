@@ -1,5 +1,6 @@
 """The ifd:MODEL judge (judges/ifd.py): IFD = loss(response | prompt) / loss(response), on a tiny random model,
 checked against the model's own losses; batching; the >= 1 mark; the ratings file through the CLI."""
+
 import json
 import math
 import os
@@ -100,6 +101,7 @@ def test_long_rows_are_cut_to_the_window(tiny_model, rows):
 def test_vllm_prompt_logprobs_give_the_same_ifd_as_the_hf_path(judge, rows):
     """The vLLM path reads prompt_logprobs ([None, {token id: Logprob}, ...]); fed the hf path's own per-token
     log-probabilities in that shape, the shared arithmetic gives the same IFD."""
+
     class Logprob:  # vLLM's value type: .logprob (plain floats are accepted too)
         def __init__(self, v):
             self.logprob = v
@@ -109,8 +111,9 @@ def test_vllm_prompt_logprobs_give_the_same_ifd_as_the_hf_path(judge, rows):
     seqs = [pair.conditioned, pair.alone]
     n = len(pair.response)
     lps = judge._hf_logprobs(seqs, [n, n])
-    shaped = [[None] * (len(s) - n) + [{tid: Logprob(v), -1: -9.0} for tid, v in zip(s[-n:], lp)]
-              for s, lp in zip(seqs, lps)]
+    shaped = [
+        [None] * (len(s) - n) + [{tid: Logprob(v), -1: -9.0} for tid, v in zip(s[-n:], lp)] for s, lp in zip(seqs, lps)
+    ]
     got = [span_logprobs(p, s, n) for p, s in zip(shaped, seqs)]
     want = judge.score_sync(requests([e]))[0].extra["ifd"]["ifd"]
     assert ifd_values(mean_nll(got[0]), mean_nll(got[1]))["ifd"] == pytest.approx(want, rel=1e-5)
@@ -137,15 +140,31 @@ def test_rate_cli_writes_status_ok_and_raw_ifd(tiny_model, tmp_path):
     rows[16]["ifd"] = "a user's own column"  # kept: that row's rating fields then go under alpagasus_
     data, out, store = tmp_path / "rows.json", tmp_path / "ratings.jsonl", tmp_path / "store.sqlite"
     data.write_text(json.dumps(rows))
-    cmd = [sys.executable, "-m", "alpagasus.cli", "rate", str(data), "-o", str(out), "--store", str(store),
-           "--judge", f"ifd:hf:{tiny_model}", "--batch-size", "8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alpagasus.cli",
+        "rate",
+        str(data),
+        "-o",
+        str(out),
+        "--store",
+        str(store),
+        "--judge",
+        f"ifd:hf:{tiny_model}",
+        "--batch-size",
+        "8",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert r.returncode == 0, r.stderr
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(got) == 17
     for g in got[:16]:
-        assert g["status"] == "ok" and g["judge"].startswith("ifd:hf:") and g["judge"].endswith(
-            "#loss@" + g["judge"].rsplit("@", 1)[1])
+        assert (
+            g["status"] == "ok"
+            and g["judge"].startswith("ifd:hf:")
+            and g["judge"].endswith("#loss@" + g["judge"].rsplit("@", 1)[1])
+        )
         d = g["ifd"]
         assert d["ifd"] == pytest.approx(d["loss_conditioned"] / d["loss_response"])
         assert g["score"] == pytest.approx(0.0 if d["ifd_ge_1"] else 5 * d["ifd"])

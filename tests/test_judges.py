@@ -1,5 +1,6 @@
 """The judge registry (built-ins, register(), entry points of installed distributions), option checking, the
 Judge protocol and label_scores. No model is loaded: judges are built, never load()ed."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,6 @@ from alpagasus.judges.openai_compat import OpenAIJudge
 from alpagasus.judges.predictor import PredictorJudge
 from alpagasus.judges.vllm_local import VLLMJudge
 from alpagasus.records import Reply, Request
-
 from fakes import FakeJudge
 
 LOCAL_URL = "http://127.0.0.1:9/v1"
@@ -32,6 +32,7 @@ def _own_registry(monkeypatch):
 
 class MineJudge(LocalJudge):
     """A minimal third-party judge: (arg, mode, backend) plus one option of its own."""
+
     mode = "generate"
 
     def __init__(self, arg: str, mode: str | None = None, backend: str = "mine", temperature: float = 0.0):
@@ -104,6 +105,7 @@ def test_accepted_options_of_classes_and_functions():
     class Bare(LocalJudge):
         def __init__(self, arg, mode=None, backend=None, **kw):
             super().__init__(**kw)  # reaches object.__init__: not checkable
+
     assert accepted_options(Bare) is None
 
 
@@ -132,8 +134,12 @@ def test_register_by_module_and_class_name():
     assert judges.REGISTERED["mine"] == "test_judges:MineJudge"
     assert judges.available()["mine"] == "test_judges:MineJudge"
     j = judges.get("mine:alpha", temperature=0.3)
-    assert type(j).__name__ == "MineJudge" and (j.arg, j.backend, j.temperature, j.id) == \
-        ("alpha", "mine", 0.3, "mine:alpha#generate")
+    assert type(j).__name__ == "MineJudge" and (j.arg, j.backend, j.temperature, j.id) == (
+        "alpha",
+        "mine",
+        0.3,
+        "mine:alpha#generate",
+    )
     with pytest.raises(JudgeOptionError, match="mine:alpha.*base_url"):
         judges.get("mine:alpha", base_url=LOCAL_URL)
 
@@ -145,6 +151,7 @@ def test_register_a_class_object():
 
     class Local(MineJudge):  # defined inside a function: not importable by "module:qualname"
         pass
+
     judges.register("local", Local)
     assert type(judges.get("local:y")) is Local
     j = judges.get("mine2:beta", mode="logprob")
@@ -176,7 +183,7 @@ def test_fake_judge_registers_behind_a_spec():
 
 
 # ---- entry points of an installed distribution, for real ---------------------------------------------------
-THIRD = '''
+THIRD = """
 from alpagasus.judges.base import LocalJudge
 from alpagasus.records import Reply
 
@@ -195,9 +202,9 @@ class ThirdJudge(LocalJudge):
 
     def score_sync(self, requests):
         return [Reply(text="Score: 5\\nthird party") for _ in requests]
-'''
+"""
 
-PROBE = '''
+PROBE = """
 import asyncio, json, sys
 from alpagasus import judges
 from alpagasus.engine import Item, RunOptions, run_items, run_sync
@@ -225,7 +232,7 @@ with Store(sys.argv[1]) as st:
     counts = run_sync(run_items(items, j, st, rubric, RunOptions()), j)
     out["run"] = [counts.ok, st.get("b", j.id, rubric.version).score]
 print(json.dumps(out))
-'''
+"""
 
 
 @pytest.fixture
@@ -246,8 +253,9 @@ def python(code: str, *args: str, cwd, pythonpath=None, timeout=300) -> subproce
         env["PYTHONPATH"] = str(pythonpath)
     else:
         env.pop("PYTHONPATH", None)
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_a_judge_declared_by_an_installed_distribution_is_found_without_register(installed_plugin, tmp_path):
@@ -257,8 +265,11 @@ def test_a_judge_declared_by_an_installed_distribution_is_found_without_register
     assert out["plugins"] == {"third": "thirdjudge:ThirdJudge"}
     assert out["available"] is True
     # found from metadata alone: not imported until chosen
-    assert (out["imported_at_start"], out["imported_after_available"], out["imported_after_get"]) == \
-        (False, False, True)
+    assert (out["imported_at_start"], out["imported_after_available"], out["imported_after_get"]) == (
+        False,
+        False,
+        True,
+    )
     assert out["built"] == ["ThirdJudge", "third:hello#generate", 4, True]
     assert out["batch_size"] == 9
     msg = out["option_error"]
@@ -279,10 +290,29 @@ def test_without_the_distribution_the_plugin_is_unknown(tmp_path):
 # ---- the CLI reports flags that mean nothing for the chosen judge --------------------------------------------
 def test_cli_rejects_base_url_for_a_predictor_without_a_traceback(tmp_path):
     out = tmp_path / "out.jsonl"
-    p = subprocess.run([sys.executable, "-m", "alpagasus.cli", "rate", "sample:alpaca", "-o", str(out),
-                        "--limit", "2", "--judge", "predictor:alpaca-claude-accuracy", "--base-url", LOCAL_URL,
-                        "--store", str(tmp_path / "s.sqlite")],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alpagasus.cli",
+            "rate",
+            "sample:alpaca",
+            "-o",
+            str(out),
+            "--limit",
+            "2",
+            "--judge",
+            "predictor:alpaca-claude-accuracy",
+            "--base-url",
+            LOCAL_URL,
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert "--base-url" in p.stderr and "predictor:alpaca-claude-accuracy" in p.stderr
     assert "Traceback" not in p.stdout + p.stderr

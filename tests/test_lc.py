@@ -2,6 +2,7 @@
 answers gives a length-controlled winning score near 1.0 while its raw score is far from it; a judge that prefers
 one model whatever the lengths keeps it close to raw; the same for AlpacaEval's per-model win rates. Also the
 terminal table and the run's final report show it beside the raw score."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from alpagasus.compare.lc import alpaca_eval_lc, fit_logistic, lc_winning_score
 from alpagasus.records import Judgment
 
 runner = CliRunner()
-VERDICT = {"win": ((8, 5), (5, 8)), "tie": ((6, 6), (6, 6)), "lose": ((5, 8), (8, 5))}   # (ab, ba) scores
+VERDICT = {"win": ((8, 5), (5, 8)), "tie": ((6, 6), (6, 6)), "lose": ((5, 8), (8, 5))}  # (ab, ba) scores
 
 
 def lengths(n: int, seed: int) -> list[tuple[int, int]]:
@@ -30,8 +31,11 @@ def lengths(n: int, seed: int) -> list[tuple[int, int]]:
 def judged(outcomes: list[str], lens: list[tuple[int, int]]) -> dict:
     """aggregate()'s "all" for questions with these answer lengths and these outcomes for A, both orders."""
     pairs = [Pair("t", str(i), f"q{i}", "a" * la, "b" * lb) for i, (la, lb) in enumerate(lens)]
-    js = [Judgment("t", str(i), order, *VERDICT[o][k], "ok", "x")
-          for i, o in enumerate(outcomes) for k, order in enumerate(("ab", "ba"))]
+    js = [
+        Judgment("t", str(i), order, *VERDICT[o][k], "ok", "x")
+        for i, o in enumerate(outcomes)
+        for k, order in enumerate(("ab", "ba"))
+    ]
     return aggregate(js, pairs)["all"]
 
 
@@ -41,12 +45,11 @@ def test_a_judge_that_only_prefers_the_longer_answer_is_even_once_length_is_cont
     rng = random.Random(seed)
     sd = 600.0
     # the longer answer wins with a probability that grows with the length difference, and only with it
-    outcomes = ["win" if rng.random() < 1 / (1 + math.exp(-3 * math.tanh((a - b) / sd))) else "lose"
-                for a, b in lens]
+    outcomes = ["win" if rng.random() < 1 / (1 + math.exp(-3 * math.tanh((a - b) / sd))) else "lose" for a, b in lens]
     s = judged(outcomes, lens)
     lc = s["length_controlled"]
-    assert s["winning_score"] > 1.25                      # raw: A "wins" by writing more
-    assert abs(lc["winning_score"] - 1.0) < 0.15          # at equal lengths: even
+    assert s["winning_score"] > 1.25  # raw: A "wins" by writing more
+    assert abs(lc["winning_score"] - 1.0) < 0.15  # at equal lengths: even
     assert lc["winning_score_ci"][0] < 1.0 < lc["winning_score_ci"][1] or abs(lc["winning_score"] - 1) < 0.1
     assert lc["length_coef"] > 1.5 and lc["questions"] == 400
 
@@ -70,7 +73,7 @@ def test_a_judge_that_prefers_one_model_whatever_the_length_keeps_its_score(seed
     s = judged(outcomes, lens)
     lc = s["length_controlled"]
     assert abs(lc["winning_score"] - s["winning_score"]) < 0.06
-    assert lc["winning_score_ci"][0] > 1.0               # still beyond the noise
+    assert lc["winning_score_ci"][0] > 1.0  # still beyond the noise
 
 
 def test_equal_lengths_give_the_raw_score_and_unanimity_stays_unanimous():
@@ -119,9 +122,9 @@ def test_alpaca_eval_lc_ranks_models_by_quality_not_length(seed):
             verdicts.append(Verdict(f"instruction {i}", "r" * lb, "o" * la, "ref", f"m{m}", "judge", pref))
     raw = {m: r.win_rate for m, r in win_rates(verdicts).items()}
     lc = alpaca_eval_lc(verdicts)
-    assert raw["m2"] > raw["m3"]                       # raw: the verbose twin ranks above a better model
+    assert raw["m2"] > raw["m3"]  # raw: the verbose twin ranks above a better model
     assert max(lc["m0"], lc["m1"], lc["m2"]) < min(lc["m3"], lc["m4"], lc["m5"])
-    assert lc["m2"] - lc["m0"] < 0.6 * (raw["m2"] - raw["m0"])   # much of the length gap is gone (not all)
+    assert lc["m2"] - lc["m0"] < 0.6 * (raw["m2"] - raw["m0"])  # much of the length gap is gone (not all)
     assert lc["m5"] > lc["m4"] > lc["m3"]
 
 
@@ -129,22 +132,43 @@ def test_compare_terminal_and_final_report_show_lc_beside_raw(tmp_path):
     from alpagasus.run.final_report import LC_NOTE, _html, _markdown
 
     # reviews in the official AlpaGasus format: A's answers grow longer and A wins the longer half
-    rows = [{"question_id": str(i), "text": f"question {i}", "ma": "A " * (5 + 3 * i), "mb": "B " * 20}
-            for i in range(16)]
+    rows = [
+        {"question_id": str(i), "text": f"question {i}", "ma": "A " * (5 + 3 * i), "mb": "B " * 20} for i in range(16)
+    ]
     ab, ba = tmp_path / "ma-mb-vicuna.json", tmp_path / "mb-ma-vicuna.json"
     ab.write_text(json.dumps([{**r, "review": "8 5" if i > 5 else "5 8"} for i, r in enumerate(rows)]))
     ba.write_text(json.dumps([{**r, "review": "5 8" if i > 5 else "8 5"} for i, r in enumerate(rows)]))
     out = tmp_path / "out"
-    res = runner.invoke(app, ["compare", "--reviews-ab", str(ab), "--reviews-ba", str(ba), "--model-a", "ma",
-                              "--model-b", "mb", "-o", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "compare",
+            "--reviews-ab",
+            str(ab),
+            "--reviews-ba",
+            str(ba),
+            "--model-a",
+            "ma",
+            "--model-b",
+            "mb",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     results = json.loads((out / "summary.json").read_text())["results"]
     lc = results["all"]["length_controlled"]
     assert lc["questions"] == 16 and len(lc["winning_score_ci"]) == 2 and lc["length_coef"] > 0
     assert results["all"]["winning_score"] == pytest.approx(1.25)
     assert "  LC " in res.output and f"{lc['winning_score']:.3f}" in res.output
-    d = {"name": "x", "judge": "j", "selection_sizes": {}, "train_time_s": {}, "train_time_ratio": {},
-         "comparisons": {"filtered vs random": {"dir": "c", "judge": "j", "results": results}}}
+    d = {
+        "name": "x",
+        "judge": "j",
+        "selection_sizes": {},
+        "train_time_s": {},
+        "train_time_ratio": {},
+        "comparisons": {"filtered vs random": {"dir": "c", "judge": "j", "results": results}},
+    }
     md, page = _markdown(d), _html(d, tmp_path)
     assert "lc_winning_score" in md and f"{lc['winning_score']:.3f}" in md and LC_NOTE in md
     assert "lc_winning_score" in page and f"{lc['winning_score']:.3f}" in page

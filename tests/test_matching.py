@@ -1,4 +1,5 @@
 """The length-matched random baseline (select.matching, `select --random K --match-length REF`)."""
+
 from __future__ import annotations
 
 import json
@@ -92,7 +93,18 @@ def test_the_cli_prints_the_match(tmp_path, alpaca_rows):
     rows = random.Random(0).sample(alpaca_rows, 600)
     ratings = _ratings(rows, tmp_path / "r.jsonl")
     (tmp_path / "ref.json").write_text(json.dumps(rows[:50]))
-    res = CliRunner().invoke(app, ["select", str(ratings), "-o", str(tmp_path / "m.jsonl"), "--random", "50",
-                                   "--match-length", str(tmp_path / "ref.json")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "select",
+            str(ratings),
+            "-o",
+            str(tmp_path / "m.jsonl"),
+            "--random",
+            "50",
+            "--match-length",
+            str(tmp_path / "ref.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "length-matched to" in res.output and "KS distance" in res.output

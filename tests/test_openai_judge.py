@@ -1,5 +1,5 @@
 """The openai: judge against a real OpenAI-compatible HTTP server on 127.0.0.1 (`alpagasus serve`)."""
-import json
+
 import os
 import socket
 import subprocess
@@ -26,10 +26,23 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tiny_model):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "alpagasus.cli", "serve", "--model", str(tiny_model),
-                             "--port", str(port), "--name", "tiny-served"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "alpagasus.cli",
+            "serve",
+            "--model",
+            str(tiny_model),
+            "--port",
+            str(port),
+            "--name",
+            "tiny-served",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -38,7 +51,7 @@ def server(tiny_model):
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"alpagasus serve exited with {proc.returncode}")
+                raise RuntimeError(f"alpagasus serve exited with {proc.returncode}") from None
             time.sleep(0.3)
     yield url
     proc.terminate()
@@ -83,8 +96,13 @@ def test_server_speaks_the_openai_protocol(server):
     from openai import OpenAI
 
     client = OpenAI(base_url=server, api_key="x")
-    resp = client.chat.completions.create(model="tiny-served", max_tokens=3, logprobs=True, top_logprobs=2,
-                                          messages=[{"role": "user", "content": "Say 4"}])
+    resp = client.chat.completions.create(
+        model="tiny-served",
+        max_tokens=3,
+        logprobs=True,
+        top_logprobs=2,
+        messages=[{"role": "user", "content": "Say 4"}],
+    )
     assert resp.model == "tiny-served" and resp.usage.completion_tokens <= 3
     assert len(resp.choices[0].logprobs.content[0].top_logprobs) == 2
     with pytest.raises(Exception, match="messages is required"):
@@ -92,8 +110,8 @@ def test_server_speaks_the_openai_protocol(server):
 
 
 def test_unreachable_server_pauses_then_stops_resumably(examples, tmp_path):
-    from alpagasus.judges.base import OutageError
     from alpagasus.engine import RunOptions
+    from alpagasus.judges.base import OutageError
 
     j = judges.get("openai:x", base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=2)
     t = load_template("accuracy")

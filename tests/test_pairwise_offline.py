@@ -1,5 +1,6 @@
 """The offline pairwise judge (judges/pointwise.py) on real answers of two fine-tuned models, and the winning
 score's bootstrap interval (compare/interval.py) with its sentence about noise, in compare and the final report."""
+
 import json
 import math
 from pathlib import Path
@@ -9,12 +10,11 @@ import pytest
 from alpagasus.compare.aggregate import aggregate
 from alpagasus.compare.files import compare_files
 from alpagasus.compare.interval import bootstrap_interval, noise_sentence, winning_score
+from alpagasus.judgecheck.cards import find_card
 from alpagasus.judges import DEFAULT_PAIRWISE, default_pairwise_judge
 from alpagasus.judges.pointwise import review_scores, verdict
 from alpagasus.records import Judgment
-from alpagasus.judgecheck.cards import find_card
 from alpagasus.run.final_report import _html, _markdown, known_agreement
-
 from conftest import SHARED_DATA
 
 RESPONSES = SHARED_DATA / "responses"
@@ -25,8 +25,9 @@ LIMIT = 6  # questions per test set: 18 questions, 36 answers, 36 judgments
 @pytest.fixture(scope="module")
 def real_compare(tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp")
-    rep = compare_files(FILES, out / "cmp", model_a="alpagasus2", model_b="alpaca2", store_path=out / "s.db",
-                        limit=LIMIT)  # no judge: the offline default
+    rep = compare_files(
+        FILES, out / "cmp", model_a="alpagasus2", model_b="alpaca2", store_path=out / "s.db", limit=LIMIT
+    )  # no judge: the offline default
     return rep, out
 
 
@@ -57,8 +58,7 @@ def test_pointwise_judge_gives_verdicts_on_real_answers(real_compare):
     # the summary says position bias could not be measured, and gives the interval
     assert "not measurable" in summary["position_bias"]
     assert a["winning_score_ci"][0] <= a["winning_score"] <= a["winning_score_ci"][1]
-    assert a["noise"] == noise_sentence(a["winning_score"], a["winning_score_ci"], "alpagasus2", "alpaca2",
-                                        a["judged"])
+    assert a["noise"] == noise_sentence(a["winning_score"], a["winning_score_ci"], "alpagasus2", "alpaca2", a["judged"])
     assert "bootstrap" in summary["interval"]
 
 
@@ -94,8 +94,12 @@ def test_pointwise_judge_requests_and_empty_answers(real_compare):
     with pytest.raises(JudgeError, match="tie_odds"):
         judges.get(DEFAULT_PAIRWISE, tie_odds=0.5)
     q = "Name a primary colour."
-    reps = j.score_sync([Request("e", "", "", fields={"question": q, "answer_1": " ", "answer_2": "Red."}),
-                         Request("f", "", "", fields={"question": q, "answer_1": "", "answer_2": ""})])
+    reps = j.score_sync(
+        [
+            Request("e", "", "", fields={"question": q, "answer_1": " ", "answer_2": "Red."}),
+            Request("f", "", "", fields={"question": q, "answer_1": "", "answer_2": ""}),
+        ]
+    )
     s_empty, _ = parse_pair(reps[0].text, 1, 10)
     s_both, _ = parse_pair(reps[1].text, 1, 10)
     assert s_empty[1] > s_empty[0]  # an empty answer loses
@@ -147,17 +151,30 @@ def test_aggregate_and_final_report_carry_interval():
     js = []
     for i in range(40):  # A wins 30, ties 5, loses 5: clearly ahead
         s1, s2 = (8, 6) if i < 30 else (7, 7) if i < 35 else (5, 9)
-        js += [Judgment("vicuna", str(i), "ab", s1, s2, "ok", "", "j"),
-               Judgment("vicuna", str(i), "ba", s2, s1, "ok", "", "j")]
+        js += [
+            Judgment("vicuna", str(i), "ab", s1, s2, "ok", "", "j"),
+            Judgment("vicuna", str(i), "ba", s2, s1, "ok", "", "j"),
+        ]
     res = aggregate(js)
     a = res["all"]
     assert a["winning_score"] == pytest.approx(1.625) and a["winning_score_ci"][0] > 1.0
     assert "lies above 1.0" in a["noise"]
-    data = {"name": "t", "judge": "j", "selection_sizes": {"filtered": 2}, "train_time_s": {},
-            "train_time_ratio": {},
-            "comparisons": {"filtered vs random": {"dir": "compare/x", "judge": "pointwise:p", "results": res,
-                                                   "judge_agreement": known_agreement("pointwise:p@1/tie"),
-                                                   "position_bias": "not measurable with this judge"}}}
+    data = {
+        "name": "t",
+        "judge": "j",
+        "selection_sizes": {"filtered": 2},
+        "train_time_s": {},
+        "train_time_ratio": {},
+        "comparisons": {
+            "filtered vs random": {
+                "dir": "compare/x",
+                "judge": "pointwise:p",
+                "results": res,
+                "judge_agreement": known_agreement("pointwise:p@1/tie"),
+                "position_bias": "not measurable with this judge",
+            }
+        },
+    }
     md = _markdown(data)
     assert f"{a['winning_score_ci'][0]:.3f}-{a['winning_score_ci'][1]:.3f}" in md
     assert "lies above 1.0" in md and "position bias: not measurable" in md

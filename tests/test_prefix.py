@@ -1,4 +1,5 @@
 """The prefix-first prompt layout, and the hf judge's shared-prefix KV reuse in logprob mode."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,7 +19,7 @@ def examples(alpaca_rows):
 
 def fixed_part(template) -> str:
     """What every prompt of the template starts with: the system prompt and the user text before the first field."""
-    return template.system + template.user[:PLACEHOLDER.search(template.user).start()]
+    return template.system + template.user[: PLACEHOLDER.search(template.user).start()]
 
 
 @pytest.mark.parametrize("dim", DIMENSIONS)
@@ -26,8 +27,12 @@ def test_prefix_layout_is_the_papers_words_with_the_rubric_first(dim, examples):
     paper, pre = load_template(dim), load_template(f"{dim}-prefix")
     assert load_template(f"rate_{dim}_prefix").version == pre.version  # by file name too
     assert pre.version != paper.version and pre.version.startswith(f"rate_{dim}_prefix@")
-    assert (pre.system, pre.scale, pre.labels, pre.logprob_prefix) == \
-           (paper.system, paper.scale, paper.labels, paper.logprob_prefix)
+    assert (pre.system, pre.scale, pre.labels, pre.logprob_prefix) == (
+        paper.system,
+        paper.scale,
+        paper.labels,
+        paper.logprob_prefix,
+    )
     # the same words: the paper's rubric and its data block, reordered
     data_block, rubric = paper.user.split("\n\nPlease rate", 1)
     rubric = "Please rate" + rubric.rstrip()
@@ -40,7 +45,7 @@ def test_prefix_layout_is_the_papers_words_with_the_rubric_first(dim, examples):
             req = build_request(e, pre, mode)
             text = req.system + req.user
             assert text.startswith(fixed), e.instruction
-            assert text.endswith(e.output + "\n") and e.instruction in text[len(fixed):]
+            assert text.endswith(e.output + "\n") and e.instruction in text[len(fixed) :]
 
 
 def test_prefix_layout_is_a_shared_token_prefix_of_every_chat_prompt(tiny_model, examples):
@@ -49,13 +54,15 @@ def test_prefix_layout_is_a_shared_token_prefix_of_every_chat_prompt(tiny_model,
     t = load_template("accuracy-prefix")
 
     def token_ids(template):
-        return [j.tok(j.prompt_text(build_request(e, template, "logprob")), add_special_tokens=False)["input_ids"]
-                for e in examples[:50]]
+        return [
+            j.tok(j.prompt_text(build_request(e, template, "logprob")), add_special_tokens=False)["input_ids"]
+            for e in examples[:50]
+        ]
 
     ids = token_ids(t)
     chat = j.prompt_text(build_request(examples[0], t, "logprob"))
-    user_fixed = t.user[:PLACEHOLDER.search(t.user).start()]
-    head = chat[:chat.index(user_fixed) + len(user_fixed)]  # chat markup + system + the rubric, up to the data
+    user_fixed = t.user[: PLACEHOLDER.search(t.user).start()]
+    head = chat[: chat.index(user_fixed) + len(user_fixed)]  # chat markup + system + the rubric, up to the data
     n_fixed = len(j.tok(head, add_special_tokens=False)["input_ids"])
     first, shared = ids[0], min(map(len, ids))
     for x in ids[1:]:
@@ -106,8 +113,10 @@ def test_cached_prefix_is_reused_cut_and_extended_across_batches(judges_pair, ex
     plain, reuse = judges_pair
     reuse._prefix = None
     pre, paper = load_template("accuracy-prefix"), load_template("accuracy")
-    batches = [[build_request(e, t, "logprob") for e in examples[i:i + 5]]
-               for i, t in ((20, pre), (25, pre), (30, paper), (35, pre), (40, pre))]
+    batches = [
+        [build_request(e, t, "logprob") for e in examples[i : i + 5]]
+        for i, t in ((20, pre), (25, pre), (30, paper), (35, pre), (40, pre))
+    ]
     lengths = []
     for b in batches:
         before = reuse.stats["tokens_reused"]
@@ -128,8 +137,10 @@ def test_short_shared_prefix_falls_back_to_the_plain_path(judges_pair, examples)
     plain, reuse = judges_pair
     reuse._prefix = None
     # different system prompts: the prompts share only the chat markup's first tokens
-    reqs = [Request(key=str(i), system=f"{i}: {e.instruction}", user=e.output, assistant_prefix="Score: ")
-            for i, e in enumerate(examples[50:58])]
+    reqs = [
+        Request(key=str(i), system=f"{i}: {e.instruction}", user=e.output, assistant_prefix="Score: ")
+        for i, e in enumerate(examples[50:58])
+    ]
     before = reuse.stats["prefix_passes"]
     assert max(abs(a - b) for a, b in zip(scores(plain, reqs), scores(reuse, reqs))) < 1e-5
     assert reuse.stats["prefix_passes"] == before and reuse._prefix is None
@@ -140,13 +151,19 @@ def test_short_shared_prefix_falls_back_to_the_plain_path(judges_pair, examples)
 
 
 def test_rate_with_the_prefix_layout_end_to_end(tiny_model, examples, tmp_path):
-    from alpagasus.rate.files import rate_file
     from alpagasus.data import read_jsonl, write_jsonl
+    from alpagasus.rate.files import rate_file
 
     src = tmp_path / "in.jsonl"
     write_jsonl(src, [e.fields() for e in examples[:10]])
-    s = rate_file(src, tmp_path / "out.jsonl", judge=f"hf:{tiny_model}", dimension="accuracy-prefix",
-                  store_path=tmp_path / "s.sqlite", judge_options={"batch_size": 4})
+    s = rate_file(
+        src,
+        tmp_path / "out.jsonl",
+        judge=f"hf:{tiny_model}",
+        dimension="accuracy-prefix",
+        store_path=tmp_path / "s.sqlite",
+        judge_options={"batch_size": 4},
+    )
     rows = list(read_jsonl(tmp_path / "out.jsonl"))
     assert s.run.ok == 10 and len(rows) == 10 and all(r["status"] == "ok" for r in rows)
     assert {r["prompt_version"] for r in rows} == {load_template("accuracy-prefix").version}
@@ -161,10 +178,22 @@ def test_sliding_window_layers_reuse_below_the_window_and_fall_back_above(tiny_m
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=window,
-                      max_window_layers=1, max_position_embeddings=2048, pad_token_id=tok.pad_token_id,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=window,
+        max_window_layers=1,
+        max_position_embeddings=2048,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
     assert cfg.layer_types == ["full_attention", "sliding_attention"]
     Qwen2ForCausalLM(cfg).save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
@@ -192,6 +221,7 @@ def test_length_groups_cut_where_padding_costs_more_than_a_pass():
 
     def cost(gs):
         return sum(32 + len(g) * max(lengths[i] for i in g) for g in gs)
+
     assert cost(groups) <= min(cost([list(range(40))]), cost([[i] for i in range(40)]))
 
 

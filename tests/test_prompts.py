@@ -1,11 +1,14 @@
 """The paper's prompt verbatim, template versions, and the reply parser on a table of real-looking replies."""
+
 import pytest
 
 from alpagasus.prompts import load_template, parse_template
 from alpagasus.prompts.parse import parse_pair, parse_score
 
-SYSTEM = ("We would like to request your feedback on the performance of AI assistant in response to the "
-          "instruction and the given input displayed following.")
+SYSTEM = (
+    "We would like to request your feedback on the performance of AI assistant in response to the "
+    "instruction and the given input displayed following."
+)
 
 
 def test_paper_prompt_exact():
@@ -17,7 +20,8 @@ def test_paper_prompt_exact():
         "Please rate according to the accuracy of the response to the instruction and the input. Each assistant "
         "receives a score on a scale of 0 to 5, where a higher score indicates higher level of the accuracy. Please "
         "first output a single line containing value indicating the scores. In the subsequent line, please provide a "
-        "comprehensive explanation of your evaluation, avoiding any potential bias. \n\n")
+        "comprehensive explanation of your evaluation, avoiding any potential bias. \n\n"
+    )
     h = load_template("helpfulness")
     assert h.render({"instruction": "I", "input": "X", "output": "O"}) == user.replace("accuracy", "helpfulness")
     assert t.scale == (0, 5) and t.labels == ("0", "1", "2", "3", "4", "5")
@@ -45,21 +49,44 @@ def test_template_without_user_section_rejected():
         parse_template("<<<system>>>\nx\n", "broken")
 
 
-@pytest.mark.parametrize("reply,score", [
-    ("4.5", 4.5), ("4.5\nThe answer is correct and complete.", 4.5), ("Score: 4", 4.0), ("4.5/5", 4.5),
-    ("**4**", 4.0), ("Rating: 4 out of 5", 4.0), ("four", 4.0), ("Five\nPerfect.", 5.0), ("5/5", 5.0),
-    ("<think>maybe 3? no</think>4", 4.0), ("  \n\n3\nok", 3.0), ("I would give it a score of 3.5.", 3.5),
-    ("The response has 2 typos.\nScore: 2", 2.0), ("0", 0.0), ("Score: **5**", 5.0), ("4 - mostly right", 4.0),
-])
+@pytest.mark.parametrize(
+    "reply,score",
+    [
+        ("4.5", 4.5),
+        ("4.5\nThe answer is correct and complete.", 4.5),
+        ("Score: 4", 4.0),
+        ("4.5/5", 4.5),
+        ("**4**", 4.0),
+        ("Rating: 4 out of 5", 4.0),
+        ("four", 4.0),
+        ("Five\nPerfect.", 5.0),
+        ("5/5", 5.0),
+        ("<think>maybe 3? no</think>4", 4.0),
+        ("  \n\n3\nok", 3.0),
+        ("I would give it a score of 3.5.", 3.5),
+        ("The response has 2 typos.\nScore: 2", 2.0),
+        ("0", 0.0),
+        ("Score: **5**", 5.0),
+        ("4 - mostly right", 4.0),
+    ],
+)
 def test_parse_score_table(reply, score):
     assert parse_score(reply).score == score
 
 
-@pytest.mark.parametrize("reply,reason", [
-    ("", "empty"), (None, "empty"), ("The response is accurate and helpful.", "no score"),
-    ("6", "outside the scale"), ("-1", "outside the scale"), ("8/10", "another scale"),
-    ("<think>4</think>", "no text outside"), ("Score: 7", "outside the scale"),
-])
+@pytest.mark.parametrize(
+    "reply,reason",
+    [
+        ("", "empty"),
+        (None, "empty"),
+        ("The response is accurate and helpful.", "no score"),
+        ("6", "outside the scale"),
+        ("-1", "outside the scale"),
+        ("8/10", "another scale"),
+        ("<think>4</think>", "no text outside"),
+        ("Score: 7", "outside the scale"),
+    ],
+)
 def test_parse_score_refuses(reply, reason):
     p = parse_score(reply)
     assert p.score is None and reason in p.reason
@@ -70,9 +97,17 @@ def test_parse_keeps_explanation():
     assert p.explanation == "Accurate, but terse.\nCould add an example."
 
 
-@pytest.mark.parametrize("reply,pair", [
-    ("8 7\nAssistant 1 is more detailed.", (8, 7)), ("9, 6", (9, 6)), ("7.5 7.5", (7.5, 7.5)),
-    ("Assistant 1: 6\nAssistant 2: 9", (6, 9)), ("", None), ("Both are good.", None), ("11 4", None),
-])
+@pytest.mark.parametrize(
+    "reply,pair",
+    [
+        ("8 7\nAssistant 1 is more detailed.", (8, 7)),
+        ("9, 6", (9, 6)),
+        ("7.5 7.5", (7.5, 7.5)),
+        ("Assistant 1: 6\nAssistant 2: 9", (6, 9)),
+        ("", None),
+        ("Both are good.", None),
+        ("11 4", None),
+    ],
+)
 def test_parse_pair(reply, pair):
     assert parse_pair(reply)[0] == pair

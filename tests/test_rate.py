@@ -1,16 +1,14 @@
 """The rating loop with a tiny random LM: both modes, batching, resume without paying twice, unparsed replies."""
-import asyncio
 
 import pytest
 
 from alpagasus import judges
+from alpagasus.engine import RunOptions
 from alpagasus.judges.hf_local import HFJudge
 from alpagasus.prompts import load_template
-from alpagasus.engine import RunOptions
 from alpagasus.rate import rate
 from alpagasus.records import Example
 from alpagasus.store import Store, StoreBusy
-
 from fakes import FakeJudge
 
 
@@ -93,21 +91,32 @@ def test_changed_prompt_or_mode_is_rated_again(tiny_model, examples, tmp_path):
         rate(examples[:3], HFJudge(str(tiny_model)), load_template("accuracy"), st)
         s = rate(examples[:3], HFJudge(str(tiny_model)), load_template("helpfulness"), st)
         assert s.run.to_judge == 3
-        s = rate(examples[:3], HFJudge(str(tiny_model), mode="generate"), load_template("accuracy"), st,
-                 RunOptions(max_reasks=0, max_tokens=4))
+        s = rate(
+            examples[:3],
+            HFJudge(str(tiny_model), mode="generate"),
+            load_template("accuracy"),
+            st,
+            RunOptions(max_reasks=0, max_tokens=4),
+        )
         assert s.run.to_judge == 3 and st.count() == 9
 
 
 def test_unparsed_never_zero_and_errors_retried(tmp_path):
     exs = [Example(f"q{i}", "", f"a{i}") for i in range(4)]
     # replies per example output, in the order asked; a reply starting with "!" is a transport error
-    judge = FakeJudge(id="scripted#generate", mode="generate", model="scripted-v1", batch_size=4,
-                      key=lambda r: r.example.output, reply={
-                          "a0": ["nonsense", "more nonsense", "4\nfine"],  # asked again twice, then parsed
-                          "a1": ["6", "6", "6"],                          # out of scale three times: unparsed
-                          "a2": ["!boom", "Score: 5"],                    # a transport error, retried
-                          "a3": ["!down", "!down", "!down"],              # attempts capped: stored as error
-                      })
+    judge = FakeJudge(
+        id="scripted#generate",
+        mode="generate",
+        model="scripted-v1",
+        batch_size=4,
+        key=lambda r: r.example.output,
+        reply={
+            "a0": ["nonsense", "more nonsense", "4\nfine"],  # asked again twice, then parsed
+            "a1": ["6", "6", "6"],  # out of scale three times: unparsed
+            "a2": ["!boom", "Score: 5"],  # a transport error, retried
+            "a3": ["!down", "!down", "!down"],  # attempts capped: stored as error
+        },
+    )
     t = load_template("accuracy")
     with Store(tmp_path / "u.sqlite") as st:
         s = rate(exs, judge, t, st, RunOptions(max_reasks=2, max_attempts=3, backoff_s=0.01))
@@ -144,6 +153,8 @@ def test_the_dry_run_estimate_counts_output_tokens_only_for_judges_that_write():
 
     rows = [Example(f"Question {i}?", "", "An answer.") for i in range(3)]
     tpl, opts = load_template("rate_accuracy"), RunOptions(price_in=1.0, price_out=10.0)
-    outs = {m: estimate(rows, tpl, m, len, opts, out_tokens=100)["tokens_out_estimate"]
-            for m in ("generate", "logprob", "predict", "ifd")}
+    outs = {
+        m: estimate(rows, tpl, m, len, opts, out_tokens=100)["tokens_out_estimate"]
+        for m in ("generate", "logprob", "predict", "ifd")
+    }
     assert outs == {"generate": 300, "logprob": 3, "predict": 0, "ifd": 0}

@@ -4,6 +4,7 @@ its block in flight, Ctrl-C stops with what was stored kept.
 Judges: the tiny local model (`hf:`, loaded once per Ray actor), and `openai:` against the fault proxy answering
 by itself (no upstream) with a modelled latency, which counts every request the workers really send.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,8 @@ from alpagasus import judges
 from alpagasus.data import read_examples
 from alpagasus.devtools.faultproxy import FaultProxy, Lognormal
 from alpagasus.engine import RunOptions
-from alpagasus.rate import RateSummary
 from alpagasus.prompts import load_template
+from alpagasus.rate import RateSummary
 from alpagasus.rate.loop import rate
 from alpagasus.rate.ray import RayRateError, rate_on_ray
 from alpagasus.store import Store
@@ -60,8 +61,16 @@ def proxy():
 def on_ray(examples, spec: str, store: Store, *, options: dict | None = None, judge=None, **kw) -> RateSummary:
     options = options or {}
     judge = judge or judges.get(spec, **options)
-    return rate_on_ray((e for e in examples), judge=judge, judge_spec=spec, judge_options=options,
-                       template=load_template("accuracy"), store=store, options=RunOptions(), **kw)
+    return rate_on_ray(
+        (e for e in examples),
+        judge=judge,
+        judge_spec=spec,
+        judge_options=options,
+        template=load_template("accuracy"),
+        store=store,
+        options=RunOptions(),
+        **kw,
+    )
 
 
 def stored(path: Path) -> list[tuple]:
@@ -126,7 +135,9 @@ def test_every_row_rated_once_like_one_machine_and_resume_starts_nothing(cluster
         assert len(ours) == len(theirs) == 24
         gap = max(abs(ours[k].score - theirs[k].score) for k in ours)
         assert gap < 2e-3, gap
-        print(f"\nFIGURES ray_local: {json.dumps({'rows': ROWS, 'seconds': round(took, 1), 'rows_per_s': round(ROWS / took, 1), 'max_score_gap': gap})}")
+        print(
+            f"\nFIGURES ray_local: {json.dumps({'rows': ROWS, 'seconds': round(took, 1), 'rows_per_s': round(ROWS / took, 1), 'max_score_gap': gap})}"
+        )
 
         # resume: nothing pending, so no worker may start: a spec no worker could load proves none did
         t = time.perf_counter()
@@ -152,8 +163,7 @@ def test_killed_worker_loses_only_its_block_and_every_row_is_rated_once(cluster,
     th = threading.Thread(target=killer, daemon=True)
     th.start()
     with Store(path) as st:
-        s = on_ray(examples, "openai:canned", st, options={"base_url": proxy.url, "concurrency": 4},
-                   block_rows=block)
+        s = on_ray(examples, "openai:canned", st, options={"base_url": proxy.url, "concurrency": 4}, block_rows=block)
     th.join(5)
     assert killed, "the worker was never killed"
     pid, at = killed[0]
@@ -166,7 +176,9 @@ def test_killed_worker_loses_only_its_block_and_every_row_is_rated_once(cluster,
     extra = proxy.received - ROWS
     again = sum(len(v) - 1 for v in proxy.by_key().values())
     assert 0 <= extra <= block and again == extra
-    print(f"\nFIGURES ray_kill: {json.dumps({'rows': ROWS, 'requests': proxy.received, 'extra': extra, 'block_rows': block, 'stored_at_kill': at})}")
+    print(
+        f"\nFIGURES ray_kill: {json.dumps({'rows': ROWS, 'requests': proxy.received, 'extra': extra, 'block_rows': block, 'stored_at_kill': at})}"
+    )
 
 
 DRIVER = """
@@ -197,8 +209,13 @@ def test_ctrl_c_keeps_what_was_stored_and_a_rerun_completes(cluster, examples, p
     script = tmp_path / "drive.py"
     script.write_text(DRIVER)
     err = open(tmp_path / "driver.stderr", "w")
-    p = subprocess.Popen([sys.executable, str(script), cluster, proxy.url, str(path)], stdout=subprocess.PIPE,
-                         stderr=err, text=True, env={**os.environ, **ENV})
+    p = subprocess.Popen(
+        [sys.executable, str(script), cluster, proxy.url, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+        env={**os.environ, **ENV},
+    )
     try:
         wait_for(lambda: len(stored(path)) >= 2 * block or p.poll() is not None, timeout=150)
         at = len(stored(path))
@@ -217,18 +234,36 @@ def test_ctrl_c_keeps_what_was_stored_and_a_rerun_completes(cluster, examples, p
     assert {st for _, st in rows} == {"ok"} and json.loads(out)["ok"] == n
     assert proxy.received == n  # every request sent belongs to a stored row: queued blocks were never started
     with Store(path) as st:
-        s = on_ray(examples, "openai:canned", st, options={"base_url": proxy.url, "concurrency": 4},
-                   block_rows=block)
+        s = on_ray(examples, "openai:canned", st, options={"base_url": proxy.url, "concurrency": 4}, block_rows=block)
     assert (s.already_rated, s.run.to_judge) == (n, ROWS - n)
     assert len(stored(path)) == ROWS and proxy.received == ROWS  # nothing requested twice across the two runs
-    print(f"\nFIGURES ray_ctrl_c: {json.dumps({'stored_at_signal': at, 'stored_after': n, 'stop_s': round(stopped_in, 1)})}")
+    print(
+        f"\nFIGURES ray_ctrl_c: {json.dumps({'stored_at_signal': at, 'stored_after': n, 'stop_s': round(stopped_in, 1)})}"
+    )
 
 
 def test_cli_rate_with_ray_address_then_ray_alone_resumes(cluster, examples, proxy, tmp_path):
     """`alpagasus rate --ray ADDRESS` joins the cluster; `--ray` alone (a local cluster) finds nothing left."""
     store, out = tmp_path / "store.sqlite", tmp_path / "ratings.jsonl"
-    base = [sys.executable, "-m", "alpagasus.cli", "rate", "sample:alpaca", "-o", str(out), "--store", str(store),
-            "--judge", "openai:canned", "--base-url", proxy.url, "--mode", "generate", "--concurrency", "4"]
+    base = [
+        sys.executable,
+        "-m",
+        "alpagasus.cli",
+        "rate",
+        "sample:alpaca",
+        "-o",
+        str(out),
+        "--store",
+        str(store),
+        "--judge",
+        "openai:canned",
+        "--base-url",
+        proxy.url,
+        "--mode",
+        "generate",
+        "--concurrency",
+        "4",
+    ]
     env = {**os.environ, **ENV}
     r = subprocess.run([*base, "--ray", cluster], capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -249,13 +284,13 @@ def test_a_worker_that_cannot_build_the_judge_fails_the_run_with_its_reason(clus
     assert "Traceback" not in msg and len(msg) < 800
 
 
-def test_a_key_given_in_code_reaches_the_workers_through_their_environment_not_their_arguments(cluster, examples,
-                                                                                               tmp_path):
+def test_a_key_given_in_code_reaches_the_workers_through_their_environment_not_their_arguments(
+    cluster, examples, tmp_path
+):
     """The stub answers only requests carrying the key: every row rated means each worker had it, and the
     actors' constructor arguments (pickled into Ray's task specs) never held it (rate.ray.split_secrets)."""
-    from openai_stub import OpenAIStub
-
     from alpagasus.rate.ray import SECRET_ENV, split_secrets
+    from openai_stub import OpenAIStub
 
     key = "zq-ray-" + "K" * 30
     public, env = split_secrets({"base_url": "http://x/v1", "api_key": key, "concurrency": 4})

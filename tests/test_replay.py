@@ -1,4 +1,5 @@
 """replay:FILE: recorded ratings answered back by content, on real Alpaca rows and published label decisions."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
 
 from alpagasus import judges
 from alpagasus.data import read_jsonl
 from alpagasus.judges.base import JudgeError, JudgeOptionError
 from alpagasus.rate import rate_file
 from alpagasus.records import Example, Request, content_id
+from conftest import SHARED_DATA
 
 LABELS = SHARED_DATA / "labels" / "alpaca_llm_labels.jsonl"
 RECORDED = [5.0, 4.5, 3.0, 2.0]  # rows 0-3; row 4 is recorded as `error`, row 5 with a null score
@@ -30,8 +31,10 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture
 def replay_file(tmp_path: Path, alpaca_rows: list[dict]) -> Path:
     """A ratings file as `rate` writes it: the triplet, then id/score/status; two rows hold no usable score."""
-    rows = [{**_triplet(r), "id": content_id(r["instruction"], r["input"], r["output"]), "score": s,
-             "status": "ok"} for r, s in zip(alpaca_rows, RECORDED)]
+    rows = [
+        {**_triplet(r), "id": content_id(r["instruction"], r["input"], r["output"]), "score": s, "status": "ok"}
+        for r, s in zip(alpaca_rows, RECORDED)
+    ]
     rows.append({**_triplet(alpaca_rows[4]), "score": None, "status": "error"})
     rows.append({**_triplet(alpaca_rows[5]), "score": None, "status": "ok"})
     return _write_jsonl(tmp_path / "recorded.jsonl", rows)
@@ -93,8 +96,13 @@ def test_boolean_decision_column_replays_as_keep_and_drop(tmp_path):
     src = tmp_path / "in.jsonl"
     _write_jsonl(src, [_triplet(r) for r in labels])
     out = tmp_path / "ratings.jsonl"
-    summary = rate_file(src, out, judge=f"replay:{LABELS}", store_path=tmp_path / "s.db",
-                        judge_options={"column": "claude_accuracy_ge_4_5"})
+    summary = rate_file(
+        src,
+        out,
+        judge=f"replay:{LABELS}",
+        store_path=tmp_path / "s.db",
+        judge_options={"column": "claude_accuracy_ge_4_5"},
+    )
     assert summary.run.ok == 40
     assert [r["score"] for r in read_jsonl(out)] == [5.0 if d else 3.0 for d in decisions]
 
@@ -106,8 +114,10 @@ def test_csv_cells_and_custom_keep_drop(tmp_path, alpaca_rows):
         lines.append(",".join(json.dumps(r[k]) for k in ("instruction", "input", "output")) + f",{keep},4")
     csv.write_text("\n".join(lines) + "\n")
     judge = judges.get(f"replay:{csv}", column="keep", keep=4.5, drop=1.0)
-    reqs = [Request(key=str(i), system="", user="", example=Example(r["instruction"], r["input"], r["output"]))
-            for i, r in enumerate(alpaca_rows[:3])]
+    reqs = [
+        Request(key=str(i), system="", user="", example=Example(r["instruction"], r["input"], r["output"]))
+        for i, r in enumerate(alpaca_rows[:3])
+    ]
     replies = asyncio.run(judge.score(reqs))
     assert [r.score for r in replies] == [4.5, 1.0, None]
     assert replies[2].error and not replies[2].retryable

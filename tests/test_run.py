@@ -2,6 +2,7 @@
 
 This is the slowest test (embedded judge + Gemma 3 270M, a few training steps per set): a few minutes on 2 cores.
 """
+
 import json
 import os
 import signal
@@ -46,13 +47,26 @@ def test_the_small_recipe_scales_to_the_gpu_one_by_numbers_only():
                 changed.append(f"{section}.{key}")
     assert {"select.top_k", "train.epochs", "generate.fraction"} <= set(changed)
     assert small["select"]["top_k"] >= 200 and small["train"]["lora"] is True
-    assert small["select"]["baselines"] == ["matched", "random", "longest", "diverse"] and gpu["generate"]["fraction"] == 1.0
+    assert (
+        small["select"]["baselines"] == ["matched", "random", "longest", "diverse"]
+        and gpu["generate"]["fraction"] == 1.0
+    )
 
 
 def _ratings(run_dir: Path) -> list[dict]:
-    rows = [{"instruction": f"i{i}", "input": "", "output": "x" * (i + 1), "id": f"id{i}", "score": s,
-             "status": "ok", "judge": "j", "flags": ["injection"] if i in (0, 5) else []}
-            for i, s in enumerate([5, 4.5, 2.0, 4.8, 3.0, 1.0, 4.6, 3.5])]
+    rows = [
+        {
+            "instruction": f"i{i}",
+            "input": "",
+            "output": "x" * (i + 1),
+            "id": f"id{i}",
+            "score": s,
+            "status": "ok",
+            "judge": "j",
+            "flags": ["injection"] if i in (0, 5) else [],
+        }
+        for i, s in enumerate([5, 4.5, 2.0, 4.8, 3.0, 1.0, 4.6, 3.5])
+    ]
     run_dir.mkdir(parents=True)
     (run_dir / "ratings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
@@ -67,13 +81,19 @@ def test_select_stage_is_the_cli_selection(tmp_path, exclude):
     run_dir = tmp_path / "run"
     _ratings(run_dir)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("name: x\ndata: {path: sample:alpaca}\n"
-                      f"select: {{threshold: 4.5, seed: 3, exclude_flagged: {str(exclude).lower()}}}\n")
+    recipe.write_text(
+        "name: x\ndata: {path: sample:alpaca}\n"
+        f"select: {{threshold: 4.5, seed: 3, exclude_flagged: {str(exclude).lower()}}}\n"
+    )
     res = run_recipe(recipe, run_dir, only="select", log=lambda m: None)
     n = 3 if exclude else 4
     assert res["select"]["sizes"] == {"filtered": n, "random": n, "longest": n, "all": 6 if exclude else 8}
-    for name, rule, value in (("filtered", "threshold", 4.5), ("random", "random", n), ("longest", "longest", n),
-                              ("all", "all", None)):
+    for name, rule, value in (
+        ("filtered", "threshold", 4.5),
+        ("random", "random", n),
+        ("longest", "longest", n),
+        ("all", "all", None),
+    ):
         got = json.loads((run_dir / "sets" / f"{name}.json").read_text())
         select_file(run_dir / "ratings.jsonl", tmp_path / "want.json", rule, value, seed=3, exclude_flagged=exclude)
         assert got == json.loads((tmp_path / "want.json").read_text())
@@ -95,8 +115,15 @@ def test_select_stage_keeping_nothing_fails_and_writes_nothing(tmp_path):
 
 def test_tiny_recipe_interrupted_and_resumed(tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "alpagasus.cli", "run", str(REPO / "recipes" / "tiny_offline.yaml"),
-           "--run-dir", str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alpagasus.cli",
+        "run",
+        str(REPO / "recipes" / "tiny_offline.yaml"),
+        "--run-dir",
+        str(run_dir),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     # interrupt once training has begun (the rate and select stages are then done)
@@ -143,12 +170,23 @@ def test_tiny_recipe_interrupted_and_resumed(tmp_path):
 
 
 def test_the_final_report_gives_each_sets_length_and_loss_and_warns_when_a_model_did_not_learn(tmp_path):
-    from alpagasus.run.final_report import (SET_NOTE, _html, _markdown, loss_change, mean_output_chars, set_rows,
-                                            training_notes)
+    from alpagasus.run.final_report import (
+        SET_NOTE,
+        _html,
+        _markdown,
+        loss_change,
+        mean_output_chars,
+        set_rows,
+        training_notes,
+    )
 
     assert loss_change([{"step": 1, "loss": 2.0}]) is None
-    assert loss_change([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]) == \
-        {"first": 2.0, "last": 1.5, "fell": True, "steps_averaged": 1}
+    assert loss_change([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]) == {
+        "first": 2.0,
+        "last": 1.5,
+        "fell": True,
+        "steps_averaged": 1,
+    }
     # quarters, not single batches: one noisy last batch above the first does not hide a falling loss
     noisy = [{"step": i + 1, "loss": v} for i, v in enumerate([2.6, 2.4, 2.0, 1.8, 1.7, 1.6, 1.5, 2.7])]
     assert loss_change(noisy) == {"first": 2.5, "last": 2.1, "fell": True, "steps_averaged": 2}
@@ -156,12 +194,20 @@ def test_the_final_report_gives_each_sets_length_and_loss_and_warns_when_a_model
     assert loss_change(flat)["fell"] is False
     (tmp_path / "s.json").write_text(json.dumps([{"output": "abcd"}, {"output": "ab"}]))
     assert mean_output_chars(tmp_path / "s.json") == 3.0 and mean_output_chars(tmp_path / "missing.json") is None
-    d = {"name": "x", "judge": "j", "selection_sizes": {"filtered": 2, "random": 2},
-         "train_time_s": {"filtered": 10.0, "random": 12.0}, "train_time_ratio": {"random": 1.2},
-         "train_time_reference": "filtered",
-         "mean_output_chars": {"filtered": 3.0, "random": 40.5},
-         "train_loss": {"filtered": {"first": 2.0, "last": 1.5, "fell": True},
-                        "random": {"first": 2.0, "last": 2.1, "fell": False}}, "comparisons": {}}
+    d = {
+        "name": "x",
+        "judge": "j",
+        "selection_sizes": {"filtered": 2, "random": 2},
+        "train_time_s": {"filtered": 10.0, "random": 12.0},
+        "train_time_ratio": {"random": 1.2},
+        "train_time_reference": "filtered",
+        "mean_output_chars": {"filtered": 3.0, "random": 40.5},
+        "train_loss": {
+            "filtered": {"first": 2.0, "last": 1.5, "fell": True},
+            "random": {"first": 2.0, "last": 2.1, "fell": False},
+        },
+        "comparisons": {},
+    }
     assert set_rows(d)[0] == ["filtered", "2", "3.000", "10.000", "-", "2.000 -> 1.500"]
     assert set_rows(d)[1][4] == "1.200"
     for page in (_markdown(d), _html(d, tmp_path)):  # both say what the ratio is to and how the loss is read

@@ -6,6 +6,7 @@ run as subprocesses with a sentinel key (in the environment, or only in a recipe
 (output directories, run directory, the SQLite store's file and its rows) and everything they printed is
 searched for the sentinel.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,13 @@ from alpagasus.redact import REDACTED, redact, redact_config
 from alpagasus.store import Store
 
 SENTINEL = "sk-SENTINEL-0123456789abcdef"
-ROWS = [{"instruction": f"Name a colour, number {i}.", "input": "", "output": f"Colour {i} is blue."}
-        for i in range(4)]
+ROWS = [{"instruction": f"Name a colour, number {i}.", "input": "", "output": f"Colour {i} is blue."} for i in range(4)]
 
 
 # ---- the servers -----------------------------------------------------------------------------------------
 class _Handler(BaseHTTPRequestHandler):
-    refuse = False            # True: 401 with the key echoed back
-    seen: list[str] = []      # Authorization headers received
+    refuse = False  # True: 401 with the key echoed back
+    seen: list[str] = []  # Authorization headers received
 
     def log_message(self, *args: object) -> None:
         pass
@@ -43,19 +43,43 @@ class _Handler(BaseHTTPRequestHandler):
         type(self).seen.append(auth)
         if self.refuse:
             key = auth.removeprefix("Bearer ")
-            self._send(401, {"error": {"message": f"Incorrect API key provided: {key}. You can find your API key "
-                                                  "at https://platform.openai.com/account/api-keys.",
-                                       "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+            self._send(
+                401,
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {key}. You can find your API key "
+                        "at https://platform.openai.com/account/api-keys.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
         elif self.path.endswith("/chat/completions"):
             text = "8 6\nAssistant 1 is more helpful." if "Assistant 1" in json.dumps(body) else "Score: 4\nGood."
-            self._send(200, {"id": "c1", "object": "chat.completion", "model": body.get("model"),
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                          "finish_reason": "stop"}],
-                             "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}})
+            self._send(
+                200,
+                {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "model": body.get("model"),
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+                },
+            )
         else:  # /completions: generate's Alpaca prompt
-            self._send(200, {"id": "c2", "object": "text_completion", "model": body.get("model"),
-                             "choices": [{"index": 0, "text": " Blue is a colour.", "finish_reason": "stop"}],
-                             "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}})
+            self._send(
+                200,
+                {
+                    "id": "c2",
+                    "object": "text_completion",
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "text": " Blue is a colour.", "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+                },
+            )
 
     def _send(self, code: int, obj: dict) -> None:
         data = json.dumps(obj).encode()
@@ -98,8 +122,14 @@ class Runs:
             self.env["OPENAI_API_KEY"] = SENTINEL
 
     def __call__(self, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-        p = subprocess.run([sys.executable, "-m", "alpagasus.cli", *args], capture_output=True, text=True,
-                           env=self.env, cwd=self.tmp, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", "alpagasus.cli", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.tmp,
+            timeout=300,
+        )
         self.printed.append(f"alpagasus {args[0]} (run {len(self.printed) + 1})\n{p.stdout}\n{p.stderr}")
         assert p.returncode in ok, p.stdout[-2000:] + p.stderr[-3000:]
         assert "Traceback" not in p.stderr, p.stderr[-3000:]
@@ -139,9 +169,21 @@ def _answers(tmp: Path) -> tuple[Path, Path]:
     files = []
     for model in ("model_a", "model_b"):
         path = tmp / f"vicuna_{model}.jsonl"
-        path.write_text("".join(json.dumps({"testset": "vicuna", "question_id": str(i), "question": f"Question {i}?",
-                                            "answer": f"{model} says {i}.", "model": model}) + "\n"
-                                for i in range(1, 4)))
+        path.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "testset": "vicuna",
+                        "question_id": str(i),
+                        "question": f"Question {i}?",
+                        "answer": f"{model} says {i}.",
+                        "model": model,
+                    }
+                )
+                + "\n"
+                for i in range(1, 4)
+            )
+        )
         files.append(path)
     return files[0], files[1]
 
@@ -164,8 +206,21 @@ def test_a_refused_key_echoed_by_the_server_is_never_written_or_printed(tmp_path
     a, b = _answers(tmp_path)
     compared = run("compare", str(a), str(b), "-o", str(out / "compare"), *judge, ok=(2,))
     assert "refused" in compared.stderr
-    gen = run("generate", "m", "--backend", "openai", "--base-url", url, "-t", "vicuna", "--limit", "2",
-              "-o", str(out / "answers.jsonl"), ok=(1,))
+    gen = run(
+        "generate",
+        "m",
+        "--backend",
+        "openai",
+        "--base-url",
+        url,
+        "-t",
+        "vicuna",
+        "--limit",
+        "2",
+        "-o",
+        str(out / "answers.jsonl"),
+        ok=(1,),
+    )
     assert "questions have no answer" in gen.stderr and "401" in gen.stderr
     assert server.seen and all(h == f"Bearer {SENTINEL}" for h in server.seen)  # the key did go out
     assert leaks(tmp_path, run.printed) == []
@@ -177,12 +232,21 @@ def test_a_key_given_only_in_a_recipe_stays_out_of_the_run_directory(tmp_path, r
     data = _dataset(tmp_path)
     for name, (url, server), until in (("refused", refusing, "rate"), ("answered", answering, "select")):
         recipe = tmp_path / f"{name}.yaml"
-        recipe.write_text(f"name: {name}\ndata: {{path: {data}}}\n"
-                          f"rate: {{judge: 'openai:m', base_url: '{url}', api_key: '{SENTINEL}', "
-                          f"store: '{tmp_path / 'runs' / 'store.sqlite'}'}}\n"
-                          "select: {top_k: 2}\n")
-        run("run", str(recipe), "--run-dir", str(tmp_path / "runs" / name), "--until", until,
-            ok=(2,) if name == "refused" else (0,))
+        recipe.write_text(
+            f"name: {name}\ndata: {{path: {data}}}\n"
+            f"rate: {{judge: 'openai:m', base_url: '{url}', api_key: '{SENTINEL}', "
+            f"store: '{tmp_path / 'runs' / 'store.sqlite'}'}}\n"
+            "select: {top_k: 2}\n"
+        )
+        run(
+            "run",
+            str(recipe),
+            "--run-dir",
+            str(tmp_path / "runs" / name),
+            "--until",
+            until,
+            ok=(2,) if name == "refused" else (0,),
+        )
         assert server.seen and all(h == f"Bearer {SENTINEL}" for h in server.seen)
         resolved = json.loads((tmp_path / "runs" / name / "recipe.resolved.json").read_text())
         assert resolved["rate"]["api_key"] == REDACTED
@@ -206,10 +270,36 @@ def test_a_working_key_is_sent_but_never_written(tmp_path, answering):
     a, b = _answers(tmp_path)
     run("compare", str(a), str(b), "-o", str(out / "compare"), *judge)
     assert json.loads((out / "compare" / "summary.json").read_text())["results"]
-    run("generate", "m", "--backend", "openai", "--base-url", url, "-t", "vicuna", "--limit", "2",
-        "-o", str(out / "answers.jsonl"))
-    run("generate", "m", "--backend", "openai", "--base-url", url, "-t", "koala", "--limit", "1",
-        "--api-key", SENTINEL, "-o", str(out / "answers.jsonl"))  # given as a flag
+    run(
+        "generate",
+        "m",
+        "--backend",
+        "openai",
+        "--base-url",
+        url,
+        "-t",
+        "vicuna",
+        "--limit",
+        "2",
+        "-o",
+        str(out / "answers.jsonl"),
+    )
+    run(
+        "generate",
+        "m",
+        "--backend",
+        "openai",
+        "--base-url",
+        url,
+        "-t",
+        "koala",
+        "--limit",
+        "1",
+        "--api-key",
+        SENTINEL,
+        "-o",
+        str(out / "answers.jsonl"),
+    )  # given as a flag
     assert len((out / "answers.jsonl").read_text().splitlines()) == 3
     assert server.seen and all(h == f"Bearer {SENTINEL}" for h in server.seen)
     assert leaks(tmp_path, run.printed) == [], leaks(tmp_path, run.printed)
@@ -223,8 +313,13 @@ def test_a_key_given_in_code_is_redacted_from_the_store(tmp_path, refusing, monk
     url, server = refusing
     out = tmp_path / "out"
     with pytest.raises(UserError) as refused:
-        rate_file(_dataset(tmp_path), out / "r.jsonl", judge="openai:m", store_path=out / "s.sqlite",
-                  judge_options={"base_url": url, "api_key": SENTINEL})
+        rate_file(
+            _dataset(tmp_path),
+            out / "r.jsonl",
+            judge="openai:m",
+            store_path=out / "s.sqlite",
+            judge_options={"base_url": url, "api_key": SENTINEL},
+        )
     assert "401" in str(refused.value) and SENTINEL not in str(refused.value)
     assert server.seen and set(server.seen) == {f"Bearer {SENTINEL}"}
     with Store(out / "s.sqlite") as st:
@@ -235,22 +330,32 @@ def test_a_key_given_in_code_is_redacted_from_the_store(tmp_path, refusing, monk
 # ---- the helper ------------------------------------------------------------------------------------------
 def test_redact_replaces_keys_tokens_and_url_passwords(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "plain-key-without-prefix")
-    text = (f"Incorrect API key provided: {SENTINEL}. masked sk-SENTI****************cdef, "
-            "env plain-key-without-prefix, Bearer abc.def-123456, http://me:hunter2@host/v1, hf_" + "a" * 30)
+    text = (
+        f"Incorrect API key provided: {SENTINEL}. masked sk-SENTI****************cdef, "
+        "env plain-key-without-prefix, Bearer abc.def-123456, http://me:hunter2@host/v1, hf_" + "a" * 30
+    )
     out = redact(text)
     for secret in (SENTINEL, "sk-SENTI*", "plain-key-without-prefix", "abc.def-123456", "hunter2", "hf_aaa"):
         assert secret not in out
     assert out.startswith("Incorrect API key provided: [redacted].") and "http://[redacted]@host/v1" in out
     assert redact("my-own-secret-value here", ["my-own-secret-value"]) == "[redacted] here"
     assert redact("/data/sk-learn.json and EMPTY", ["EMPTY"]) == "/data/sk-learn.json and EMPTY"
-    cfg = {"rate": {"api_key": "x" * 8, "base_url": "http://u:p@h/v1", "store": None},
-           "compare": {"api_key": None}, "list": [SENTINEL]}
-    assert redact_config(cfg) == {"rate": {"api_key": REDACTED, "base_url": "http://[redacted]@h/v1", "store": None},
-                                  "compare": {"api_key": None}, "list": [REDACTED]}
+    cfg = {
+        "rate": {"api_key": "x" * 8, "base_url": "http://u:p@h/v1", "store": None},
+        "compare": {"api_key": None},
+        "list": [SENTINEL],
+    }
+    assert redact_config(cfg) == {
+        "rate": {"api_key": REDACTED, "base_url": "http://[redacted]@h/v1", "store": None},
+        "compare": {"api_key": None},
+        "list": [REDACTED],
+    }
 
 
 def test_user_error_messages_are_redacted():
     from alpagasus.errors import UserError
 
-    assert str(UserError(f"the judge said: Incorrect API key provided: {SENTINEL}")) == \
-        "the judge said: Incorrect API key provided: [redacted]"
+    assert (
+        str(UserError(f"the judge said: Incorrect API key provided: {SENTINEL}"))
+        == "the judge said: Incorrect API key provided: [redacted]"
+    )

@@ -1,4 +1,5 @@
 """Selection rules and the paper's score bins."""
+
 import json
 
 import pytest
@@ -11,14 +12,27 @@ from alpagasus.select.rules import bin_counts, score_bin, select, training_rows
 def rows():
     out = []
     for i, s in enumerate([5, 4.5, 4.7, 4.0, 3.2, 2.9, None, 4.5, 3.5, 1.0]):
-        out.append({"instruction": f"i{i}", "input": "", "output": "x" * (i + 1), "cat": i, "id": f"id{i}",
-                    "score": s, "status": "ok" if s is not None else "unparsed", "judge": "j", "raw": "r"})
+        out.append(
+            {
+                "instruction": f"i{i}",
+                "input": "",
+                "output": "x" * (i + 1),
+                "cat": i,
+                "id": f"id{i}",
+                "score": s,
+                "status": "ok" if s is not None else "unparsed",
+                "judge": "j",
+                "raw": "r",
+            }
+        )
     out.append({"id": None, "row": 99, "status": "invalid_input", "score": None, "explanation": "missing"})
     return out
 
 
-@pytest.mark.parametrize("score,b", [(0, "<3"), (2.99, "<3"), (3, "3"), (3.49, "3"), (3.5, "3.5"), (4.2, "4"),
-                                     (4.5, "4.5"), (4.99, "4.5"), (5, "5")])
+@pytest.mark.parametrize(
+    "score,b",
+    [(0, "<3"), (2.99, "<3"), (3, "3"), (3.49, "3"), (3.5, "3.5"), (4.2, "4"), (4.5, "4.5"), (4.99, "4.5"), (5, "5")],
+)
 def test_bins(score, b):
     assert score_bin(score) == b
 
@@ -39,7 +53,6 @@ def test_top_k_and_fraction():
 def test_random_is_seeded_and_excludes_invalid():
     a, b = select(rows(), "random", k=4, seed=1), select(rows(), "random", k=4, seed=1)
     assert a == b and len(a) == 4 and all(r["status"] != "invalid_input" for r in a)
-
 
 
 def test_longest_and_all():
@@ -101,15 +114,17 @@ def test_rate_keeps_every_user_value_and_marks_empty_outputs(tmp_path, alpaca_ro
         assert {k: row[k] for k in user} == user  # every user value, under its own name
         rated = RATING_PREFIX + "status" in row
         assert rated == any(k in user for k in ("id", "model", "score", "status", "judge", "raw"))
-    assert [rating_field(r, "status") for r in got[len(rows):]] == ["empty"] * len(empties)
+    assert [rating_field(r, "status") for r in got[len(rows) :]] == ["empty"] * len(empties)
     assert "output is empty" in rating_field(got[len(rows)], "explanation")
     assert "instruction is empty" in rating_field(got[-1], "explanation")
     again = rate_file(src, tmp_path / "again.jsonl", store_path=tmp_path / "s.sqlite", rate_empty=True)
     assert again.run.to_judge == len(empties) and again.already_rated == len(rows)  # asked for: rated
 
 
-@pytest.mark.parametrize("rule,value", [("threshold", 0.0), ("top_k", 100), ("keep_fraction", 1.0),
-                                        ("random", 100), ("longest", 100), ("all", None)])
+@pytest.mark.parametrize(
+    "rule,value",
+    [("threshold", 0.0), ("top_k", 100), ("keep_fraction", 1.0), ("random", 100), ("longest", 100), ("all", None)],
+)
 def test_every_rule_returns_the_users_rows_unchanged_and_never_an_empty_one(tmp_path, alpaca_rows, rule, value):
     from alpagasus.rate import rate_file
 

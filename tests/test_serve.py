@@ -1,5 +1,6 @@
 """`alpagasus serve`'s Files and Batches endpoints, driven by the real `openai` client against a real server on
 127.0.0.1 over the tiny model: uploads, a batch's statuses and files, list paging, cancel, and each fault."""
+
 import json
 import os
 import socket
@@ -28,9 +29,15 @@ def client_for(url: str) -> OpenAI:
 
 
 def requests_jsonl(n: int, **extra) -> bytes:
-    lines = [{"custom_id": f"row-{i}", "method": "POST", "url": CHAT,
-              "body": {"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": f"Rate {i}"}],
-                       **extra}} for i in range(n)]
+    lines = [
+        {
+            "custom_id": f"row-{i}",
+            "method": "POST",
+            "url": CHAT,
+            "body": {"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": f"Rate {i}"}], **extra},
+        }
+        for i in range(n)
+    ]
     return "".join(json.dumps(x) + "\n" for x in lines).encode()
 
 
@@ -94,8 +101,9 @@ def test_batch_runs_to_completed_with_output_and_error_files(runner):
         assert done.usage.input_tokens > 0 and done.usage.output_tokens > 0
         out, err = lines(client, done.output_file_id), lines(client, done.error_file_id)
         assert [x["custom_id"] for x in out] == ["row-0", "row-1", "row-2"]
-        assert all(x["error"] is None and x["response"]["status_code"] == 200 and x["id"].startswith("batch_req_")
-                   for x in out)
+        assert all(
+            x["error"] is None and x["response"]["status_code"] == 200 and x["id"].startswith("batch_req_") for x in out
+        )
         # each line is what /v1/chat/completions answers to the same request (greedy), logprobs included
         direct = client.chat.completions.create(**json.loads(data.splitlines()[0])["body"])
         body = out[0]["response"]["body"]
@@ -157,8 +165,11 @@ def test_fault_fail_every_kth_request(runner):
     with start_server(runner, faults=BatchFaults(fail_every=2)) as url:
         client = client_for(url)
         done, _ = wait(client, submit(client, requests_jsonl(5)).id)
-        assert done.status == "completed" and done.request_counts.model_dump() == {"total": 5, "completed": 3,
-                                                                                   "failed": 2}
+        assert done.status == "completed" and done.request_counts.model_dump() == {
+            "total": 5,
+            "completed": 3,
+            "failed": 2,
+        }
         err = lines(client, done.error_file_id)
         assert [(x["custom_id"], x["response"]["status_code"]) for x in err] == [("row-1", 500), ("row-3", 500)]
         assert err[0]["response"]["body"]["error"]["type"] == "server_error"
@@ -196,10 +207,28 @@ def test_command_flags_and_files_dir(tiny_model, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "alpagasus.cli", "serve", "--model", str(tiny_model), "--port",
-                             str(port), "--files-dir", str(tmp_path / "files"), "--fault-fail-every", "1",
-                             "--fault-delay", "0.01"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "alpagasus.cli",
+            "serve",
+            "--model",
+            str(tiny_model),
+            "--port",
+            str(port),
+            "--files-dir",
+            str(tmp_path / "files"),
+            "--fault-fail-every",
+            "1",
+            "--fault-delay",
+            "0.01",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        text=True,
+    )
     try:
         url, deadline = f"http://127.0.0.1:{port}/v1", time.time() + 120
         while True:

@@ -2,6 +2,7 @@
 limits and streamed uploads, damaged metadata, bounded threads, parameter checks, dynamic batching, dropped work of
 departed clients, batches across a restart, SIGTERM. Real servers on 127.0.0.1 over the tiny model; raw sockets
 and http.client for what a well-behaved client never sends."""
+
 import http.client
 import json
 import os
@@ -70,23 +71,31 @@ def chat_body(text: str = "hi", **extra) -> bytes:
 
 def multipart(data: bytes, purpose: str = "batch") -> tuple[bytes, dict]:
     b = "bNd"
-    body = (f"--{b}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n--{b}\r\n"
-            f"Content-Disposition: form-data; name=\"file\"; filename=\"f.jsonl\"\r\n\r\n").encode()
+    body = (
+        f'--{b}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n--{b}\r\n'
+        f'Content-Disposition: form-data; name="file"; filename="f.jsonl"\r\n\r\n'
+    ).encode()
     return body + data + f"\r\n--{b}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={b}"}
 
 
 # ---- 1. the key -------------------------------------------------------------------------------------------------
 def test_api_key_checked_on_every_route(runner):
     with start_server(runner, api_key="s3cret") as url:
-        for method, path in (("GET", "/v1/models"), ("GET", "/v1/files"), ("GET", "/v1/batches"),
-                             ("POST", CHAT), ("GET", "/health")):
+        for method, path in (
+            ("GET", "/v1/models"),
+            ("GET", "/v1/files"),
+            ("GET", "/v1/batches"),
+            ("POST", CHAT),
+            ("GET", "/health"),
+        ):
             status, body, headers = call(url, method, path, chat_body() if method == "POST" else None)
             assert status == 401 and body["error"]["code"] == "invalid_api_key", (method, path)
             assert headers["www-authenticate"] == "Bearer"
         assert call(url, "GET", "/v1/models", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert call(url, "GET", "/v1/models", headers={"Authorization": "Basic s3cret"})[0] == 401
         reply = OpenAI(base_url=url, api_key="s3cret", max_retries=0).chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
         assert reply.choices[0].message.content is not None
 
 
@@ -98,8 +107,13 @@ def test_a_key_is_required_off_loopback(tiny_model):
             check_bind(host, None)
         check_bind(host, "k")
     # the command refuses before loading the model (a model that does not exist: the refusal comes first)
-    out = subprocess.run([sys.executable, "-m", "alpagasus.cli", "serve", "--host", "0.0.0.0", "--model",
-                          "/nonexistent/model"], capture_output=True, text=True, env=ENV, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "alpagasus.cli", "serve", "--host", "0.0.0.0", "--model", "/nonexistent/model"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert out.returncode == 2 and "give an API key" in out.stdout + out.stderr
 
 
@@ -117,8 +131,9 @@ def test_host_and_origin_checks_and_no_cors(runner):
             status, body, headers = call(url, "POST", CHAT, chat_body(), {"Origin": origin})
             assert status == 403 and body["error"]["code"] == "forbidden_origin"
             assert not [h for h in headers if h.startswith("access-control")]
-        status, _, headers = call(url, "OPTIONS", CHAT, headers={"Origin": "http://evil.example",
-                                                                 "Access-Control-Request-Method": "POST"})
+        status, _, headers = call(
+            url, "OPTIONS", CHAT, headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+        )
         assert status == 403 and not [h for h in headers if h.startswith("access-control")]
         status, _, headers = call(url, "POST", CHAT, chat_body(), {"Origin": f"http://127.0.0.1:{port}"})
         assert status == 200 and not [h for h in headers if h.startswith("access-control")]
@@ -133,8 +148,11 @@ def test_bad_content_length_and_limits_answered_at_once(runner):
         assert b" 400 " in raw(url, f"POST {CHAT} HTTP/1.1\r\n{host}Content-Length: 2\r\nContent-Length: 3\r\n\r\n")
         # over the limit: 413 before the body is sent at all (the client waits for the answer, sends nothing)
         assert b" 413 " in raw(url, f"POST {CHAT} HTTP/1.1\r\n{host}Content-Length: {MAX_JSON_BYTES + 1}\r\n\r\n")
-        assert b" 413 " in raw(url, f"POST /v1/files HTTP/1.1\r\n{host}Content-Type: multipart/form-data; "
-                               f"boundary=x\r\nContent-Length: {MAX_UPLOAD_BYTES + 1}\r\n\r\n")
+        assert b" 413 " in raw(
+            url,
+            f"POST /v1/files HTTP/1.1\r\n{host}Content-Type: multipart/form-data; "
+            f"boundary=x\r\nContent-Length: {MAX_UPLOAD_BYTES + 1}\r\n\r\n",
+        )
         assert b" 411 " in raw(url, f"POST {CHAT} HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n")
         assert call(url, "POST", CHAT, chat_body())[0] == 200  # and the server is fine
 
@@ -156,8 +174,11 @@ def test_large_upload_streamed_to_disk(runner, tmp_path):
         chunk = b"abcdefgh" * (1 << 17)
         before = _peak_rss_mb()
         with socket.create_connection(("127.0.0.1", port_of(url)), timeout=60) as s:
-            s.sendall(f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1:{port_of(url)}\r\nContent-Type: multipart/"
-                      f"form-data; boundary=bNd\r\nContent-Length: {total}\r\n\r\n".encode() + head)
+            s.sendall(
+                f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1:{port_of(url)}\r\nContent-Type: multipart/"
+                f"form-data; boundary=bNd\r\nContent-Length: {total}\r\n\r\n".encode()
+                + head
+            )
             for _ in range(size_mb):
                 s.sendall(chunk)
             s.sendall(tail)
@@ -184,8 +205,9 @@ def test_one_damaged_metadata_file_does_not_hide_the_others(runner, tmp_path):
         status, body, _ = call(url, "GET", f"/v1/files/{bad.id}")
         assert status == 500 and body["error"]["code"] == "damaged_file"
         assert client.files.retrieve(good.id).filename == "a.txt"
-        assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted([good.id, f"{good.id}.json", bad.id,
-                                                                     f"{bad.id}.json"])  # no .tmp left
+        assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+            [good.id, f"{good.id}.json", bad.id, f"{bad.id}.json"]
+        )  # no .tmp left
 
 
 # ---- 5. threads, parameters, JSON -------------------------------------------------------------------------------
@@ -203,8 +225,10 @@ def test_idle_connections_hold_no_thread_and_threads_are_capped(runner):
             assert threading.active_count() - before < 5
             assert call(url, "GET", "/v1/models")[0] == 200  # still answered at once
             results = []
-            ts = [threading.Thread(target=lambda: results.append(call(url, "POST", CHAT, chat_body())[0]))
-                  for _ in range(8)]
+            ts = [
+                threading.Thread(target=lambda: results.append(call(url, "POST", CHAT, chat_body())[0]))
+                for _ in range(8)
+            ]
             for t in ts:
                 t.start()
             for t in ts:
@@ -215,10 +239,22 @@ def test_idle_connections_hold_no_thread_and_threads_are_capped(runner):
                 s.close()
 
 
-@pytest.mark.parametrize("field,value", [("max_tokens", "abc"), ("max_tokens", 0), ("max_tokens", True),
-                                         ("messages", "notalist"), ("messages", ["x"]), ("temperature", "hot"),
-                                         ("temperature", 9), ("top_p", [1]), ("logprobs", "yes"),
-                                         ("top_logprobs", -1), ("seed", 1.5)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("max_tokens", "abc"),
+        ("max_tokens", 0),
+        ("max_tokens", True),
+        ("messages", "notalist"),
+        ("messages", ["x"]),
+        ("temperature", "hot"),
+        ("temperature", 9),
+        ("top_p", [1]),
+        ("logprobs", "yes"),
+        ("top_logprobs", -1),
+        ("seed", 1.5),
+    ],
+)
 def test_bad_parameters_are_400_naming_the_field(runner, field, value):
     with start_server(runner) as url:
         body = json.loads(chat_body())
@@ -232,8 +268,12 @@ def test_deep_json_and_u2028_lines(runner):
     with start_server(runner) as url:
         status, answer, _ = call(url, "POST", CHAT, b"[" * 100_000 + b"]" * 100_000)
         assert status == 400 and "nested too deeply" in answer["error"]["message"]
-        line = {"custom_id": "a\u2028b", "method": "POST", "url": CHAT,
-                "body": {"messages": [{"role": "user", "content": "x\u2028y\u0085z"}], "max_tokens": 2}}
+        line = {
+            "custom_id": "a\u2028b",
+            "method": "POST",
+            "url": CHAT,
+            "body": {"messages": [{"role": "user", "content": "x\u2028y\u0085z"}], "max_tokens": 2},
+        }
         data = (json.dumps(line, ensure_ascii=False) + "\n").encode()
         client = OpenAI(base_url=url, api_key="none", max_retries=0)
         f = client.files.create(file=("u.jsonl", data), purpose="batch")
@@ -251,8 +291,14 @@ def test_deep_json_and_u2028_lines(runner):
 
 
 # ---- 7. dynamic batching, dropped work ---------------------------------------------------------------------------
-PROMPTS = ["Rate this answer", "Give three tips for staying healthy.", "What is 2+2?",
-           "Write a long, detailed and careful explanation of photosynthesis for a child", "hi", "Score: 7"]
+PROMPTS = [
+    "Rate this answer",
+    "Give three tips for staying healthy.",
+    "What is 2+2?",
+    "Write a long, detailed and careful explanation of photosynthesis for a child",
+    "hi",
+    "Score: 7",
+]
 
 
 def test_concurrent_requests_run_in_one_batch_with_the_unbatched_answers(runner):
@@ -260,15 +306,19 @@ def test_concurrent_requests_run_in_one_batch_with_the_unbatched_answers(runner)
         client = OpenAI(base_url=url, api_key="none", max_retries=0)
 
         def ask(text: str):
-            return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": text}],
-                                                  max_tokens=6, logprobs=True, top_logprobs=3)
+            return client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": text}], max_tokens=6, logprobs=True, top_logprobs=3
+            )
+
         alone = [ask(p) for p in PROMPTS]
         batches_before = runner.stats.batches
         received = runner.stats.received
         together: dict[int, object] = {}
         with runner.lock:  # the model is busy: the six requests queue up, then run as one batch
-            ts = [threading.Thread(target=lambda i=i: together.__setitem__(i, ask(PROMPTS[i])))
-                  for i in range(len(PROMPTS))]
+            ts = [
+                threading.Thread(target=lambda i=i: together.__setitem__(i, ask(PROMPTS[i])))
+                for i in range(len(PROMPTS))
+            ]
             for t in ts:
                 t.start()
             while runner.stats.received < received + len(PROMPTS):
@@ -293,8 +343,11 @@ def test_queued_request_of_a_departed_client_is_not_computed(runner):
         computed, dropped, received = runner.stats.computed, runner.stats.dropped, runner.stats.received
         with runner.lock:
             gone = socket.create_connection(("127.0.0.1", port))
-            gone.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            gone.sendall(
+                f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             while runner.stats.received < received + 1:
                 time.sleep(0.01)
             gone.close()  # the client gives up while its request waits
@@ -312,8 +365,11 @@ def test_queued_request_of_a_departed_client_is_not_computed(runner):
 
 # ---- 6. restart and SIGTERM -------------------------------------------------------------------------------------
 def test_batch_resumes_after_a_restart_on_the_same_folder(runner, tmp_path):
-    lines = "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": CHAT, "body": json.loads(
-        chat_body(f"row {i}"))}) + "\n" for i in range(6)).encode()
+    lines = "".join(
+        json.dumps({"custom_id": f"r{i}", "method": "POST", "url": CHAT, "body": json.loads(chat_body(f"row {i}"))})
+        + "\n"
+        for i in range(6)
+    ).encode()
     with start_server(runner, files_dir=tmp_path, faults=BatchFaults(delay=0.3)) as url:
         client = OpenAI(base_url=url, api_key="none", max_retries=0)
         f = client.files.create(file=("in.jsonl", lines), purpose="batch")
@@ -345,8 +401,13 @@ def test_sigterm_removes_the_temporary_folder_and_the_env_key_is_read(tiny_model
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**ENV, "TMPDIR": str(tmp_path), "ALPAGASUS_SERVE_API_KEY": "from-env"}
-    proc = subprocess.Popen([sys.executable, "-m", "alpagasus.cli", "serve", "--model", str(tiny_model), "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alpagasus.cli", "serve", "--model", str(tiny_model), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.time() + 120

@@ -3,6 +3,7 @@ decide what a resumed run asks again, chunked reads past SQLite's parameter limi
 write signature, one writer at a time across processes, durability, rollback and the integrity check.
 
 Everything runs on real SQLite files under tmp_path; the exclusive lock is contended by a real second process."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,17 @@ import pytest
 
 import alpagasus.store as store_mod
 from alpagasus.records import Rating
-from alpagasus.store import (FINAL, MIGRATIONS, SCHEMA, SCHEMA_V1, STORE_VERSION, Store, StoreBusy, StoreDamaged,
-                             StoreVersionError)
+from alpagasus.store import (
+    FINAL,
+    MIGRATIONS,
+    SCHEMA,
+    SCHEMA_V1,
+    STORE_VERSION,
+    Store,
+    StoreBusy,
+    StoreDamaged,
+    StoreVersionError,
+)
 
 J, P = "hf:tiny#logprob", "accuracy-v1"
 
@@ -33,12 +43,35 @@ def rating(item: str, status: str = "ok", judge: str = J, version: str = P, **kw
 
 # ---- round trips ----------------------------------------------------------------------------------------
 def test_every_field_round_trips(tmp_path):
-    full = Rating(example_id="e1", judge=J, prompt_version=P, score=3.75, status="ok",
-                  probs={"3": 0.25, "4": 0.75}, explanation="Mostly right.\nOne slip.", raw="Score: 4\nMostly",
-                  model="llama-3-8b", tokens_in=321, tokens_out=17, latency_s=1.5, attempts=3, created_at=1700000000.25,
-                  extra={"label_mass": 0.98, "argmax": "4", "note": "ünïcödé ✓", "nested": {"a": [1, 2]}})
-    bare = Rating(example_id="e2", judge=J, prompt_version=P, score=None, status="unparsed", probs=None,
-                  explanation=None, raw=None, extra=None, created_at=1700000001.0)
+    full = Rating(
+        example_id="e1",
+        judge=J,
+        prompt_version=P,
+        score=3.75,
+        status="ok",
+        probs={"3": 0.25, "4": 0.75},
+        explanation="Mostly right.\nOne slip.",
+        raw="Score: 4\nMostly",
+        model="llama-3-8b",
+        tokens_in=321,
+        tokens_out=17,
+        latency_s=1.5,
+        attempts=3,
+        created_at=1700000000.25,
+        extra={"label_mass": 0.98, "argmax": "4", "note": "ünïcödé ✓", "nested": {"a": [1, 2]}},
+    )
+    bare = Rating(
+        example_id="e2",
+        judge=J,
+        prompt_version=P,
+        score=None,
+        status="unparsed",
+        probs=None,
+        explanation=None,
+        raw=None,
+        extra=None,
+        created_at=1700000001.0,
+    )
     with Store(tmp_path / "s.sqlite") as st:
         st.put(full)
         st.put_many([bare])
@@ -115,8 +148,9 @@ def test_done_ids_restricted_to_ids_chunks_past_500(mixed):
     got = st.done_ids(J, P, ids=(i for i in wanted))
     want = {f"id{i:05d}" for i in range(100, 1300) if statuses[i % 4] != "error"}
     assert got == want and len(got) == 900
-    assert st.done_ids(J, P, ids=[f"id{i:05d}" for i in range(500)], final=("unparsed",)) == \
-        {f"id{i:05d}" for i in range(1, 500, 4)}
+    assert st.done_ids(J, P, ids=[f"id{i:05d}" for i in range(500)], final=("unparsed",)) == {
+        f"id{i:05d}" for i in range(1, 500, 4)
+    }
     assert st.done_ids(J, P, ids=[]) == set()
     assert st.done_ids(J, P, ids=["id00000"]) == {"id00000"}
 
@@ -150,13 +184,21 @@ def test_attempts_log(tmp_path):
     with Store(tmp_path / "s.sqlite") as st:
         assert st.attempts() == []
         st.log_attempt("a", J, P, "reask", "no score in the reply")
-        st.log_attempts([("a", J, P, "error", "HTTP 500"), ("b", J, "v2", "throttled", None),
-                         ("c", "other", P, "ambiguous", "x" * 2000)])
+        st.log_attempts(
+            [
+                ("a", J, P, "error", "HTTP 500"),
+                ("b", J, "v2", "throttled", None),
+                ("c", "other", P, "ambiguous", "x" * 2000),
+            ]
+        )
         st.log_attempts([])
         rows = st.attempts()
         assert [(r[0], r[1], r[2], r[4], r[5]) for r in rows] == [
-            ("a", J, P, "reask", "no score in the reply"), ("a", J, P, "error", "HTTP 500"),
-            ("b", J, "v2", "throttled", ""), ("c", "other", P, "ambiguous", "x" * 500)]  # detail capped at 500
+            ("a", J, P, "reask", "no score in the reply"),
+            ("a", J, P, "error", "HTTP 500"),
+            ("b", J, "v2", "throttled", ""),
+            ("c", "other", P, "ambiguous", "x" * 500),
+        ]  # detail capped at 500
         assert all(before <= r[3] <= time.time() for r in rows)
         assert [r[4] for r in st.attempts("a")] == ["reask", "error"]
         assert st.attempts("zzz") == []
@@ -218,8 +260,13 @@ HOLDER = textwrap.dedent("""
 def holder(tmp_path):
     """A second process holding the store's exclusive lock until a line is written to its stdin."""
     path = tmp_path / "busy.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         died = proc.poll() is not None
@@ -338,7 +385,7 @@ def test_integrity_ok(tmp_path):
     data = bytearray(path.read_bytes())
     page = int.from_bytes(data[16:18], "big")
     assert len(data) > 8 * page
-    data[2 * page:len(data) - page] = bytes(len(data) - 3 * page)
+    data[2 * page : len(data) - page] = bytes(len(data) - 3 * page)
     path.write_bytes(bytes(data))
     # a damaged store is refused at open (PRAGMA quick_check), before anything writes to it
     with pytest.raises(StoreDamaged, match=r"is damaged \(.*\.recover"):
@@ -350,23 +397,98 @@ def test_integrity_ok(tmp_path):
 FIXTURES = Path(__file__).parent / "fixtures"
 # What tests/fixtures/store_v0.sql must read back as: written out here by hand, not derived from the fixture
 V0_RATINGS = [
-    Rating("e1", J, P, 3.75, "ok", {"3": 0.25, "4": 0.75}, "Mostly right.\nOne slip.", "Score: 4\nMostly",
-           "llama-3-8b", 321, 17, 1.5, 3, 1700000000.25,
-           {"label_mass": 0.98, "argmax": "4", "note": "ünïcödé ✓", "nested": {"a": [1, 2]}}),
-    Rating("e2", J, P, 5.0, "ok", {"5": 1.0}, "Correct; it's \"exact\".", "5", "llama-3-8b", 280, 1, 0.5, 1,
-           1700000001.5, {"argmax": "5"}),
-    Rating("e1", "openai:gpt-4o#generate", P, 2.0, "ok", {"2": 0.5, "3": 0.5}, "Two errors; see 'step 2'.",
-           "Score: 2", "gpt-4o-2024-08-06", 410, 55, 2.25, 2, 1700000060.5, {"finish_reason": "stop"}),
-    Rating("e1", J, "helpfulness-v1", 1.0, "unparsed", {"1": 0.125, "0": 0.875}, "no score in the reply",
-           "I cannot rate this.", "llama-3-8b", 300, 9, 0.75, 3, 1700000120.0, {"reasks": 2, "empty": []}),
-    Rating("9f2c41d0a7b3e5c6", "openai:gpt-4o#generate", "pairwise-v1", 7.5, "ok", {"8": 0.5, "7": 0.5},
-           "Assistant 1 is clearer.", "8 7\nAssistant 1 is clearer.", "gpt-4o-2024-08-06", 900, 120, 3.0, 1,
-           1700000180.75, {"order": "ab", "scores": [8, 7], "question_id": "vicuna-12"}),
+    Rating(
+        "e1",
+        J,
+        P,
+        3.75,
+        "ok",
+        {"3": 0.25, "4": 0.75},
+        "Mostly right.\nOne slip.",
+        "Score: 4\nMostly",
+        "llama-3-8b",
+        321,
+        17,
+        1.5,
+        3,
+        1700000000.25,
+        {"label_mass": 0.98, "argmax": "4", "note": "ünïcödé ✓", "nested": {"a": [1, 2]}},
+    ),
+    Rating(
+        "e2",
+        J,
+        P,
+        5.0,
+        "ok",
+        {"5": 1.0},
+        'Correct; it\'s "exact".',
+        "5",
+        "llama-3-8b",
+        280,
+        1,
+        0.5,
+        1,
+        1700000001.5,
+        {"argmax": "5"},
+    ),
+    Rating(
+        "e1",
+        "openai:gpt-4o#generate",
+        P,
+        2.0,
+        "ok",
+        {"2": 0.5, "3": 0.5},
+        "Two errors; see 'step 2'.",
+        "Score: 2",
+        "gpt-4o-2024-08-06",
+        410,
+        55,
+        2.25,
+        2,
+        1700000060.5,
+        {"finish_reason": "stop"},
+    ),
+    Rating(
+        "e1",
+        J,
+        "helpfulness-v1",
+        1.0,
+        "unparsed",
+        {"1": 0.125, "0": 0.875},
+        "no score in the reply",
+        "I cannot rate this.",
+        "llama-3-8b",
+        300,
+        9,
+        0.75,
+        3,
+        1700000120.0,
+        {"reasks": 2, "empty": []},
+    ),
+    Rating(
+        "9f2c41d0a7b3e5c6",
+        "openai:gpt-4o#generate",
+        "pairwise-v1",
+        7.5,
+        "ok",
+        {"8": 0.5, "7": 0.5},
+        "Assistant 1 is clearer.",
+        "8 7\nAssistant 1 is clearer.",
+        "gpt-4o-2024-08-06",
+        900,
+        120,
+        3.0,
+        1,
+        1700000180.75,
+        {"order": "ab", "scores": [8, 7], "question_id": "vicuna-12"},
+    ),
 ]
 V0_META = {"input_sig": {"files": ["alpaca.json"], "sizes": [1024], "ok": True, "none": None}, "runs": 3}
-V0_ATTEMPTS = [("e1", J, P, 1699999990.5, "reask", "no score in the reply"),
-               ("e1", J, P, 1699999995.25, "error", "HTTP 500: upstream"),
-               ("e2", "openai:gpt-4o#generate", P, 1700000050.0, "throttled", "")]
+V0_ATTEMPTS = [
+    ("e1", J, P, 1699999990.5, "reask", "no score in the reply"),
+    ("e1", J, P, 1699999995.25, "error", "HTTP 500: upstream"),
+    ("e2", "openai:gpt-4o#generate", P, 1700000050.0, "throttled", ""),
+]
 
 
 CONNECT = sqlite3.connect  # the real one, for connections of our own while `connections` spies on Store's
@@ -407,6 +529,7 @@ def v0_store(path: Path, version: int = 0) -> Path:
 def connections(monkeypatch):
     """Every connection Store opens, with the SQL each ran (in order), to see what it did and that it closed."""
     opened: list[tuple[sqlite3.Connection, list[str]]] = []
+
     def spy(*a, **kw):
         db, ran = CONNECT(*a, **kw), []
         db.set_trace_callback(ran.append)
@@ -424,7 +547,13 @@ def test_a_new_store_gets_the_current_layout_and_version(tmp_path):
         assert st.db.execute("PRAGMA busy_timeout").fetchone()[0] == 60000
     assert version_of(tmp_path / "new.sqlite") == STORE_VERSION
     assert [r[1] for r in layout(tmp_path / "new.sqlite") if r[0] == "table"] == [
-        "attempts", "batch_items", "batches", "embeddings", "meta", "replies"]
+        "attempts",
+        "batch_items",
+        "batches",
+        "embeddings",
+        "meta",
+        "replies",
+    ]
 
 
 def test_a_version_1_store_gains_the_batch_ledger_and_embeddings_and_keeps_its_rows(tmp_path):
@@ -435,7 +564,7 @@ def test_a_version_1_store_gains_the_batch_ledger_and_embeddings_and_keeps_its_r
             st.db.execute("INSERT INTO embeddings VALUES ('e1', 'enc', 2, x'0000')")
         with pytest.raises(ZeroDivisionError), st.transaction():  # an exception rolls the transaction back
             st.db.execute("INSERT INTO embeddings VALUES ('e2', 'enc', 2, x'0000')")
-            1 / 0
+            raise ZeroDivisionError
         assert [r[0] for r in st.db.execute("SELECT item_id FROM embeddings")] == ["e1"]
     assert version_of(path) == STORE_VERSION
     assert layout(path) == new_layout(tmp_path)
@@ -549,8 +678,10 @@ OPENER = textwrap.dedent("""
 
 def test_processes_opening_a_new_store_at_once_create_it_once(tmp_path):
     path, go = tmp_path / "new.sqlite", tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(path), str(go), f"p{i}"], stderr=subprocess.PIPE,
-                              text=True) for i in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", OPENER, str(path), str(go), f"p{i}"], stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
     time.sleep(1.5)  # let them all start and wait for the signal
     go.touch()
     for p in procs:
@@ -565,9 +696,25 @@ def test_cli_refuses_a_newer_store_without_a_traceback(tmp_path):
     """Needs engine/session.py's open_store to turn StoreVersionError into a UserError, like sqlite3.Error."""
     path = v0_store(tmp_path / "newer.sqlite", version=STORE_VERSION + 1)
     before = path.read_bytes()
-    r = subprocess.run([sys.executable, "-m", "alpagasus.cli", "rate", "sample:alpaca", "-o", str(tmp_path / "o"),
-                        "--limit", "1", "--store", str(path)], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alpagasus.cli",
+            "rate",
+            "sample:alpaca",
+            "-o",
+            str(tmp_path / "o"),
+            "--limit",
+            "1",
+            "--store",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "upgrade alpagasus to open it" in " ".join(r.stderr.split())
     assert path.read_bytes() == before and not (tmp_path / "o").exists()

@@ -1,18 +1,18 @@
 """Flat memory: inputs, the engine and outputs stream; selection from a ratings file holds no rows."""
+
 import asyncio
 import json
 import random
 
 import pytest
 
-from alpagasus.select import select_file
 from alpagasus.data import ReadResult, read_table, stream_examples, write_rows
 from alpagasus.engine import Item, Rubric, run_items
 from alpagasus.prompts.parse import parse_score
 from alpagasus.records import Reply, Request
+from alpagasus.select import select_file
 from alpagasus.select.rules import select, training_rows
 from alpagasus.store import Store
-
 from fakes import FakeJudge
 
 
@@ -26,8 +26,15 @@ def test_engine_reads_its_items_lazily(tmp_path):
 
     # answers at once, noting how far the engine had read its input at each call
     seen_at_call = []
-    judge = FakeJudge(id="count#logprob", mode="logprob", batch_size=4, concurrency=8, threaded=False,
-                      reply=Reply(score=4.0, probs={"4": 1.0}), on_call=lambda _: seen_at_call.append(pulled[0]))
+    judge = FakeJudge(
+        id="count#logprob",
+        mode="logprob",
+        batch_size=4,
+        concurrency=8,
+        threaded=False,
+        reply=Reply(score=4.0, probs={"4": 1.0}),
+        on_call=lambda _: seen_at_call.append(pulled[0]),
+    )
     with Store(tmp_path / "s.sqlite") as st:
         s = asyncio.run(run_items(items(), judge, st, Rubric("v1", (0, 5), parse_score)))
         assert s.ok == 2000 and st.count(status="ok") == 2000
@@ -54,22 +61,38 @@ def ratings_rows(n=400, seed=3):
     out = []
     for i in range(n):
         status = rng.choice(["ok"] * 8 + ["unparsed", "invalid_input"])
-        out.append({"instruction": f"i{i}", "input": "", "output": "x" * rng.randint(1, 60), "id": f"id{i}",
-                    "score": round(rng.uniform(0, 5), 1) if status == "ok" else None, "status": status,
-                    "flags": ["injection"] if rng.random() < 0.1 else []})
+        out.append(
+            {
+                "instruction": f"i{i}",
+                "input": "",
+                "output": "x" * rng.randint(1, 60),
+                "id": f"id{i}",
+                "score": round(rng.uniform(0, 5), 1) if status == "ok" else None,
+                "status": status,
+                "flags": ["injection"] if rng.random() < 0.1 else [],
+            }
+        )
     return out
 
 
-@pytest.mark.parametrize("rule,value", [("threshold", 4.5), ("top_k", 37), ("keep_fraction", 0.3), ("random", 50),
-                                        ("longest", 25), ("all", None)])
+@pytest.mark.parametrize(
+    "rule,value",
+    [("threshold", 4.5), ("top_k", 37), ("keep_fraction", 0.3), ("random", 50), ("longest", 25), ("all", None)],
+)
 @pytest.mark.parametrize("exclude", [False, True])
 def test_select_file_streams_to_the_same_result_as_select(tmp_path, rule, value, exclude):
     rows = ratings_rows()
     src = tmp_path / "r.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = select_file(src, tmp_path / "sel.jsonl", rule, value, seed=5, exclude_flagged=exclude)
-    kw = {"threshold": {"threshold": value}, "top_k": {"k": value}, "keep_fraction": {"fraction": value},
-          "random": {"k": value}, "longest": {"k": value}, "all": {}}[rule]
+    kw = {
+        "threshold": {"threshold": value},
+        "top_k": {"k": value},
+        "keep_fraction": {"fraction": value},
+        "random": {"k": value},
+        "longest": {"k": value},
+        "all": {},
+    }[rule]
     kept_rows = [r for r in rows if not (exclude and r["flags"])]
     want = training_rows(select(kept_rows, rule, seed=5, **kw))
     got = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]

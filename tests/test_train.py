@@ -1,4 +1,5 @@
 """Fine-tuning: response-only labels, loss going down, a reloadable run dir, resume, LoRA, recipes and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,20 @@ from alpagasus.cli import app
 from alpagasus.data import DataError
 from alpagasus.train import TrainConfig, TrainError, make_config, train
 
-METRIC_FIELDS = {"completed", "steps", "examples", "tokens_seen", "final_loss", "loss_history", "wall_time_s",
-                 "train_time_s", "start_step", "resumed_from", "examples_trained", "dataset_response_tokens"}
+METRIC_FIELDS = {
+    "completed",
+    "steps",
+    "examples",
+    "tokens_seen",
+    "final_loss",
+    "loss_history",
+    "wall_time_s",
+    "train_time_s",
+    "start_step",
+    "resumed_from",
+    "examples_trained",
+    "dataset_response_tokens",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +47,16 @@ def data_file(tmp_path_factory, rows) -> Path:
 
 def fast(tiny_model: Path, **kw) -> TrainConfig:
     """Small batches and a high learning rate so that a few steps on CPU show learning."""
-    base = dict(base=str(tiny_model), batch_size=4, per_device_batch_size=4, max_length=128, learning_rate=3e-2,
-                warmup_ratio=0.0, save_steps=100, logging_steps=1)
+    base = dict(
+        base=str(tiny_model),
+        batch_size=4,
+        per_device_batch_size=4,
+        max_length=128,
+        learning_rate=3e-2,
+        warmup_ratio=0.0,
+        save_steps=100,
+        logging_steps=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -69,20 +90,27 @@ def test_labels_mask_the_prompt_and_keep_response_and_eos(tiny_model, rows, with
 
 def test_truncation_keeps_the_start_and_trl_keeps_our_labels(tiny_model, rows, tmp_path):
     """SFTTrainer must take our labels as they are (not rebuild them over the whole sequence)."""
-    from trl import SFTConfig, SFTTrainer
     from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
 
-    from alpagasus.records import Example
     from alpagasus.alpaca import tokenize_examples
+    from alpagasus.records import Example
 
     tok = tokenizer(tiny_model)
     examples = [Example(r["instruction"], r["input"], r["output"]) for r in rows[:8]]
     dataset, stats = tokenize_examples(examples, tok, max_length=128)
     assert stats["examples_truncated"] > 0 and all(len(x) <= 128 for x in dataset["input_ids"])
-    args = SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, max_length=128,
-                     activation_checkpointing=False)
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args,
-                         train_dataset=dataset, processing_class=tok)
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        max_length=128,
+        activation_checkpointing=False,
+    )
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, train_dataset=dataset, processing_class=tok
+    )
     assert trainer.train_dataset["labels"] == dataset["labels"]
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     first_learned = dataset["labels"][0].index(next(x for x in dataset["labels"][0] if x != IGNORE_INDEX))
@@ -187,8 +215,7 @@ def test_lora_trains_and_saves_adapter_and_merged_model(tiny_model, rows, tmp_pa
     from alpagasus.models import load_causal_lm
 
     run = tmp_path / "lora"
-    metrics = train(rows[:4], run, fast(tiny_model, lora=True, lora_r=4, lora_alpha=8, max_steps=3,
-                                        learning_rate=1e-2))
+    metrics = train(rows[:4], run, fast(tiny_model, lora=True, lora_r=4, lora_alpha=8, max_steps=3, learning_rate=1e-2))
     assert metrics["steps"] == 3 and metrics["lora"]
     assert (run / "adapter" / "adapter_config.json").exists()
     merged, _ = load_causal_lm(str(run))
@@ -214,11 +241,21 @@ def test_recipe_then_flags(tmp_path):
 
 def test_cli_train_with_recipe_and_flags(tiny_model, data_file, tmp_path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"base": str(tiny_model), "batch_size": 4, "per_device_batch_size": 4,
-                                      "learning_rate": 1e-3, "max_length": 128}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(tiny_model),
+                "batch_size": 4,
+                "per_device_batch_size": 4,
+                "learning_rate": 1e-3,
+                "max_length": 128,
+            }
+        )
+    )
     run = tmp_path / "cli-run"
-    result = CliRunner().invoke(app, ["train", str(data_file), "-o", str(run), "--recipe", str(recipe),
-                                      "--max-steps", "2", "--lr", "5e-4"])
+    result = CliRunner().invoke(
+        app, ["train", str(data_file), "-o", str(run), "--recipe", str(recipe), "--max-steps", "2", "--lr", "5e-4"]
+    )
     assert result.exit_code == 0, result.output
     assert '"steps": 2' in result.output
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -227,8 +264,12 @@ def test_cli_train_with_recipe_and_flags(tiny_model, data_file, tmp_path):
 
 def test_cli_train_names_the_bad_row(tmp_path, tiny_model):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"instruction": "a", "input": "", "output": "b"}) + "\n"
-                   + json.dumps({"instruction": "c", "input": "", "output": ""}) + "\n")
+    bad.write_text(
+        json.dumps({"instruction": "a", "input": "", "output": "b"})
+        + "\n"
+        + json.dumps({"instruction": "c", "input": "", "output": ""})
+        + "\n"
+    )
     result = CliRunner().invoke(app, ["train", str(bad), "-o", str(tmp_path / "r"), "--base", str(tiny_model)])
     assert result.exit_code == 2
     assert "bad.jsonl, row 2, field 'output': is empty" in result.output

@@ -1,11 +1,12 @@
 """The vllm: judge's prompt and parse path on CPU (vLLM itself needs a GPU machine)."""
+
 import math
 
 import pytest
 
 from alpagasus import judges
-from alpagasus.judges.hf_local import HFJudge
 from alpagasus.judges.base import label_scores
+from alpagasus.judges.hf_local import HFJudge
 from alpagasus.judges.vllm_local import VLLMJudge, label_probabilities
 from alpagasus.prompts import load_template
 from alpagasus.rate.loop import build_request
@@ -14,8 +15,9 @@ from alpagasus.records import Example, Reply
 
 def test_label_probabilities_from_top_logprobs_make_an_expected_score():
     cands = [[10, 11], [12], [13]]  # label "0" spelled by two tokens ("0" and " 0")
-    p = label_probabilities({10: math.log(0.1), 11: math.log(0.1), 13: math.log(0.2), 99: math.log(0.6)},
-                            cands, ("0", "1", "2"))
+    p = label_probabilities(
+        {10: math.log(0.1), 11: math.log(0.1), 13: math.log(0.2), 99: math.log(0.6)}, cands, ("0", "1", "2")
+    )
     assert p == pytest.approx({"0": 0.2, "1": 0.0, "2": 0.2})
     rep = label_scores(Reply(), p)
     assert rep.extra["label_mass"] == pytest.approx(0.4) and rep.probs == pytest.approx({"0": 0.5, "1": 0.0, "2": 0.5})

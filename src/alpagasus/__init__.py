@@ -13,6 +13,7 @@ Library first; the CLI is a thin layer over these calls:
 
 Names are imported on first use, so `import alpagasus` stays light and never imports torch or transformers.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -22,14 +23,22 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (imported lazily, PEP 562)
 _EXPORTS = {
-    "Example": "alpagasus.records", "Request": "alpagasus.records", "Reply": "alpagasus.records",
-    "Rating": "alpagasus.records", "Answer": "alpagasus.records", "Judgment": "alpagasus.records",
-    "read_examples": "alpagasus.data", "DataError": "alpagasus.data",
+    "Example": "alpagasus.records",
+    "Request": "alpagasus.records",
+    "Reply": "alpagasus.records",
+    "Rating": "alpagasus.records",
+    "Answer": "alpagasus.records",
+    "Judgment": "alpagasus.records",
+    "read_examples": "alpagasus.data",
+    "DataError": "alpagasus.data",
     "UserError": "alpagasus.errors",
     "Store": "alpagasus.store",
-    "load_template": "alpagasus.prompts", "Rubric": "alpagasus.prompts",
-    "RunOptions": "alpagasus.engine", "RunCounts": "alpagasus.engine",
-    "rate_file": "alpagasus.rate", "RateSummary": "alpagasus.rate",
+    "load_template": "alpagasus.prompts",
+    "Rubric": "alpagasus.prompts",
+    "RunOptions": "alpagasus.engine",
+    "RunCounts": "alpagasus.engine",
+    "rate_file": "alpagasus.rate",
+    "RateSummary": "alpagasus.rate",
     "select_file": "alpagasus.select",
     "compare_files": "alpagasus.compare",
     "build_report": "alpagasus.report",

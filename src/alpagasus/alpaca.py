@@ -4,11 +4,12 @@ Training text is `prompt + response + EOS` with no separator, as in Stanford Alp
 the response are tokenized separately and their ids concatenated: the prompt's ids are then exactly those a
 generator sees at inference (no token merges across the boundary), and the label mask is exact.
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Any, Iterable
 
 from alpagasus.prompts import builtin_text
@@ -19,7 +20,7 @@ STOP_STRINGS = ("### Instruction:", "### Input:", "### Response:")
 IGNORE_INDEX = -100
 
 
-@lru_cache(maxsize=None)
+@cache
 def _templates() -> tuple[str, str]:
     return builtin_text("alpaca_input"), builtin_text("alpaca_no_input")
 
@@ -80,6 +81,11 @@ def tokenize_examples(examples: Iterable[Any], tok: Any, max_length: int) -> tup
         labels.append(item["labels"])
         tokens += len(item["input_ids"])
         response += learned
-    stats = {"examples_trained": len(ids), "examples_truncated": truncated, "examples_dropped": dropped,
-             "dataset_tokens": tokens, "dataset_response_tokens": response}
+    stats = {
+        "examples_trained": len(ids),
+        "examples_truncated": truncated,
+        "examples_dropped": dropped,
+        "dataset_tokens": tokens,
+        "dataset_response_tokens": response,
+    }
     return Dataset.from_dict({"input_ids": ids, "labels": labels}), stats

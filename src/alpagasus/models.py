@@ -7,6 +7,7 @@ prompts with `chat_prompt` / `messages_prompt` and decodes with `generate_tokens
 GGUF files are dequantized by transformers' GGUF loader (slow: ~35 s for SmolLM2-135M), so the result is
 converted once and cached under the user's cache directory; later loads take a few seconds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -94,8 +95,12 @@ def load_causal_lm(model: str, dtype: str = "auto", device: str | None = None) -
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = loadable(model)
-    torch_dtype = {"auto": torch.float32 if (device or "cpu") == "cpu" and not torch.cuda.is_available()
-                   else "auto", "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    torch_dtype = {
+        "auto": torch.float32 if (device or "cpu") == "cpu" and not torch.cuda.is_available() else "auto",
+        "fp32": torch.float32,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+    }[dtype]
     tok = pretrained(AutoTokenizer, src)
     lm = pretrained(AutoModelForCausalLM, src, dtype=torch_dtype)
     if device is None:
@@ -115,9 +120,11 @@ def pretrained(cls: Any, src: str, **kwargs: Any) -> Any:
         raise
     except (OSError, ValueError) as e:
         why = " ".join(str(e).split())[:300]
-        raise ModelNotFound(f"{src}: cannot load the model ({why}). Give a local model directory, a .gguf file "
-                            "or embedded:NAME, or download the model first (online, or `huggingface-cli "
-                            "download`) when HF_HUB_OFFLINE is set") from None
+        raise ModelNotFound(
+            f"{src}: cannot load the model ({why}). Give a local model directory, a .gguf file "
+            "or embedded:NAME, or download the model first (online, or `huggingface-cli "
+            "download`) when HF_HUB_OFFLINE is set"
+        ) from None
 
 
 # ---- prompting ---------------------------------------------------------------------------------------------
@@ -131,8 +138,9 @@ def needs_special_tokens(tokenizer: Any) -> bool:
     return not has_chat_template(tokenizer)
 
 
-def messages_prompt(tokenizer: Any, messages: list[dict[str, Any]], assistant_prefix: str = "",
-                    plain_suffix: str = "") -> str:
+def messages_prompt(
+    tokenizer: Any, messages: list[dict[str, Any]], assistant_prefix: str = "", plain_suffix: str = ""
+) -> str:
     """The prompt text for `messages`: the tokenizer's chat template (ending with the assistant's turn opened),
     or for a model without one (base models) the contents joined by blank lines, then `plain_suffix`.
     `assistant_prefix` is appended either way: the start of the answer the model continues."""
@@ -164,8 +172,16 @@ def sampling_args(temperature: float, top_p: float = 1.0) -> dict[str, Any]:
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
-def generate_tokens(lm: Any, tokenizer: Any, ids: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
-                    top_p: float = 1.0, stops: list[str] | None = None, **extra: Any) -> tuple[Any, int]:
+def generate_tokens(
+    lm: Any,
+    tokenizer: Any,
+    ids: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stops: list[str] | None = None,
+    **extra: Any,
+) -> tuple[Any, int]:
     """Run `lm.generate` on a batch of prompt token ids, padded on the tokenizer's padding side (left, for
     batches: every row's new tokens then start at the same column). Returns (generate's output, that column);
     `extra` goes to generate (e.g. return_dict_in_generate, output_logits)."""
@@ -173,9 +189,15 @@ def generate_tokens(lm: Any, tokenizer: Any, ids: list[list[int]], max_new_token
 
     batch = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(lm.device)
     with torch.inference_mode():
-        out = lm.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                          stop_strings=stops or None, tokenizer=tokenizer, **sampling_args(temperature, top_p),
-                          **extra)
+        out = lm.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            stop_strings=stops or None,
+            tokenizer=tokenizer,
+            **sampling_args(temperature, top_p),
+            **extra,
+        )
     return out, int(batch["input_ids"].shape[1])
 
 

@@ -1,4 +1,5 @@
 """Where things live on the user's machine (never inside the package)."""
+
 from __future__ import annotations
 
 import os

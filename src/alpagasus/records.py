@@ -1,4 +1,5 @@
 """The records that flow between stages. Files exist only at the edges (see data.py)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,21 @@ CORE_FIELDS = ("instruction", "input", "output")
 STATUSES = ("ok", "unparsed", "invalid_input", "error", "empty")
 # The fields the ratings file adds to each example's own. Where a user's row already has a field of one of these
 # names, that row's rating fields are all written as RATING_PREFIX + name instead, so no user value is lost.
-RATING_FIELDS = ("id", "row", "score", "status", "judge", "prompt_version", "model", "explanation", "raw", "probs",
-                 "label_mass", "flags", "field")
+RATING_FIELDS = (
+    "id",
+    "row",
+    "score",
+    "status",
+    "judge",
+    "prompt_version",
+    "model",
+    "explanation",
+    "raw",
+    "probs",
+    "label_mass",
+    "flags",
+    "field",
+)
 RATING_PREFIX = "alpagasus_"
 # Written by IFD judges only (judges/ifd.py: the raw IFD, both losses, the >= 1 mark), so a rating field only in
 # rows such a judge rated (judge "ifd:..."): a user's own `ifd` column in any other ratings file stays theirs.
@@ -49,7 +63,7 @@ class Example:
 
     @property
     def empty_field(self) -> str | None:
-        """"instruction" or "output" when that field holds no text (nothing to learn from), else None."""
+        """ "instruction" or "output" when that field holds no text (nothing to learn from), else None."""
         return next((f for f in ("instruction", "output") if not getattr(self, f).strip()), None)
 
 
@@ -68,35 +82,37 @@ class InvalidRow:
 @dataclass
 class Request:
     """One prompt for a judge. `example` lets non-LLM judges (predictors) see the raw fields."""
-    key: str                       # the item id this reply will be stored under
+
+    key: str  # the item id this reply will be stored under
     system: str
     user: str
-    assistant_prefix: str = ""     # primes the answer (logprob mode reads the next token)
+    assistant_prefix: str = ""  # primes the answer (logprob mode reads the next token)
     labels: tuple[str, ...] = ("0", "1", "2", "3", "4", "5")
     example: Example | None = None
-    temperature: float = 0.0       # 0 = greedy; re-asks after an unparsable reply use a little more
-    max_tokens: int = 256          # generate mode: room for the score line and the explanation
-    mode: str | None = None        # overrides the judge's mode for this request (a logprob fallback to generate)
+    temperature: float = 0.0  # 0 = greedy; re-asks after an unparsable reply use a little more
+    max_tokens: int = 256  # generate mode: room for the score line and the explanation
+    mode: str | None = None  # overrides the judge's mode for this request (a logprob fallback to generate)
     fields: dict[str, str] | None = None  # the values rendered into the prompt (question, answer_1, answer_2):
-                                          # for judges that score the parts, not the prompt (judges/pointwise.py)
+    # for judges that score the parts, not the prompt (judges/pointwise.py)
 
 
 @dataclass
 class Reply:
     """What a judge backend returns for one Request."""
-    text: str | None = None                 # generated reply (generate mode)
-    probs: dict[str, float] | None = None   # label -> probability (logprob mode)
-    score: float | None = None              # a score the backend computed itself (logprob, predictor)
-    model: str = ""                         # the model name the backend reports
+
+    text: str | None = None  # generated reply (generate mode)
+    probs: dict[str, float] | None = None  # label -> probability (logprob mode)
+    score: float | None = None  # a score the backend computed itself (logprob, predictor)
+    model: str = ""  # the model name the backend reports
     tokens_in: int = 0
     tokens_out: int = 0
     latency_s: float = 0.0
-    error: str | None = None                # transport/backend failure, retried by the caller
-    extra: dict[str, Any] | None = None     # backend details worth keeping (label mass, argmax...)
-    retry_after: float | None = None        # the server's Retry-After: no retry is sent before it
-    retryable: bool = True                  # False for errors a retry cannot fix (e.g. HTTP 400)
-    outage: bool = False                    # the backend is unreachable: pause the run, charge no attempt
-    fatal: bool = False                     # no request can succeed (a host that does not resolve): stop the run
+    error: str | None = None  # transport/backend failure, retried by the caller
+    extra: dict[str, Any] | None = None  # backend details worth keeping (label mass, argmax...)
+    retry_after: float | None = None  # the server's Retry-After: no retry is sent before it
+    retryable: bool = True  # False for errors a retry cannot fix (e.g. HTTP 400)
+    outage: bool = False  # the backend is unreachable: pause the run, charge no attempt
+    fatal: bool = False  # no request can succeed (a host that does not resolve): stop the run
 
 
 @dataclass
@@ -135,8 +151,8 @@ class Answer:
 class Judgment:
     testset: str
     question_id: str
-    order: str                  # "ab" (A is Assistant 1) or "ba"
-    score_1: float | None       # Assistant 1's score
+    order: str  # "ab" (A is Assistant 1) or "ba"
+    score_1: float | None  # Assistant 1's score
     score_2: float | None
     status: str
     raw: str | None = None
@@ -164,7 +180,7 @@ def rating_view(row: dict[str, Any]) -> dict[str, Any]:
     if RATING_PREFIX + "status" not in row:
         return row
     view = {k: v for k, v in row.items() if not k.startswith(RATING_PREFIX) and k not in RATING_FIELDS}
-    view.update((k[len(RATING_PREFIX):], v) for k, v in row.items() if k.startswith(RATING_PREFIX))
+    view.update((k[len(RATING_PREFIX) :], v) for k, v in row.items() if k.startswith(RATING_PREFIX))
     return view
 
 

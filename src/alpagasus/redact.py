@@ -4,6 +4,7 @@
 A server's 401 body often echoes the key it refused ("Incorrect API key provided: sk-..."), and an exception
 may carry a URL with a password in it; none of that may reach the store, an output file, a log or the screen.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,13 +17,13 @@ SECRET_ENV = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF
 # config keys whose values are secrets (recipes, options): written as REDACTED
 SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
 _PATTERNS = (
-    re.compile(r"\bsk-[A-Za-z0-9_\-*]{20,}"),             # OpenAI-style keys (sk-..., sk-proj-...), masked or not
-    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),                 # Hugging Face tokens
+    re.compile(r"\bsk-[A-Za-z0-9_\-*]{20,}"),  # OpenAI-style keys (sk-..., sk-proj-...), masked or not
+    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face tokens
     re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9_\-.=+/]{8,}"),  # Authorization: Bearer ...
-    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),        # user:password@ in a URL
+    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in a URL
 )
 _MIN_SECRET = 6  # shorter "keys" (e.g. "EMPTY", "x") are placeholders for local servers, not secrets
-_MIN_CUT = 4     # a text that ends in this many first characters of a secret was cut inside it: redacted too
+_MIN_CUT = 4  # a text that ends in this many first characters of a secret was cut inside it: redacted too
 
 
 def redact(text: Any, secrets: Iterable[str | None] = ()) -> str:
@@ -48,8 +49,12 @@ def redact_config(obj: Any, secrets: Iterable[str | None] = ()) -> Any:
     (api_key, token, password...) become "[redacted]", and strings are passed through `redact`."""
     secrets = tuple(secrets)
     if isinstance(obj, dict):
-        return {k: REDACTED if isinstance(k, str) and SECRET_KEYS.search(k) and v not in (None, "")
-                else redact_config(v, secrets) for k, v in obj.items()}
+        return {
+            k: REDACTED
+            if isinstance(k, str) and SECRET_KEYS.search(k) and v not in (None, "")
+            else redact_config(v, secrets)
+            for k, v in obj.items()
+        }
     if isinstance(obj, (list, tuple)):
         return [redact_config(v, secrets) for v in obj]
     if isinstance(obj, str):

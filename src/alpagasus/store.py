@@ -7,6 +7,7 @@ judgments share this table: a judgment is a paid reply too (its item id hashes t
 The layout has a version, kept in `PRAGMA user_version`: opening a store brings an older one up to
 STORE_VERSION through MIGRATIONS, and a newer one (written by a later alpagasus) is refused, untouched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,8 +59,23 @@ CREATE TABLE IF NOT EXISTS embeddings (
 SCHEMA = SCHEMA_V1 + SCHEMA_V2_ADDED
 # Statuses that are final: a resumed run does not request these again. `error` rows are retried.
 FINAL = ("ok", "unparsed", "invalid_input")
-COLUMNS = ("item_id", "judge", "prompt_version", "score", "status", "probs", "explanation", "raw", "model",
-           "tokens_in", "tokens_out", "latency_s", "attempts", "created_at", "extra")
+COLUMNS = (
+    "item_id",
+    "judge",
+    "prompt_version",
+    "score",
+    "status",
+    "probs",
+    "explanation",
+    "raw",
+    "model",
+    "tokens_in",
+    "tokens_out",
+    "latency_s",
+    "attempts",
+    "created_at",
+    "extra",
+)
 
 
 class StoreBusy(RuntimeError):
@@ -77,9 +93,10 @@ class StoreDamaged(RuntimeError):
         fixed = path.with_name(path.stem + ".recovered" + path.suffix)
         super().__init__(
             f"the store {path} is damaged ({detail}); nothing was written to it. Recover what it still holds into "
-            f"a new file with SQLite's .recover: `sqlite3 {path} \".recover\" | sqlite3 {fixed}`, then pass "
+            f'a new file with SQLite\'s .recover: `sqlite3 {path} ".recover" | sqlite3 {fixed}`, then pass '
             f"--store {fixed} (or move the damaged file away to start an empty store); ratings it lost are asked "
-            "again")
+            "again"
+        )
 
 
 _DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # sqlite_errorname of damage (and SQLITE_CORRUPT_*)
@@ -87,8 +104,9 @@ _DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # sqlite_errorname of damag
 
 def damage(path: str | Path, err: BaseException | None) -> StoreDamaged | None:
     """The StoreDamaged that `err` (or an error it was raised from) means, if it is SQLite reporting damage."""
-    while err is not None and not (isinstance(err, sqlite3.DatabaseError)
-                                   and str(getattr(err, "sqlite_errorname", "")).startswith(_DAMAGE_CODES)):
+    while err is not None and not (
+        isinstance(err, sqlite3.DatabaseError) and str(getattr(err, "sqlite_errorname", "")).startswith(_DAMAGE_CODES)
+    ):
         err = err.__cause__ or err.__context__
     return StoreDamaged(Path(path), str(err)) if err is not None else None
 
@@ -187,12 +205,15 @@ class Store:
         if version > STORE_VERSION:
             raise StoreVersionError(
                 f"{self.path} is an alpagasus store of version {version}, newer than this alpagasus reads "
-                f"(version {STORE_VERSION}): upgrade alpagasus to open it")
+                f"(version {STORE_VERSION}): upgrade alpagasus to open it"
+            )
         if version == 0:
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and "replies" not in tables:
-                raise StoreVersionError(f"{self.path} is not an alpagasus store (its tables: "
-                                        f"{', '.join(sorted(tables))}); use a new file or an alpagasus store")
+                raise StoreVersionError(
+                    f"{self.path} is not an alpagasus store (its tables: "
+                    f"{', '.join(sorted(tables))}); use a new file or an alpagasus store"
+                )
         return version
 
     def _check(self) -> None:
@@ -241,8 +262,9 @@ class Store:
             except BlockingIOError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
-                raise StoreBusy(f"{self.path} is in use by {holder}; wait for it to finish, pass --wait, "
-                                "or use another --store") from None
+                raise StoreBusy(
+                    f"{self.path} is in use by {holder}; wait for it to finish, pass --wait, or use another --store"
+                ) from None
             f.seek(0), f.truncate(), f.write(f"pid {os.getpid()}"), f.flush()
             yield
         finally:
@@ -260,8 +282,8 @@ class Store:
             return
         with self._tx():
             self.db.executemany(
-                f"INSERT OR REPLACE INTO replies ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                rows)
+                f"INSERT OR REPLACE INTO replies ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows
+            )
 
     def log_attempt(self, item_id: str, judge: str, prompt_version: str, outcome: str, detail: str = "") -> None:
         self.log_attempts([(item_id, judge, prompt_version, outcome, detail)])
@@ -300,11 +322,14 @@ class Store:
             raise
 
     # ---- reads ----------------------------------------------------------------------------------
-    def done_ids(self, judge: str, prompt_version: str, ids: Iterable[str] | None = None,
-                 final: tuple[str, ...] = FINAL) -> set[str]:
+    def done_ids(
+        self, judge: str, prompt_version: str, ids: Iterable[str] | None = None, final: tuple[str, ...] = FINAL
+    ) -> set[str]:
         """Ids already rated for good by this judge and prompt (optionally restricted to `ids`)."""
-        q = (f"SELECT item_id FROM replies WHERE judge=? AND prompt_version=? "
-             f"AND status IN ({','.join('?' * len(final))})")
+        q = (
+            f"SELECT item_id FROM replies WHERE judge=? AND prompt_version=? "
+            f"AND status IN ({','.join('?' * len(final))})"
+        )
         args = [judge, prompt_version, *final]
         if ids is None:
             return {r[0] for r in self.db.execute(q, args)}
@@ -325,18 +350,22 @@ class Store:
         return [r[0] for r in rows]
 
     def get(self, item_id: str, judge: str, prompt_version: str) -> Rating | None:
-        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM replies WHERE item_id=? AND judge=? "
-                              "AND prompt_version=?", (item_id, judge, prompt_version)).fetchone()
+        row = self.db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM replies WHERE item_id=? AND judge=? AND prompt_version=?",
+            (item_id, judge, prompt_version),
+        ).fetchone()
         return _rating(row) if row else None
 
     def get_many(self, ids: Iterable[str], judge: str, prompt_version: str) -> dict[str, Rating]:
         out: dict[str, Rating] = {}
         ids = list(ids)
         for k in range(0, len(ids), 500):
-            chunk = ids[k:k + 500]
+            chunk = ids[k : k + 500]
             rows = self.db.execute(
                 f"SELECT {', '.join(COLUMNS)} FROM replies WHERE judge=? AND prompt_version=? "
-                f"AND item_id IN ({','.join('?' * len(chunk))})", [judge, prompt_version, *chunk])
+                f"AND item_id IN ({','.join('?' * len(chunk))})",
+                [judge, prompt_version, *chunk],
+            )
             for row in rows:
                 out[row[0]] = _rating(row)
         return out
@@ -355,8 +384,9 @@ class Store:
 
     def replies_sig(self, judge: str, prompt_version: str) -> list:
         """(count, newest write) of one judge and prompt's replies: changes whenever one is written."""
-        row = self.db.execute("SELECT COUNT(*), MAX(created_at) FROM replies WHERE judge=? AND prompt_version=?",
-                              (judge, prompt_version)).fetchone()
+        row = self.db.execute(
+            "SELECT COUNT(*), MAX(created_at) FROM replies WHERE judge=? AND prompt_version=?", (judge, prompt_version)
+        ).fetchone()
         return [row[0], row[1]]
 
     def get_meta(self, key: str) -> Any:
@@ -373,7 +403,7 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -381,17 +411,41 @@ class Store:
 
 
 def _row(r: Rating) -> tuple:
-    return (r.example_id, r.judge, r.prompt_version, r.score, r.status,
-            json.dumps(r.probs) if r.probs is not None else None, r.explanation, r.raw, r.model,
-            r.tokens_in, r.tokens_out, r.latency_s, r.attempts, r.created_at or time.time(),
-            json.dumps(r.extra, ensure_ascii=False) if r.extra else None)
+    return (
+        r.example_id,
+        r.judge,
+        r.prompt_version,
+        r.score,
+        r.status,
+        json.dumps(r.probs) if r.probs is not None else None,
+        r.explanation,
+        r.raw,
+        r.model,
+        r.tokens_in,
+        r.tokens_out,
+        r.latency_s,
+        r.attempts,
+        r.created_at or time.time(),
+        json.dumps(r.extra, ensure_ascii=False) if r.extra else None,
+    )
 
 
 def _rating(row: tuple) -> Rating:
     d = dict(zip(COLUMNS, row))
-    return Rating(example_id=d["item_id"], judge=d["judge"], prompt_version=d["prompt_version"], score=d["score"],
-                  status=d["status"], probs=json.loads(d["probs"]) if d["probs"] else None,
-                  explanation=d["explanation"], raw=d["raw"], model=d["model"] or "",
-                  tokens_in=d["tokens_in"] or 0, tokens_out=d["tokens_out"] or 0, latency_s=d["latency_s"] or 0.0,
-                  attempts=d["attempts"] if d["attempts"] is not None else 1, created_at=d["created_at"] or 0.0,
-                  extra=json.loads(d["extra"]) if d["extra"] else None)
+    return Rating(
+        example_id=d["item_id"],
+        judge=d["judge"],
+        prompt_version=d["prompt_version"],
+        score=d["score"],
+        status=d["status"],
+        probs=json.loads(d["probs"]) if d["probs"] else None,
+        explanation=d["explanation"],
+        raw=d["raw"],
+        model=d["model"] or "",
+        tokens_in=d["tokens_in"] or 0,
+        tokens_out=d["tokens_out"] or 0,
+        latency_s=d["latency_s"] or 0.0,
+        attempts=d["attempts"] if d["attempts"] is not None else 1,
+        created_at=d["created_at"] or 0.0,
+        extra=json.loads(d["extra"]) if d["extra"] else None,
+    )

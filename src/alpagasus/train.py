@@ -5,6 +5,7 @@ directory holds the resolved config (config.yaml), checkpoints while training, t
 tokenizer (loadable by `load_causal_lm(RUN_DIR)`) and metrics.json. Multi-GPU runs need no code of their own:
 `accelerate launch --config_file configs/fsdp.yaml -m alpagasus.cli train ...` (see docs/train_generate.md).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +27,7 @@ from alpagasus.records import Example
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
-CLOCK_FILE = "alpagasus_clock.json"   # in each checkpoint: training seconds spent up to it
+CLOCK_FILE = "alpagasus_clock.json"  # in each checkpoint: training seconds spent up to it
 # Fields that do not change what is learned: a resumed run may change them.
 RUNTIME_FIELDS = {"resume", "save_steps", "save_total_limit", "keep_checkpoints", "logging_steps", "skip_invalid"}
 
@@ -37,30 +38,30 @@ class TrainError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    base: str = "embedded:gemma3-270m"   # directory, hub id, .gguf, or embedded name
+    base: str = "embedded:gemma3-270m"  # directory, hub id, .gguf, or embedded name
     epochs: float = 3.0
     learning_rate: float = 2e-5
-    batch_size: int = 128                # effective batch: per-device batch x devices x accumulation
+    batch_size: int = 128  # effective batch: per-device batch x devices x accumulation
     per_device_batch_size: int = 4
     max_length: int = 512
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
-    max_steps: int = -1                  # > 0 caps the optimizer steps (smoke runs)
+    max_steps: int = -1  # > 0 caps the optimizer steps (smoke runs)
     seed: int = 42
-    precision: str = "auto"              # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
-    gradient_checkpointing: bool | None = None   # None: on when training on a GPU
+    precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
+    gradient_checkpointing: bool | None = None  # None: on when training on a GPU
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    lora_targets: str = "all-linear"     # "all-linear" or comma-separated module names
-    save_steps: float = 50               # checkpoint every N steps (a value < 1 is a fraction of the run)
+    lora_targets: str = "all-linear"  # "all-linear" or comma-separated module names
+    save_steps: float = 50  # checkpoint every N steps (a value < 1 is a fraction of the run)
     save_total_limit: int = 2
-    keep_checkpoints: bool = False       # delete checkpoints once the final model is saved
+    keep_checkpoints: bool = False  # delete checkpoints once the final model is saved
     logging_steps: int = 1
-    resume: bool = True                  # continue from the last checkpoint in the run directory
-    skip_invalid: bool = False           # train on the valid rows of a file that has invalid ones
+    resume: bool = True  # continue from the last checkpoint in the run directory
+    skip_invalid: bool = False  # train on the valid rows of a file that has invalid ones
 
     def validate(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -127,8 +128,9 @@ def _coerce(source: str, key: str, value: Any, default: Any) -> Any:
     raise DataError(f"{source}: setting {key!r}: bad value {value!r}")
 
 
-def load_examples(data: str | Path | Iterable[Example | Mapping[str, Any]],
-                  skip_invalid: bool = False) -> list[Example]:
+def load_examples(
+    data: str | Path | Iterable[Example | Mapping[str, Any]], skip_invalid: bool = False
+) -> list[Example]:
     """Examples from a dataset file (any format `read_examples` reads), Example objects, or plain dicts."""
     if isinstance(data, (str, Path)):
         return read_examples(data, skip_invalid=skip_invalid).examples
@@ -150,9 +152,15 @@ def _data_digest(examples: list[Example]) -> str:
 def _resolved(config: TrainConfig, examples: list[Example], world: int) -> dict[str, Any]:
     per_step = config.per_device_batch_size * world
     accum = max(1, round(config.batch_size / per_step))
-    return {**asdict(config), "world_size": world, "gradient_accumulation_steps": accum,
-            "effective_batch_size": accum * per_step, "examples": len(examples),
-            "data_digest": _data_digest(examples), "prompt_format": prompt_version()}
+    return {
+        **asdict(config),
+        "world_size": world,
+        "gradient_accumulation_steps": accum,
+        "effective_batch_size": accum * per_step,
+        "examples": len(examples),
+        "data_digest": _data_digest(examples),
+        "prompt_format": prompt_version(),
+    }
 
 
 def _check_run_dir(run_dir: Path, resolved: dict) -> dict | None:
@@ -166,8 +174,9 @@ def _check_run_dir(run_dir: Path, resolved: dict) -> dict | None:
     changed = [k for k in resolved if k not in RUNTIME_FIELDS and old.get(k) != resolved[k]]
     if changed:
         diff = ", ".join(f"{k}: {old.get(k)!r} -> {resolved[k]!r}" for k in changed)
-        raise TrainError(f"{run_dir} holds a run with other settings ({diff}); use another output "
-                         "directory or --overwrite")
+        raise TrainError(
+            f"{run_dir} holds a run with other settings ({diff}); use another output directory or --overwrite"
+        )
     has_ckpt = get_last_checkpoint(str(run_dir)) is not None
     if has_ckpt and not resolved["resume"]:
         raise TrainError(f"{run_dir} holds checkpoints; resume (the default) or --overwrite to start over")
@@ -227,9 +236,13 @@ def _clock_callback(checkpoint: str | None) -> Any:
     return TrainingClock()
 
 
-def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str | Path,
-          config: TrainConfig | None = None, callbacks: list[Any] | None = None,
-          overwrite: bool = False) -> dict[str, Any]:
+def train(
+    data: str | Path | Iterable[Example | Mapping[str, Any]],
+    run_dir: str | Path,
+    config: TrainConfig | None = None,
+    callbacks: list[Any] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Fine-tune `config.base` on `data` into `run_dir`; returns the metrics also written to metrics.json."""
     started = time.perf_counter()
     config = config or TrainConfig()
@@ -260,15 +273,26 @@ def train(data: str | Path | Iterable[Example | Mapping[str, Any]], run_dir: str
     progress = trainer.state
     losses = [{"step": e["step"], "loss": e["loss"]} for e in progress.log_history if "loss" in e]
     metrics = {
-        "completed": True, "base": config.base, "lora": config.lora, "steps": progress.global_step,
-        "max_steps": progress.max_steps, "epochs": progress.epoch,
+        "completed": True,
+        "base": config.base,
+        "lora": config.lora,
+        "steps": progress.global_step,
+        "max_steps": progress.max_steps,
+        "epochs": progress.epoch,
         "start_step": int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0,
         "resumed_from": Path(checkpoint).name if checkpoint else None,
-        "examples": len(examples), **data_stats, "tokens_seen": int(progress.num_input_tokens_seen),
-        "final_loss": losses[-1]["loss"] if losses else None, "train_loss": output.training_loss,
-        "loss_history": losses, "train_time_s": round(train_time, 3), "train_time_total_s": round(clock.elapsed(), 3),
-        "wall_time_s": round(time.perf_counter() - started, 3), "precision": precision,
-        "world_size": world, "effective_batch_size": resolved["effective_batch_size"],
+        "examples": len(examples),
+        **data_stats,
+        "tokens_seen": int(progress.num_input_tokens_seen),
+        "final_loss": losses[-1]["loss"] if losses else None,
+        "train_loss": output.training_loss,
+        "loss_history": losses,
+        "train_time_s": round(train_time, 3),
+        "train_time_total_s": round(clock.elapsed(), 3),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "precision": precision,
+        "world_size": world,
+        "effective_batch_size": resolved["effective_batch_size"],
     }
     if trainer.is_world_process_zero():
         _finish_run_dir(run_dir, metrics, config)
@@ -284,18 +308,34 @@ def _sft_args(config: TrainConfig, resolved: dict[str, Any], run_dir: Path, prec
     on_gpu = torch.cuda.is_available()
     checkpointing = on_gpu if config.gradient_checkpointing is None else config.gradient_checkpointing
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)
-    ckpt_field = "activation_checkpointing" if "activation_checkpointing" in \
-        {f.name for f in dataclasses.fields(SFTConfig)} else "gradient_checkpointing"
+    ckpt_field = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
+        else "gradient_checkpointing"
+    )
     args = SFTConfig(
-        output_dir=str(run_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
-        learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
+        output_dir=str(run_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=resolved["gradient_accumulation_steps"],
-        max_length=config.max_length, bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not on_gpu,
-        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit, report_to="none", seed=config.seed,
-        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, ddp_find_unused_parameters=False,
+        max_length=config.max_length,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not on_gpu,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to="none",
+        seed=config.seed,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
         **{ckpt_field: checkpointing},
     )
     world = resolved["world_size"]
@@ -319,8 +359,9 @@ def _claim_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool) -> 
     return state, done
 
 
-def _make_trainer(config: TrainConfig, examples: list[Example], args: Any, state: Any, precision: str,
-                  callbacks: list[Any] | None) -> tuple[Any, Any, dict[str, int]]:
+def _make_trainer(
+    config: TrainConfig, examples: list[Example], args: Any, state: Any, precision: str, callbacks: list[Any] | None
+) -> tuple[Any, Any, dict[str, int]]:
     """(SFTTrainer, tokenizer, dataset statistics): the base model loaded, the examples tokenized."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -334,14 +375,21 @@ def _make_trainer(config: TrainConfig, examples: list[Example], args: Any, state
         tok.pad_token = tok.eos_token
     # full fine-tuning keeps fp32 master weights (mixed precision computes in bf16); LoRA's frozen base can
     # sit in the compute dtype
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32) if config.lora \
-        else torch.float32
+    dtype = (
+        {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32) if config.lora else torch.float32
+    )
     model = pretrained(AutoModelForCausalLM, src, dtype=dtype)
     dataset, data_stats = tokenize_examples(examples, tok, config.max_length)
     if not data_stats["examples_trained"]:
         raise TrainError("no trainable example: every prompt fills max_length")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                         peft_config=_lora_config(config), callbacks=callbacks)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tok,
+        peft_config=_lora_config(config),
+        callbacks=callbacks,
+    )
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_progress_callback())
     return trainer, tok, data_stats
@@ -353,10 +401,18 @@ def _lora_config(config: TrainConfig) -> Any:
         return None
     from peft import LoraConfig
 
-    targets = config.lora_targets if config.lora_targets == "all-linear" else \
-        [t.strip() for t in config.lora_targets.split(",") if t.strip()]
-    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+    targets = (
+        config.lora_targets
+        if config.lora_targets == "all-linear"
+        else [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+    )
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
 
 
 def _last_checkpoint(run_dir: Path) -> str | None:

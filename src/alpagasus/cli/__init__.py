@@ -2,6 +2,7 @@
 
 Each module in this package registers its subcommands on `app`; none imports torch at import time.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,9 +32,13 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                            help="Print the version and exit.")) -> None:
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Choose instruction-tuning data with an LLM judge (AlpaGasus), train on it, compare models."""
+
 
 __all__ = ["app", "main"]
 

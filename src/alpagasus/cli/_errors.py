@@ -4,6 +4,7 @@ message goes through `redact`, so an API key echoed by a server never reaches th
 
 Set ALPAGASUS_DEBUG=1 to get the traceback instead (for bug reports).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,11 +15,18 @@ import typer
 
 EXIT_USER_ERROR = 2
 # (module, class) of the library's errors a user can fix
-FIXABLE = (("alpagasus.errors", "UserError"), ("alpagasus.data", "DataError"), ("alpagasus.models", "ModelNotFound"),
-           ("alpagasus.judges.base", "JudgeError"), ("alpagasus.prompts", "TemplateError"),
-           ("alpagasus.run.recipe", "RecipeError"), ("alpagasus.report", "ReportError"),
-           ("alpagasus.train", "TrainError"), ("alpagasus.generate.backends", "BackendError"),
-           ("alpagasus.predictors", "PredictorError"))
+FIXABLE = (
+    ("alpagasus.errors", "UserError"),
+    ("alpagasus.data", "DataError"),
+    ("alpagasus.models", "ModelNotFound"),
+    ("alpagasus.judges.base", "JudgeError"),
+    ("alpagasus.prompts", "TemplateError"),
+    ("alpagasus.run.recipe", "RecipeError"),
+    ("alpagasus.report", "ReportError"),
+    ("alpagasus.train", "TrainError"),
+    ("alpagasus.generate.backends", "BackendError"),
+    ("alpagasus.predictors", "PredictorError"),
+)
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:

@@ -1,5 +1,6 @@
 """Progress bars for the commands that judge (rate, compare): the library takes a progress factory
 (phase label, items to judge) -> callback fed with the engine's RunCounts; this is the rich one."""
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -13,8 +14,10 @@ from alpagasus.redact import redact
 def _more(s: RunCounts) -> str:
     """What moves between the bar's stored rows: the rows a logprob judge's label mass sent back to generate
     mode, and the requests the provider reports done in the batches still running (--batch)."""
-    parts = [f"re-asked in generate mode {s.fallbacks}" if s.fallbacks else "",
-             f"batch {s.batch_completed}/{s.batch_total} done, {s.batch_failed} failed" if s.batch_total else ""]
+    parts = [
+        f"re-asked in generate mode {s.fallbacks}" if s.fallbacks else "",
+        f"batch {s.batch_completed}/{s.batch_total} done, {s.batch_failed} failed" if s.batch_total else "",
+    ]
     return "".join(f" | {p}" for p in parts if p)
 
 
@@ -27,10 +30,18 @@ class ProgressBars:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = console
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}/s"), TimeRemainingColumn(),
-                            TextColumn("unparsed {task.fields[unparsed]} tokens {task.fields[tokens]} "
-                                       "{task.fields[cost]}{task.fields[more]}"), console=console, transient=False)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}/s"),
+            TimeRemainingColumn(),
+            TextColumn(
+                "unparsed {task.fields[unparsed]} tokens {task.fields[tokens]} {task.fields[cost]}{task.fields[more]}"
+            ),
+            console=console,
+            transient=False,
+        )
         self.started = False
 
     def __call__(self, label: str, total: int | None) -> Callable[[RunCounts], None]:
@@ -48,12 +59,19 @@ class ProgressBars:
                 elif note:
                     self.console.print("[green]the judge answers again: resuming[/green]")
                 note = s.note
-            self.bar.update(task, completed=s.done, rate=f"{s.done / s.elapsed_s:.2f}" if s.elapsed_s else "-",
-                            unparsed=s.unparsed, tokens=s.tokens_in + s.tokens_out,
-                            cost="" if s.cost is None else f"cost {s.cost:.4f}", more=_more(s))
+            self.bar.update(
+                task,
+                completed=s.done,
+                rate=f"{s.done / s.elapsed_s:.2f}" if s.elapsed_s else "-",
+                unparsed=s.unparsed,
+                tokens=s.tokens_in + s.tokens_out,
+                cost="" if s.cost is None else f"cost {s.cost:.4f}",
+                more=_more(s),
+            )
+
         return update
 
-    def __enter__(self) -> "ProgressBars":
+    def __enter__(self) -> ProgressBars:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,8 +1,8 @@
 """`alpagasus run RECIPE.yaml`: the whole experiment, resumable stage by stage."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,9 +12,11 @@ from alpagasus.cli import app
 @app.command("run")
 def run_cmd(
     recipe: Path = typer.Argument(..., help="YAML recipe (see recipes/)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where everything goes (default runs/NAME)."),
-    until: Optional[str] = typer.Option(None, help="Stop after this stage: rate, select, train, generate, compare, report."),
-    only: Optional[str] = typer.Option(None, help="Run just this stage (again)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Where everything goes (default runs/NAME)."),
+    until: str | None = typer.Option(
+        None, help="Stop after this stage: rate, select, train, generate, compare, report."
+    ),
+    only: str | None = typer.Option(None, help="Run just this stage (again)."),
 ) -> None:
     """Rate -> select (filtered, random, longest, all) -> train -> generate -> compare -> report, from one recipe."""
     from rich.console import Console
@@ -25,8 +27,13 @@ def run_cmd(
 
     console = Console(stderr=True, soft_wrap=True)
     with user_errors():  # a bad recipe, stage, file or model: one message (incl. a missing embedded model package)
-        results = run_recipe(recipe, run_dir, until=until, only=only,
-                             log=lambda m: console.print(redact(m), markup=False, highlight=False))
+        results = run_recipe(
+            recipe,
+            run_dir,
+            until=until,
+            only=only,
+            log=lambda m: console.print(redact(m), markup=False, highlight=False),
+        )
     final = (results.get("report") or {}).get("final")
     if final:
         typer.echo(final)

@@ -3,6 +3,7 @@ tie); from model A's side, win = won both orders or won one and tied one; tie = 
 one; lose = the mirror of win. Winning score = (#win - #lose) / #judged + 1, so 1.0 is even. A question with
 an unparsable (or failed) order has no outcome: it is counted in `unparsed` (or `failed`), never as a silent
 tie, and left out of the winning score. Also the rows and summary written to files."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -14,8 +15,10 @@ from alpagasus.compare.types import ORDERS, CompareResult, Judging, Pair
 from alpagasus.records import Judgment
 
 POINTS = {"win": 1, "tie": 0, "lose": -1}
-POSITION_BIAS_NOTE = ("not measurable with this judge: it scores each answer alone, so both orders give the same "
-                      "verdict (disagreement 0 and Assistant 1's win rate say nothing about position)")
+POSITION_BIAS_NOTE = (
+    "not measurable with this judge: it scores each answer alone, so both orders give the same "
+    "verdict (disagreement 0 and Assistant 1's win rate say nothing about position)"
+)
 LEVEL_PCT = round(LEVEL * 100)
 
 
@@ -82,21 +85,30 @@ def _stats(keys: list[tuple[str, str]], grouped: dict, pair_of: dict[tuple[str, 
                     length_decisive += 1
                     longer_wins += (res == "win") == (len(p.answer_a) > len(p.answer_b))
     judged = c["win"] + c["tie"] + c["lose"]
-    stats: dict = {"questions": len(keys), "judged": judged, **c,
-                   "winning_score": winning_score(points),  # the judged questions' points: win 1, tie 0, lose -1
-                   "disagreement": disagree / judged if judged else None,
-                   "assistant_1_wins": first_wins / decisive if decisive else None}
+    stats: dict = {
+        "questions": len(keys),
+        "judged": judged,
+        **c,
+        "winning_score": winning_score(points),  # the judged questions' points: win 1, tie 0, lose -1
+        "disagreement": disagree / judged if judged else None,
+        "assistant_1_wins": first_wins / decisive if decisive else None,
+    }
     ci = bootstrap_interval(points)
-    stats.update({"winning_score_ci": list(ci) if ci else None,
-                  "noise": noise_sentence(stats["winning_score"], ci, n=judged)})
+    stats.update(
+        {"winning_score_ci": list(ci) if ci else None, "noise": noise_sentence(stats["winning_score"], ci, n=judged)}
+    )
     pairs = [pair_of[k] for k in keys if k in pair_of]
     if pairs:
-        stats.update({"longer_answer_wins": longer_wins / length_decisive if length_decisive else None,
-                      "mean_chars_a": _mean(len(p.answer_a) for p in pairs),
-                      "mean_chars_b": _mean(len(p.answer_b) for p in pairs),
-                      "mean_words_a": _mean(len(p.answer_a.split()) for p in pairs),
-                      "mean_words_b": _mean(len(p.answer_b.split()) for p in pairs),
-                      "length_controlled": length_controlled(points, lengths)})
+        stats.update(
+            {
+                "longer_answer_wins": longer_wins / length_decisive if length_decisive else None,
+                "mean_chars_a": _mean(len(p.answer_a) for p in pairs),
+                "mean_chars_b": _mean(len(p.answer_b) for p in pairs),
+                "mean_words_a": _mean(len(p.answer_a.split()) for p in pairs),
+                "mean_words_b": _mean(len(p.answer_b.split()) for p in pairs),
+                "length_controlled": length_controlled(points, lengths),
+            }
+        )
     return stats
 
 
@@ -131,12 +143,24 @@ def outcome_rows(result: CompareResult) -> Iterable[dict]:
             j = by_order.get(order)
             names = (result.model_a, result.model_b) if order == "ab" else (result.model_b, result.model_a)
             s1, s2 = (j.score_1, j.score_2) if j else (None, None)
-            yield {"testset": p.testset, "question_id": p.question_id, "order": order,
-                   "assistant_1": names[0], "assistant_2": names[1], "score_1": s1, "score_2": s2,
-                   "score_a": s1 if order == "ab" else s2, "score_b": s2 if order == "ab" else s1,
-                   "order_result": order_result(j) if j else None, "status": j.status if j else "missing",
-                   "outcome": outcome, "question_status": status, "skill": p.skill,
-                   "item_id": p.item_id(order), "review": j.raw if j else None}
+            yield {
+                "testset": p.testset,
+                "question_id": p.question_id,
+                "order": order,
+                "assistant_1": names[0],
+                "assistant_2": names[1],
+                "score_1": s1,
+                "score_2": s2,
+                "score_a": s1 if order == "ab" else s2,
+                "score_b": s2 if order == "ab" else s1,
+                "order_result": order_result(j) if j else None,
+                "status": j.status if j else "missing",
+                "outcome": outcome,
+                "question_status": status,
+                "skill": p.skill,
+                "item_id": p.item_id(order),
+                "review": j.raw if j else None,
+            }
 
 
 def judging_json(judging: Judging | None) -> dict | None:
@@ -144,25 +168,48 @@ def judging_json(judging: Judging | None) -> dict | None:
     if judging is None:
         return None
     run = judging.run
-    return {"already_in_store": judging.already_in_store, "sent": run.requests_sent, "ok": run.ok,
-            "unparsed": run.unparsed, "invalid_input": run.invalid_input, "error": run.error,
-            "tokens_in": run.tokens_in, "tokens_out": run.tokens_out, "cost": run.cost,
-            "seconds": round(run.elapsed_s, 2)}
+    return {
+        "already_in_store": judging.already_in_store,
+        "sent": run.requests_sent,
+        "ok": run.ok,
+        "unparsed": run.unparsed,
+        "invalid_input": run.invalid_input,
+        "error": run.error,
+        "tokens_in": run.tokens_in,
+        "tokens_out": run.tokens_out,
+        "cost": run.cost,
+        "seconds": round(run.elapsed_s, 2),
+    }
 
 
 def _named(result: CompareResult) -> dict:
     """The summary's results with the noise sentences naming the two models instead of A and B."""
-    return {ts: {**r, "noise": noise_sentence(r.get("winning_score"), r.get("winning_score_ci"), result.model_a,
-                                              result.model_b, r.get("judged"))} if "noise" in r else r
-            for ts, r in result.summary.items()}
+    return {
+        ts: {
+            **r,
+            "noise": noise_sentence(
+                r.get("winning_score"), r.get("winning_score_ci"), result.model_a, result.model_b, r.get("judged")
+            ),
+        }
+        if "noise" in r
+        else r
+        for ts, r in result.summary.items()
+    }
 
 
 def summary_json(result: CompareResult, inputs: dict | None = None) -> dict:
     """summary.json: the models, the judge and prompt version, results per test set and "all"."""
-    return {"model_a": result.model_a, "model_b": result.model_b, "judge": result.judge,
-            "prompt_version": result.prompt_version, "orders": list(ORDERS), "inputs": inputs or {},
-            "results": _named(result), "mismatches": [str(m) for m in result.mismatches],
-            "requests": judging_json(result.judging),
-            **({"position_bias": POSITION_BIAS_NOTE} if result.order_blind else {}),
-            "interval": f"winning_score_ci: {LEVEL_PCT}% percentile bootstrap over judged questions "
-                        f"({RESAMPLES} resamples, seed {SEED}); docs/compare.md"}
+    return {
+        "model_a": result.model_a,
+        "model_b": result.model_b,
+        "judge": result.judge,
+        "prompt_version": result.prompt_version,
+        "orders": list(ORDERS),
+        "inputs": inputs or {},
+        "results": _named(result),
+        "mismatches": [str(m) for m in result.mismatches],
+        "requests": judging_json(result.judging),
+        **({"position_bias": POSITION_BIAS_NOTE} if result.order_blind else {}),
+        "interval": f"winning_score_ci: {LEVEL_PCT}% percentile bootstrap over judged questions "
+        f"({RESAMPLES} resamples, seed {SEED}); docs/compare.md",
+    }

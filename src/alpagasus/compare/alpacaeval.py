@@ -12,6 +12,7 @@ better plus one (AlpacaEval 2's weighted judge); 1.5 and 0 are a draw (0 is repl
 null (NaN) is no verdict and is DROPPED (`validate_alpacaeval_preference(..., is_allow_nan=False)`): it is not
 counted in `n_total` and does not enter the win rate. win_rate = 100 x mean(preference - 1) over the rest.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,15 +29,16 @@ REQUIRED = ("instruction", "output_1", "output_2", "generator_2", "preference")
 @dataclass(frozen=True)
 class Verdict:
     """One published verdict: the reference answer (output_1) against a judged model's (output_2)."""
+
     instruction: str
     output_1: str
     output_2: str
     generator_1: str
-    generator_2: str                 # the judged model
+    generator_2: str  # the judged model
     annotator: str
-    preference: float | None         # as written: 1, 2, 1.5, 0, a value in [1, 2]; None = no verdict
+    preference: float | None  # as written: 1, 2, 1.5, 0, a value in [1, 2]; None = no verdict
     dataset: str | None = None
-    source: str = ""                 # "FILE, row N"
+    source: str = ""  # "FILE, row N"
 
     @property
     def outcome(self) -> float | None:
@@ -55,16 +57,17 @@ class Verdict:
 class WinRate:
     """alpaca_eval's `get_winrate` for one judged model (percent), plus its length-controlled win rate when
     computed (compare/lc.py)."""
+
     model: str
-    win_rate: float | None           # 100 x mean(preference - 1), draws one half, nulls dropped
-    standard_error: float | None     # 100 x standard error of the mean (ddof 1)
+    win_rate: float | None  # 100 x mean(preference - 1), draws one half, nulls dropped
+    standard_error: float | None  # 100 x standard error of the mean (ddof 1)
     discrete_win_rate: float | None  # the same with each preference rounded to 1 / 2 (1.5 stays a draw)
-    n_wins: int                      # preference - 1 > 0.5
-    n_wins_base: int                 # preference - 1 < 0.5
-    n_draws: int                     # preference 1.5 or 0
-    n_total: int                     # verdicts counted (nulls left out)
-    n_null: int                      # verdicts with no preference (dropped, as alpaca_eval does)
-    avg_length: float | None         # mean characters of the judged model's answers
+    n_wins: int  # preference - 1 > 0.5
+    n_wins_base: int  # preference - 1 < 0.5
+    n_draws: int  # preference 1.5 or 0
+    n_total: int  # verdicts counted (nulls left out)
+    n_null: int  # verdicts with no preference (dropped, as alpaca_eval does)
+    avg_length: float | None  # mean characters of the judged model's answers
     length_controlled_winrate: float | None = None
 
 
@@ -79,8 +82,9 @@ def _preference(value: Any, where: str) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"{where}, field 'preference': expected 1, 2, 1.5, 0, null or a number in [1, 2], "
-                        f"got {value!r}")
+        raise DataError(
+            f"{where}, field 'preference': expected 1, 2, 1.5, 0, null or a number in [1, 2], got {value!r}"
+        )
     p = float(value)
     if p != 0 and not 1.0 <= p <= 2.0:
         raise DataError(f"{where}, field 'preference': {value!r} is outside [1, 2] (and not 0, a draw)")
@@ -91,8 +95,7 @@ def _text(rec: dict, name: str, where: str) -> str:
     value = rec.get(name)
     if not isinstance(value, str):
         got = "missing" if name not in rec else f"not a string ({type(value).__name__})"
-        raise DataError(f"{where}, field '{name}': {got} (AlpacaEval annotations have "
-                        f"{', '.join(REQUIRED)})")
+        raise DataError(f"{where}, field '{name}': {got} (AlpacaEval annotations have {', '.join(REQUIRED)})")
     return value
 
 
@@ -104,13 +107,23 @@ def read_annotations(paths: str | Path | Sequence[str | Path]) -> list[Verdict]:
         for row, rec in iter_objects(path):
             where = f"{path}, row {row}"
             if "preference" not in rec:
-                raise DataError(f"{where}, field 'preference': missing (AlpacaEval annotations have "
-                                f"{', '.join(REQUIRED)})")
+                raise DataError(
+                    f"{where}, field 'preference': missing (AlpacaEval annotations have {', '.join(REQUIRED)})"
+                )
             ds = rec.get("dataset")
-            out.append(Verdict(_text(rec, "instruction", where), _text(rec, "output_1", where),
-                               _text(rec, "output_2", where), str(rec.get("generator_1") or "reference"),
-                               _text(rec, "generator_2", where), str(rec.get("annotator") or "unknown"),
-                               _preference(rec["preference"], where), ds if isinstance(ds, str) else None, where))
+            out.append(
+                Verdict(
+                    _text(rec, "instruction", where),
+                    _text(rec, "output_1", where),
+                    _text(rec, "output_2", where),
+                    str(rec.get("generator_1") or "reference"),
+                    _text(rec, "generator_2", where),
+                    str(rec.get("annotator") or "unknown"),
+                    _preference(rec["preference"], where),
+                    ds if isinstance(ds, str) else None,
+                    where,
+                )
+            )
     return out
 
 
@@ -133,11 +146,18 @@ def win_rate(verdicts: Sequence[Verdict], model: str | None = None) -> WinRate:
     # ZeroOneScoringRule: each preference rounded to 1 or 2 (a draw stays one half)
     discrete = [0.5 if s == 0.5 else float(round(s + 1.0) - 1) for s in scores]
     lengths = [len(v.output_2) for v in verdicts]
-    return WinRate(model if model is not None else (verdicts[0].generator_2 if verdicts else ""),
-                   100 * mean if mean is not None else None, sem,
-                   100 * sum(discrete) / n if n else None,
-                   sum(s > 0.5 for s in scores), sum(s < 0.5 for s in scores), sum(s == 0.5 for s in scores), n,
-                   len(verdicts) - n, sum(lengths) / len(lengths) if lengths else None)
+    return WinRate(
+        model if model is not None else (verdicts[0].generator_2 if verdicts else ""),
+        100 * mean if mean is not None else None,
+        sem,
+        100 * sum(discrete) / n if n else None,
+        sum(s > 0.5 for s in scores),
+        sum(s < 0.5 for s in scores),
+        sum(s == 0.5 for s in scores),
+        n,
+        len(verdicts) - n,
+        sum(lengths) / len(lengths) if lengths else None,
+    )
 
 
 def win_rates(verdicts: Iterable[Verdict]) -> dict[str, WinRate]:

@@ -6,6 +6,7 @@ as Assistant 1 and the model's answer as Assistant 2 (the judge is not told whic
 capacity = the model's total score / the reference's total score over the same judgments, in percent.
 Questions whose judgment has no scores are counted (`unparsed`, `failed`) and left out of both totals.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -14,7 +15,7 @@ from typing import Mapping, Sequence
 
 from alpagasus.compare.aggregate import judging_json
 from alpagasus.compare.inputs import AnswerRow
-from alpagasus.compare.pairwise import stored_judgments, judge_pairs, match
+from alpagasus.compare.pairwise import judge_pairs, match, stored_judgments
 from alpagasus.compare.types import Judging, Mismatch, Pair
 from alpagasus.engine.loop import ProgressFactory
 from alpagasus.engine.types import RunOptions
@@ -35,16 +36,21 @@ class CapacityResult:
     reference: str
     judge: str
     prompt_version: str
-    models: dict[str, dict]                      # model -> {"skills": {skill: stats}, "all": stats}
+    models: dict[str, dict]  # model -> {"skills": {skill: stats}, "all": stats}
     mismatches: dict[str, list[Mismatch]] = field(default_factory=dict)
     no_skill: dict[str, int] = field(default_factory=dict)
     judging: Judging | None = None
 
     def to_json(self) -> dict:
-        return {"reference": self.reference, "judge": self.judge, "prompt_version": self.prompt_version,
-                "models": self.models, "questions_without_skill": self.no_skill,
-                "mismatches": {m: [str(x) for x in v] for m, v in self.mismatches.items()},
-                "requests": judging_json(self.judging)}
+        return {
+            "reference": self.reference,
+            "judge": self.judge,
+            "prompt_version": self.prompt_version,
+            "models": self.models,
+            "questions_without_skill": self.no_skill,
+            "mismatches": {m: [str(x) for x in v] for m, v in self.mismatches.items()},
+            "requests": judging_json(self.judging),
+        }
 
 
 def attach_skills(rows: Sequence[AnswerRow], skills: Mapping[tuple[str, str], str]) -> int:
@@ -55,9 +61,16 @@ def attach_skills(rows: Sequence[AnswerRow], skills: Mapping[tuple[str, str], st
     return sum(r.skill is not None for r in rows)
 
 
-def capacity(models: Mapping[str, Sequence[AnswerRow]], reference: Sequence[AnswerRow], judge: Judge,
-             store: Store, template: Template | None = None, options: RunOptions | None = None,
-             limit: int | None = None, progress: ProgressFactory | None = None) -> CapacityResult:
+def capacity(
+    models: Mapping[str, Sequence[AnswerRow]],
+    reference: Sequence[AnswerRow],
+    judge: Judge,
+    store: Store,
+    template: Template | None = None,
+    options: RunOptions | None = None,
+    limit: int | None = None,
+    progress: ProgressFactory | None = None,
+) -> CapacityResult:
     """Judge every model's answer against the reference's and total the scores per skill."""
     template = template or load_template("capacity")
     ref_name = reference[0].model if reference else "reference"
@@ -71,8 +84,10 @@ def capacity(models: Mapping[str, Sequence[AnswerRow]], reference: Sequence[Answ
         mismatches[name] = mism
     every = [p for ps in per_model.values() for p in ps]
     if not every:
-        raise CapacityError("no question with a skill: capacity needs answers carrying `skill` (generate's "
-                            "output for WizardLM), the bundled WizardLM ids, or --skills FILE")
+        raise CapacityError(
+            "no question with a skill: capacity needs answers carrying `skill` (generate's "
+            "output for WizardLM), the bundled WizardLM ids, or --skills FILE"
+        )
     judging = judge_pairs(every, judge, store, template, options, ORDER, progress, label="capacity")
     out = {}
     for name, pairs in per_model.items():
@@ -97,7 +112,12 @@ def _totals(js: Sequence[Judgment | None]) -> dict:
     ref = sum(j.score_1 for j in ok)
     model = sum(j.score_2 for j in ok)
     unparsed = sum(1 for j in js if j is not None and j.status == "unparsed")
-    return {"questions": len(js), "judged": len(ok), "unparsed": unparsed, "failed": len(js) - len(ok) - unparsed,
-            "model_score": model, "reference_score": ref,
-            "percent": round(100 * model / ref, 2) if ref else None}
-
+    return {
+        "questions": len(js),
+        "judged": len(ok),
+        "unparsed": unparsed,
+        "failed": len(js) - len(ok) - unparsed,
+        "model_score": model,
+        "reference_score": ref,
+        "percent": round(100 * model / ref, 2) if ref else None,
+    }

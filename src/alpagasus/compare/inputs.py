@@ -5,6 +5,7 @@ the question and the answer; a file may also hold two models' answers in two col
 AlpaGasus release's `{question_id, text, alpagasus2, alpaca2}`). Review files are the official AlpaGasus
 evaluation's output: a JSON list of those records, each with the judge's raw reply in `review`.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,12 +23,12 @@ SKILL_FIELDS = ("skill", "Skill")
 @dataclass
 class AnswerRow:
     testset: str
-    question_id: str          # as written in the file
+    question_id: str  # as written in the file
     question: str
     answer: str
     model: str = ""
     skill: str | None = None
-    source: str = ""          # "FILE, row N", for messages
+    source: str = ""  # "FILE, row N", for messages
 
     @property
     def key(self) -> tuple[str, str]:
@@ -37,6 +38,7 @@ class AnswerRow:
 @dataclass
 class ReviewRow:
     """One record of an official review file: Assistant 1's and 2's answers and the judge's raw reply."""
+
     testset: str
     question_id: str
     question: str
@@ -51,9 +53,9 @@ class ReviewRow:
 
 
 def norm_id(testset: str, qid: str) -> str:
-    """"vicuna_7" and "7" name the same Vicuna question: the release files prefix ids with the set's name."""
+    """ "vicuna_7" and "7" name the same Vicuna question: the release files prefix ids with the set's name."""
     prefix = f"{testset}_"
-    return qid[len(prefix):] if qid.startswith(prefix) and len(qid) > len(prefix) else qid
+    return qid[len(prefix) :] if qid.startswith(prefix) and len(qid) > len(prefix) else qid
 
 
 def norm_text(text: str) -> str:
@@ -109,8 +111,9 @@ def _check_unique(path: str | Path, rows: list) -> None:
     seen: dict[tuple[str, str], str] = {}
     for r in rows:
         if r.key in seen:
-            raise DataError(f"{r.source}: question {r.testset}/{r.question_id} appears twice in {path} "
-                            f"(first at {seen[r.key]})")
+            raise DataError(
+                f"{r.source}: question {r.testset}/{r.question_id} appears twice in {path} (first at {seen[r.key]})"
+            )
         seen[r.key] = r.source
 
 
@@ -128,8 +131,9 @@ def read_answers(path: str | Path, model: str | None = None, testset: str | None
         raise DataError(f"{path}: no rows")
     models = sorted({str(r["model"]) for _, r in recs if r.get("model") is not None})
     if len(models) > 1 and model not in models:
-        raise DataError(f"{path} holds answers of several models ({', '.join(models)}): name one with "
-                        "--model-a / --model-b")
+        raise DataError(
+            f"{path} holds answers of several models ({', '.join(models)}): name one with --model-a / --model-b"
+        )
     keep = model if model in models else None
     out: list[AnswerRow] = []
     for row, rec in recs:
@@ -139,15 +143,24 @@ def read_answers(path: str | Path, model: str | None = None, testset: str | None
         if field is None:
             raise DataError(f"{path}, row {row}, field 'answer': missing (one of {', '.join(ANSWER_FIELDS)})")
         ts = rec["testset"] if isinstance(rec.get("testset"), str) and rec["testset"] else testset_of(path, testset)
-        out.append(AnswerRow(ts, _qid(rec, row), question_of(path, row, rec),
-                             _text(path, row, rec, field, rec[field], allow_empty=True),
-                             model or (models[0] if models else Path(path).stem), _skill(rec), f"{path}, row {row}"))
+        out.append(
+            AnswerRow(
+                ts,
+                _qid(rec, row),
+                question_of(path, row, rec),
+                _text(path, row, rec, field, rec[field], allow_empty=True),
+                model or (models[0] if models else Path(path).stem),
+                _skill(rec),
+                f"{path}, row {row}",
+            )
+        )
     _check_unique(path, out)
     return out
 
 
-def read_two_columns(path: str | Path, model_a: str, model_b: str,
-                     testset: str | None = None) -> tuple[list[AnswerRow], list[AnswerRow]]:
+def read_two_columns(
+    path: str | Path, model_a: str, model_b: str, testset: str | None = None
+) -> tuple[list[AnswerRow], list[AnswerRow]]:
     """Both models' answers from one file whose columns are named after the models."""
     a_rows: list[AnswerRow] = []
     b_rows: list[AnswerRow] = []
@@ -157,8 +170,17 @@ def read_two_columns(path: str | Path, model_a: str, model_b: str,
         for model, rows in ((model_a, a_rows), (model_b, b_rows)):
             if model not in rec:
                 raise DataError(f"{path}, row {row}, field '{model}': missing (the column of model {model})")
-            rows.append(AnswerRow(ts, qid, question, _text(path, row, rec, model, rec[model], allow_empty=True),
-                                  model, skill, f"{path}, row {row}"))
+            rows.append(
+                AnswerRow(
+                    ts,
+                    qid,
+                    question,
+                    _text(path, row, rec, model, rec[model], allow_empty=True),
+                    model,
+                    skill,
+                    f"{path}, row {row}",
+                )
+            )
     _check_unique(path, a_rows)
     return a_rows, b_rows
 
@@ -175,10 +197,17 @@ def read_reviews(path: str | Path, model_1: str, model_2: str, testset: str | No
             raise DataError(f"{path}, row {row}, field 'review': missing (the judge's reply)")
         review = rec["review"] if isinstance(rec["review"], str) else None  # null: no reply, counted unparsed
         ts = testset_of(path, testset)
-        out.append(ReviewRow(ts, _qid(rec, row), question_of(path, row, rec),
-                             _text(path, row, rec, model_1, rec[model_1], allow_empty=True),
-                             _text(path, row, rec, model_2, rec[model_2], allow_empty=True),
-                             review, f"{path}, row {row}"))
+        out.append(
+            ReviewRow(
+                ts,
+                _qid(rec, row),
+                question_of(path, row, rec),
+                _text(path, row, rec, model_1, rec[model_1], allow_empty=True),
+                _text(path, row, rec, model_2, rec[model_2], allow_empty=True),
+                review,
+                f"{path}, row {row}",
+            )
+        )
     _check_unique(path, out)
     return out
 

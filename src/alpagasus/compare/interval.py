@@ -7,6 +7,7 @@ so the same outcomes always give the same interval. It covers the sampling of qu
 test set happens to hold, not the judge's own noise (a second judge, or the same judge asked again, may differ).
 Pure Python (no numpy in the core install): 2,000 resamples of 512 questions take a fraction of a second.
 """
+
 from __future__ import annotations
 
 import random
@@ -25,8 +26,9 @@ def winning_score(points: Sequence[int]) -> float | None:
     return sum(points) / len(points) + 1 if points else None
 
 
-def bootstrap_interval(points: Sequence[int], resamples: int = RESAMPLES, level: float = LEVEL,
-                       seed: int = SEED) -> tuple[float, float] | None:
+def bootstrap_interval(
+    points: Sequence[int], resamples: int = RESAMPLES, level: float = LEVEL, seed: int = SEED
+) -> tuple[float, float] | None:
     """The percentile bootstrap interval of the winning score over questions; None with no judged question."""
     n = len(points)
     if n == 0:
@@ -41,8 +43,9 @@ def bootstrap_interval(points: Sequence[int], resamples: int = RESAMPLES, level:
     return round(lo, 4), round(hi, 4)
 
 
-def noise_sentence(score: float | None, interval: Sequence[float] | None, model_a: str = "A",
-                   model_b: str = "B", n: int | None = None) -> str:
+def noise_sentence(
+    score: float | None, interval: Sequence[float] | None, model_a: str = "A", model_b: str = "B", n: int | None = None
+) -> str:
     """One plain sentence: is the winning score distinguishable from a tie (1.0) at this sample size? `n`: the
     judged questions (fewer than MIN_QUESTIONS: too few to tell)."""
     if score is None or interval is None:
@@ -50,13 +53,18 @@ def noise_sentence(score: float | None, interval: Sequence[float] | None, model_
     lo, hi = interval
     span = f"winning score {score:.3f}, 95% interval {lo:.3f}-{hi:.3f}"
     if n is not None and n < MIN_QUESTIONS:
-        return f"{span}: only {n} judged question(s), too few to tell a difference from noise (at least " \
-               f"{MIN_QUESTIONS} are needed for the interval to mean something)."
+        return (
+            f"{span}: only {n} judged question(s), too few to tell a difference from noise (at least "
+            f"{MIN_QUESTIONS} are needed for the interval to mean something)."
+        )
     if lo > 1.0:
-        return f"{span}: the interval lies above 1.0, so {model_a} beats {model_b} beyond the noise of sampling " \
-               "questions."
+        return (
+            f"{span}: the interval lies above 1.0, so {model_a} beats {model_b} beyond the noise of sampling questions."
+        )
     if hi < 1.0:
-        return f"{span}: the interval lies below 1.0, so {model_b} beats {model_a} beyond the noise of sampling " \
-               "questions."
-    return f"{span}: the interval contains 1.0, so the difference is not distinguishable from a tie at this " \
-           "sample size."
+        return (
+            f"{span}: the interval lies below 1.0, so {model_b} beats {model_a} beyond the noise of sampling questions."
+        )
+    return (
+        f"{span}: the interval contains 1.0, so the difference is not distinguishable from a tie at this sample size."
+    )

@@ -7,6 +7,7 @@ elsewhere; how verdicts combine is in aggregate.py. Judging runs on the engine s
 and the two answers in the order the judge saw them, so no prompt is ever paid for twice, whichever model is
 called A in a later run.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -24,8 +25,10 @@ from alpagasus.prompts.template import Template, load_template
 from alpagasus.records import Judgment, Request
 from alpagasus.store import Store
 
-def match(answers_a: Sequence[AnswerRow], answers_b: Sequence[AnswerRow],
-          limit: int | None = None) -> tuple[list[Pair], list[Mismatch]]:
+
+def match(
+    answers_a: Sequence[AnswerRow], answers_b: Sequence[AnswerRow], limit: int | None = None
+) -> tuple[list[Pair], list[Mismatch]]:
     """Questions answered by both, matched by test set and id, in A's order. A question in one file only, or
     asked in different words, is reported and not judged. `limit`: the first N per test set."""
     by_key = {b.key: b for b in answers_b}
@@ -56,19 +59,28 @@ def _unmatched(x: AnswerRow | ReviewRow, y: AnswerRow | ReviewRow | None, missin
     if y is None:
         return Mismatch(x.testset, x.question_id, missing)
     if norm_text(x.question) != norm_text(y.question):
-        return Mismatch(x.testset, x.question_id, f"different question texts: {x.source} has "
-                                                  f"{_short(x.question)!r}, {y.source} has {_short(y.question)!r}")
+        return Mismatch(
+            x.testset,
+            x.question_id,
+            f"different question texts: {x.source} has {_short(x.question)!r}, {y.source} has {_short(y.question)!r}",
+        )
     return None
 
 
 def _short(text: str, n: int = 60) -> str:
     t = norm_text(text)
-    return t if len(t) <= n else t[:n - 3] + "..."
+    return t if len(t) <= n else t[: n - 3] + "..."
 
 
 # ---- judging ----------------------------------------------------------------------------------------------
-def plan(pairs: Sequence[Pair], template: Template, store: Store, judge_id: str, orders: Sequence[str] = ORDERS,
-         retry_unparsed: bool = False) -> tuple[list[Item], int]:
+def plan(
+    pairs: Sequence[Pair],
+    template: Template,
+    store: Store,
+    judge_id: str,
+    orders: Sequence[str] = ORDERS,
+    retry_unparsed: bool = False,
+) -> tuple[list[Item], int]:
     """The judge requests still to send (one per distinct prompt) and how many are in the store already."""
     items: dict[str, Item] = {}
     for p in pairs:
@@ -83,9 +95,16 @@ def plan(pairs: Sequence[Pair], template: Template, store: Store, judge_id: str,
     return [it for k, it in items.items() if k not in done], len(done)
 
 
-def judge_pairs(pairs: Sequence[Pair], judge: Judge, store: Store, template: Template,
-                options: RunOptions | None = None, orders: Sequence[str] = ORDERS,
-                progress: ProgressFactory | None = None, label: str = "judging both orders") -> Judging:
+def judge_pairs(
+    pairs: Sequence[Pair],
+    judge: Judge,
+    store: Store,
+    template: Template,
+    options: RunOptions | None = None,
+    orders: Sequence[str] = ORDERS,
+    progress: ProgressFactory | None = None,
+    label: str = "judging both orders",
+) -> Judging:
     """Send every judgment not yet in the store; each reply is committed as it settles. The judge is loaded
     only when something is left to ask; `progress(label, requests left)` is called then."""
     opts = options or RunOptions()
@@ -106,8 +125,9 @@ def judge_pairs(pairs: Sequence[Pair], judge: Judge, store: Store, template: Tem
     return judging
 
 
-def stored_judgments(pairs: Sequence[Pair], store: Store, judge_id: str, prompt_version: str,
-            orders: Sequence[str] = ORDERS) -> list[Judgment]:
+def stored_judgments(
+    pairs: Sequence[Pair], store: Store, judge_id: str, prompt_version: str, orders: Sequence[str] = ORDERS
+) -> list[Judgment]:
     """The judgments of `pairs` as the store holds them (status `missing` where a run was cut short)."""
     got = store.get_many({p.item_id(o) for p in pairs for o in orders}, judge_id, prompt_version)
     out: list[Judgment] = []
@@ -118,14 +138,31 @@ def stored_judgments(pairs: Sequence[Pair], store: Store, judge_id: str, prompt_
                 out.append(Judgment(p.testset, p.question_id, order, None, None, "missing", None, judge_id))
                 continue
             s2 = (r.extra or {}).get("score_2") if r.status == "ok" else None
-            out.append(Judgment(p.testset, p.question_id, order, r.score, s2, r.status,
-                                r.raw if r.raw is not None else r.explanation, judge_id))
+            out.append(
+                Judgment(
+                    p.testset,
+                    p.question_id,
+                    order,
+                    r.score,
+                    s2,
+                    r.status,
+                    r.raw if r.raw is not None else r.explanation,
+                    judge_id,
+                )
+            )
     return out
 
 
-def compare(answers_a: Sequence[AnswerRow], answers_b: Sequence[AnswerRow], judge: Judge, store: Store,
-            template: Template | None = None, options: RunOptions | None = None, limit: int | None = None,
-            progress: ProgressFactory | None = None) -> CompareResult:
+def compare(
+    answers_a: Sequence[AnswerRow],
+    answers_b: Sequence[AnswerRow],
+    judge: Judge,
+    store: Store,
+    template: Template | None = None,
+    options: RunOptions | None = None,
+    limit: int | None = None,
+    progress: ProgressFactory | None = None,
+) -> CompareResult:
     """Match the two models' answers, judge every question in both orders, aggregate. The caller holds the
     store (`with store.exclusive(): ...`) when other runs may share it."""
     template = template or load_template("pairwise")
@@ -134,13 +171,28 @@ def compare(answers_a: Sequence[AnswerRow], answers_b: Sequence[AnswerRow], judg
     judgments = stored_judgments(pairs, store, judge.id, template.version)
     model_a = answers_a[0].model if answers_a else "A"
     model_b = answers_b[0].model if answers_b else "B"
-    return CompareResult(model_a, model_b, judge.id, template.version, pairs, judgments,
-                         aggregate(judgments, pairs), mismatches, judging,
-                         order_blind=bool(getattr(judge, "order_blind", False)))
+    return CompareResult(
+        model_a,
+        model_b,
+        judge.id,
+        template.version,
+        pairs,
+        judgments,
+        aggregate(judgments, pairs),
+        mismatches,
+        judging,
+        order_blind=bool(getattr(judge, "order_blind", False)),
+    )
 
 
-def reaggregate(reviews_ab: Sequence[ReviewRow], reviews_ba: Sequence[ReviewRow], model_a: str, model_b: str,
-                judge: str = "external", scale: tuple[float, float] = (1, 10)) -> CompareResult:
+def reaggregate(
+    reviews_ab: Sequence[ReviewRow],
+    reviews_ba: Sequence[ReviewRow],
+    model_a: str,
+    model_b: str,
+    judge: str = "external",
+    scale: tuple[float, float] = (1, 10),
+) -> CompareResult:
     """Win/tie/lose from reviews made elsewhere (the official AlpaGasus format): in `reviews_ab` model A was
     Assistant 1, in `reviews_ba` model B. Scores are parsed from each raw review."""
     by_key = {r.key: r for r in reviews_ba}
@@ -157,11 +209,18 @@ def reaggregate(reviews_ab: Sequence[ReviewRow], reviews_ba: Sequence[ReviewRow]
         for order, rev in (("ab", ab), ("ba", ba)):
             scores, reason = parse_pair(rev.review, *scale)
             status = "ok" if scores else "unparsed"
-            judgments.append(Judgment(ab.testset, ab.question_id, order, scores[0] if scores else None,
-                                      scores[1] if scores else None, status, rev.review, judge))
+            judgments.append(
+                Judgment(
+                    ab.testset,
+                    ab.question_id,
+                    order,
+                    scores[0] if scores else None,
+                    scores[1] if scores else None,
+                    status,
+                    rev.review,
+                    judge,
+                )
+            )
     for ba in by_key.values():
         mismatches.append(Mismatch(ba.testset, ba.question_id, f"no review with {model_a} first ({ba.source})"))
-    return CompareResult(model_a, model_b, judge, "external", pairs, judgments, aggregate(judgments, pairs),
-                         mismatches)
-
-
+    return CompareResult(model_a, model_b, judge, "external", pairs, judgments, aggregate(judgments, pairs), mismatches)

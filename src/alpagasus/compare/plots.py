@@ -1,5 +1,6 @@
 """Charts of `alpagasus compare`: stacked win/tie/lose bars per test set (the paper's main figure) and
 capacity per skill. Drawn with `report.figures` (matplotlib inside the functions, Agg backend)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,7 @@ def win_tie_lose(summary: dict, model_a: str, model_b: str, path: str | Path) ->
         shares = [c / t for c, t in zip(counts, totals)]
         bars = ax.barh(names, shares, left=left, color=COLORS[key], label=labels[key], height=0.6)
         # a count is written inside its segment when the segment has room for it
-        ax.bar_label(bars, labels=[str(c) if sh >= 0.06 else "" for c, sh in zip(counts, shares)],
-                     label_type="center")
+        ax.bar_label(bars, labels=[str(c) if sh >= 0.06 else "" for c, sh in zip(counts, shares)], label_type="center")
         left = [a + b for a, b in zip(left, shares)]
     ax.set_xlim(0, 1)
     ax.invert_yaxis()  # first test set on top
@@ -66,6 +66,10 @@ def capacity_bars(result: dict, path: str | Path) -> None:
     ax.axvline(100, color="black", linestyle="--", linewidth=1)
     ax.set_xlabel(f"% of {result['reference']}'s score")
     ax.set_title(f"Capacity per skill, against {result['reference']}")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(1, len(skills))),
-              ncol=max(1, len(models)), frameon=False)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12 - 0.3 / max(1, len(skills))),
+        ncol=max(1, len(models)),
+        frameon=False,
+    )
     save_png(fig, path, DPI)

@@ -1,5 +1,6 @@
 """What pairwise comparison works on: a question both models answered, a question that could not be matched,
 what a judging run did, and a comparison's result."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ ORDERS = ("ab", "ba")
 @dataclass
 class Pair:
     """One question both models answered."""
+
     testset: str
     question_id: str
     question: str
@@ -41,6 +43,7 @@ class Mismatch:
 @dataclass
 class Judging:
     """What judging a set of pairs did: prompts the store already held, and the engine's run for the rest."""
+
     already_in_store: int = 0
     run: RunCounts = field(default_factory=RunCounts)
 
@@ -53,7 +56,7 @@ class CompareResult:
     prompt_version: str
     pairs: list[Pair]
     judgments: list[Judgment]
-    summary: dict                                      # aggregate(): per test set and "all"
+    summary: dict  # aggregate(): per test set and "all"
     mismatches: list[Mismatch] = field(default_factory=list)
-    judging: Judging | None = None                     # requests sent, tokens, cost (None: re-aggregated)
-    order_blind: bool = False                          # the judge scores each answer alone (judges/pointwise.py)
+    judging: Judging | None = None  # requests sent, tokens, cost (None: re-aggregated)
+    order_blind: bool = False  # the judge scores each answer alone (judges/pointwise.py)

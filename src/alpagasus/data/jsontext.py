@@ -5,6 +5,7 @@ in chunks and dropped as it goes, and comes out as an InvalidRow giving its size
 MAX_DEPTH is an InvalidRow too (Python's parser would end in a RecursionError, our writers in another). A JSON
 list is decoded item by item (`json.JSONDecoder.raw_decode` over a sliding window), never read whole.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -104,7 +105,7 @@ class ListReader:
         data = self.f.read(size or self.chunk)
         newlines, last = self.buf.count("\n", 0, self.pos), self.buf.rfind("\n", 0, self.pos)
         self.line, self.col = self.line + newlines, self.pos - last - 1 if newlines else self.col + self.pos
-        self.buf = self.buf[self.pos:] + self.decoder.decode(data, final=not data)
+        self.buf = self.buf[self.pos :] + self.decoder.decode(data, final=not data)
         self.pos, self.eof = 0, not data
 
     def _skip_ws(self) -> str:
@@ -112,7 +113,7 @@ class ListReader:
         while True:
             self.pos = _WS.match(self.buf, self.pos).end()
             if self.pos < len(self.buf) or self.eof:
-                return self.buf[self.pos:self.pos + 1]
+                return self.buf[self.pos : self.pos + 1]
             self._fill()
 
     def _where(self, pos: int) -> str:

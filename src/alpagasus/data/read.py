@@ -6,6 +6,7 @@ Readers stream rows so memory does not grow with the file, and JSON ones hold at
 row whatever a line holds (data/jsontext.py); every bad row becomes an InvalidRow that names the file, the row
 and the field (or the size, or the nesting), so valid rows are never lost because of invalid ones.
 """
+
 from __future__ import annotations
 
 import csv
@@ -56,8 +57,9 @@ def _bad_text(value: str) -> str | None:
     return None
 
 
-def to_example(record: Any, row: int, source: str, field_map: Mapping[str, str] | None = None,
-               allow_empty: bool = False) -> Example | InvalidRow:
+def to_example(
+    record: Any, row: int, source: str, field_map: Mapping[str, str] | None = None, allow_empty: bool = False
+) -> Example | InvalidRow:
     """Validate one raw record; never raises for bad data. With `allow_empty`, an empty instruction or output
     is an Example (`empty_field` says which): bad data to rate or filter, not a broken row."""
     if not isinstance(record, dict):
@@ -91,8 +93,12 @@ def to_example(record: Any, row: int, source: str, field_map: Mapping[str, str] 
     extra = {k: v for k, v in record.items() if k not in used}
     for k, v in extra.items():  # other columns are carried to the outputs: they must be writable as UTF-8
         if not _encodable(k) or not _encodable(v):
-            return InvalidRow(source, row, str(k).encode("utf-8", "backslashreplace").decode(),
-                              "contains invalid UTF-8 (or a lone surrogate)")
+            return InvalidRow(
+                source,
+                row,
+                str(k).encode("utf-8", "backslashreplace").decode(),
+                "contains invalid UTF-8 (or a lone surrogate)",
+            )
     return Example(values["instruction"], values["input"], values["output"], extra=extra, row=row)
 
 
@@ -139,8 +145,10 @@ def iter_records(path: str | Path, max_row_bytes: int | None = None) -> Iterator
     elif suffix == ".json":
         yield from _iter_json_list(p, max_row_bytes)
     else:
-        raise DataError(f"{src}: unknown format (use .json, .jsonl, .csv, .tsv (each optionally .gz), .parquet or a "
-                        "datasets directory)")
+        raise DataError(
+            f"{src}: unknown format (use .json, .jsonl, .csv, .tsv (each optionally .gz), .parquet or a "
+            "datasets directory)"
+        )
 
 
 def _sized(rows: Iterator[tuple[int, Any]], src: str, limit: int | None) -> Iterator[tuple[int, Any]]:
@@ -209,8 +217,7 @@ def _iter_json_list(p: Path, max_row_bytes: int | None) -> Iterator[tuple[int, A
 def _iter_csv(p: Path, delimiter: str) -> Iterator[tuple[int, Any]]:
     csv.field_size_limit(sys.maxsize)
     with io.TextIOWrapper(_open_bytes(p), encoding="utf-8", errors="surrogateescape", newline="") as f:
-        for i, rec in enumerate(csv.DictReader(f, delimiter=delimiter), 1):
-            yield i, rec
+        yield from enumerate(csv.DictReader(f, delimiter=delimiter), 1)
 
 
 def _iter_parquet(p: Path) -> Iterator[tuple[int, Any]]:
@@ -233,8 +240,10 @@ def _iter_hf_dir(p: Path) -> Iterator[tuple[int, Any]]:
     try:
         ds = datasets.load_from_disk(str(p))
     except (FileNotFoundError, ValueError) as e:
-        raise DataError(f"{p}: a directory, but not a dataset saved by `datasets` ({e}); give a .json, .jsonl, "
-                        ".csv or .parquet file") from None
+        raise DataError(
+            f"{p}: a directory, but not a dataset saved by `datasets` ({e}); give a .json, .jsonl, "
+            ".csv or .parquet file"
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
     yield from enumerate(ds, 1)
@@ -250,23 +259,34 @@ def _iter_hf_hub(name: str) -> Iterator[tuple[int, Any]]:
         ds = datasets.load_dataset(repo, split=split or "train")
     except Exception as e:  # no network, no such dataset, a gated one...: say what failed and what to do
         why = ([x for x in str(e).splitlines() if x.strip()] or [type(e).__name__])[0][:300]
-        raise DataError(f"{name}: not a local file, and loading it as a Hugging Face hub dataset failed "
-                        f"({type(e).__name__}: {why}). Download it and give the local file (.json, .jsonl, .csv, "
-                        ".parquet or a `datasets` directory), or check the name and the network") from None
+        raise DataError(
+            f"{name}: not a local file, and loading it as a Hugging Face hub dataset failed "
+            f"({type(e).__name__}: {why}). Download it and give the local file (.json, .jsonl, .csv, "
+            ".parquet or a `datasets` directory), or check the name and the network"
+        ) from None
     yield from enumerate(ds, 1)
 
 
-def iter_examples(path: str | Path, field_map: Mapping[str, str] | None = None, allow_empty: bool = False,
-                  max_row_bytes: int | None = MAX_ROW_BYTES) -> Iterator[Example | InvalidRow]:
+def iter_examples(
+    path: str | Path,
+    field_map: Mapping[str, str] | None = None,
+    allow_empty: bool = False,
+    max_row_bytes: int | None = MAX_ROW_BYTES,
+) -> Iterator[Example | InvalidRow]:
     """Stream validated examples (or InvalidRow for bad rows, one above `max_row_bytes` among them) from a
     dataset file."""
     for row, rec in iter_records(path, max_row_bytes):
         yield rec if isinstance(rec, InvalidRow) else to_example(rec, row, str(path), field_map, allow_empty)
 
 
-def stream_examples(path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False,
-                    stats: ReadResult | None = None, allow_empty: bool = False,
-                    max_row_bytes: int | None = MAX_ROW_BYTES) -> Iterator[Example]:
+def stream_examples(
+    path: str | Path,
+    field_map: Mapping[str, str] | None = None,
+    skip_invalid: bool = False,
+    stats: ReadResult | None = None,
+    allow_empty: bool = False,
+    max_row_bytes: int | None = MAX_ROW_BYTES,
+) -> Iterator[Example]:
     """Validated, deduplicated examples, one at a time: memory holds only the ids seen (8 bytes of hash each
     as an int), never the rows. Counts go to `stats` (rows, duplicates, invalid rows with their reasons).
     Raises DataError on the first bad row unless `skip_invalid`."""
@@ -287,8 +307,12 @@ def stream_examples(path: str | Path, field_map: Mapping[str, str] | None = None
             yield item
 
 
-def read_examples(path: str | Path, field_map: Mapping[str, str] | None = None, skip_invalid: bool = False,
-                  max_row_bytes: int | None = MAX_ROW_BYTES) -> ReadResult:
+def read_examples(
+    path: str | Path,
+    field_map: Mapping[str, str] | None = None,
+    skip_invalid: bool = False,
+    max_row_bytes: int | None = MAX_ROW_BYTES,
+) -> ReadResult:
     """Read and validate a whole dataset into memory (small files, tests); duplicated content is kept once.
     Large files: use `stream_examples`."""
     result = ReadResult()
@@ -317,7 +341,7 @@ def iter_objects(path: str | Path, jsonl: bool = False) -> Iterator[tuple[int, d
 
 def read_table(path: str | Path) -> Iterator[dict[str, Any]]:
     """Any supported table as plain dicts, without example validation (answers, labels, ratings)."""
-    for row, rec in iter_records(path):
+    for _row, rec in iter_records(path):
         if isinstance(rec, InvalidRow):
             raise DataError(str(rec))
         yield rec

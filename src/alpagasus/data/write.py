@@ -1,5 +1,6 @@
 """Files out: JSONL, JSON, CSV/TSV and Parquet, always written atomically (a temp file beside the target, fsync,
 rename), so a crash leaves the old file or the new one; temp files a killed writer left are removed by the next."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
 
 from alpagasus.data.read import DataError
+
 
 @contextlib.contextmanager
 def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
@@ -43,9 +45,12 @@ def _remove_stale_temps(target: Path) -> None:
     """Temp files an earlier writer of `target` left when it was killed mid-write (kill -9, power loss): those of
     a process that no longer runs, and unmarked ones (older versions) not touched for an hour."""
     for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        marker = tmp.name[len(target.name) + 2:].split(".", 1)[0]
-        alive = marker[1:].isdigit() and _pid_alive(int(marker[1:])) if marker.startswith("p") else \
-            time.time() - tmp.stat().st_mtime < 3600
+        marker = tmp.name[len(target.name) + 2 :].split(".", 1)[0]
+        alive = (
+            marker[1:].isdigit() and _pid_alive(int(marker[1:]))
+            if marker.startswith("p")
+            else time.time() - tmp.stat().st_mtime < 3600
+        )
         if not alive:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -120,18 +125,21 @@ def _write_parquet(path: str | Path, rows: Iterable[Mapping[str, Any]], chunk: i
     n, writer, schema = 0, None, None
     batch: list[Mapping[str, Any]] = []
     with atomic_writer(path, "wb") as f:
+
         def flush() -> None:
             nonlocal writer, schema
             if schema is None:  # the first chunk fixes the schema; all-null columns become strings
                 inferred = pa.Table.from_pylist(batch).schema
-                schema = pa.schema([pa.field(x.name, pa.string()) if pa.types.is_null(x.type) else x
-                                    for x in inferred])
+                schema = pa.schema([pa.field(x.name, pa.string()) if pa.types.is_null(x.type) else x for x in inferred])
                 writer = pq.ParquetWriter(f, schema)
             try:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                raise DataError(f"{path}: rows {n - len(batch) + 1}-{n} do not fit the columns of the first "
-                                f"rows ({e}); write .jsonl instead") from e
+                raise DataError(
+                    f"{path}: rows {n - len(batch) + 1}-{n} do not fit the columns of the first "
+                    f"rows ({e}); write .jsonl instead"
+                ) from e
+
         for r in rows:
             batch.append(r)
             n += 1
@@ -149,5 +157,3 @@ def _write_parquet(path: str | Path, rows: Iterable[Mapping[str, Any]], chunk: i
 
 def _csv_cell(v: Any) -> Any:
     return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
-
-

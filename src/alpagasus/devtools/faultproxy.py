@@ -13,6 +13,7 @@ Library: `with FaultProxy(upstream, [Rule("429", rate=0.3, retry_after=2)]) as p
 Command: `python -m alpagasus.devtools.faultproxy --upstream http://127.0.0.1:8000 --port 9000 --fault 429:0.3`.
 stdlib only (asyncio in a background thread); HTTP/1.1 with keep-alive towards the client.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,22 +32,30 @@ from urllib.parse import urlsplit
 
 ERRORS = ("429", "500", "502", "503")
 FAULTS = ERRORS + ("hang", "drop", "empty", "length", "garbage", "content")
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
-           502: "Bad Gateway", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 @dataclass
 class Rule:
     """One fault, applied to the requests that meet every condition given (and then with probability `rate`)."""
+
     fault: str
     rate: float = 1.0
-    requests: Container[int] | None = None      # request indices, 0-based in arrival order
-    window: tuple[float, float] | None = None   # seconds since start() / reset()
-    match: str | None = None                    # text the request body must contain
-    times: int | None = None                    # fire at most this often
-    retry_after: float | None = None            # 429/503: the Retry-After header
+    requests: Container[int] | None = None  # request indices, 0-based in arrival order
+    window: tuple[float, float] | None = None  # seconds since start() / reset()
+    match: str | None = None  # text the request body must contain
+    times: int | None = None  # fire at most this often
+    retry_after: float | None = None  # 429/503: the Retry-After header
     content: str | Callable[[dict], str] | None = None  # "content"/"length": the reply text (or f(request))
-    hang_s: float = 600.0                       # "hang": how long to hold the request unanswered
+    hang_s: float = 600.0  # "hang": how long to hold the request unanswered
     hits: int = 0
 
     def __post_init__(self) -> None:
@@ -57,17 +66,18 @@ class Rule:
 @dataclass
 class Event:
     index: int
-    key: str                    # hash of the request's messages: one item across its retries
+    key: str  # hash of the request's messages: one item across its retries
     fault: str | None
-    received: float             # time.monotonic() when the request was read
-    done: float | None = None   # when the whole response was written; None if it never was
+    received: float  # time.monotonic() when the request was read
+    done: float | None = None  # when the whole response was written; None if it never was
     status: int | None = None
-    sent: float | None = None   # when the response started to be written (the client cannot have it sooner)
+    sent: float | None = None  # when the response started to be written (the client cannot have it sooner)
 
 
 @dataclass
 class Lognormal:
     """Latency of a hosted API: lognormal with this median; sigma 1 puts p99 near 10x the median."""
+
     median: float = 1.0
     sigma: float = 1.0
     cap: float = 60.0
@@ -87,9 +97,18 @@ def request_key(body: bytes | dict) -> str:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str | None, rules: list[Rule] | tuple[Rule, ...] = (), *, seed: int = 0,
-                 host: str = "127.0.0.1", port: int = 0, latency: Lognormal | None = None,
-                 outages: list[tuple[float, float]] | tuple = (), canned: str = "4\nA canned review."):
+    def __init__(
+        self,
+        upstream: str | None,
+        rules: list[Rule] | tuple[Rule, ...] = (),
+        *,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: Lognormal | None = None,
+        outages: list[tuple[float, float]] | tuple = (),
+        canned: str = "4\nA canned review.",
+    ):
         u = urlsplit(upstream) if upstream else None
         self.upstream = (u.hostname or "127.0.0.1", u.port or 80) if u else None  # None: answer with `canned`
         self.rules, self.seed, self.host, self.port = list(rules), seed, host, port
@@ -141,7 +160,7 @@ class FaultProxy:
     def up(self) -> None:
         self._call(self._listen())
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self.start()
         return self
 
@@ -177,8 +196,12 @@ class FaultProxy:
         faults: dict[str, int] = {}
         for e in ev:
             faults[e.fault or "none"] = faults.get(e.fault or "none", 0) + 1
-        return {"received": len(ev), "completed": sum(e.done is not None for e in ev),
-                "items": len({e.key for e in ev}), "faults": faults}
+        return {
+            "received": len(ev),
+            "completed": sum(e.done is not None for e in ev),
+            "items": len({e.key for e in ev}),
+            "faults": faults,
+        }
 
     # ---- the server ----------------------------------------------------------------------------------------
     def _call(self, coro: Any) -> Any:
@@ -186,8 +209,9 @@ class FaultProxy:
 
     async def _listen(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True,
-                                                      limit=1 << 24)
+            self._server = await asyncio.start_server(
+                self._handle, self.host, self.port, reuse_address=True, limit=1 << 24
+            )
             self.port = self._server.sockets[0].getsockname()[1]
 
     async def _close(self) -> None:
@@ -215,8 +239,13 @@ class FaultProxy:
                 req = await _read_request(reader)
                 if req is None or not await self._serve(req, writer):
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-                asyncio.CancelledError):
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            asyncio.CancelledError,
+        ):
             pass
         finally:
             self._tasks.discard(task)
@@ -226,9 +255,13 @@ class FaultProxy:
 
     def _pick(self, index: int, t: float, text: str) -> Rule | None:
         for r in self.rules:
-            if ((r.requests is None or index in r.requests) and (r.window is None or r.window[0] <= t < r.window[1])
-                    and (r.match is None or r.match in text) and (r.times is None or r.hits < r.times)
-                    and (r.rate >= 1 or self.rng.random() < r.rate)):
+            if (
+                (r.requests is None or index in r.requests)
+                and (r.window is None or r.window[0] <= t < r.window[1])
+                and (r.match is None or r.match in text)
+                and (r.times is None or r.hits < r.times)
+                and (r.rate >= 1 or self.rng.random() < r.rate)
+            ):
                 r.hits += 1
                 return r
         return None
@@ -277,8 +310,13 @@ class FaultProxy:
         except OSError as e:
             return 502, {}, json.dumps({"error": {"message": f"upstream unreachable: {e}"}}).encode()
         hdrs = {k: v for k, v in req["headers"].items() if k in ("content-type", "authorization", "accept")}
-        lines = [f"{req['method']} {req['path']} HTTP/1.1", f"host: {self.upstream[0]}:{self.upstream[1]}",
-                 f"content-length: {len(req['body'])}", "connection: close", *(f"{k}: {v}" for k, v in hdrs.items())]
+        lines = [
+            f"{req['method']} {req['path']} HTTP/1.1",
+            f"host: {self.upstream[0]}:{self.upstream[1]}",
+            f"content-length: {len(req['body'])}",
+            "connection: close",
+            *(f"{k}: {v}" for k, v in hdrs.items()),
+        ]
         try:
             w.write(("\r\n".join(lines) + "\r\n\r\n").encode() + req["body"])
             await w.drain()
@@ -324,13 +362,17 @@ def _dechunk(data: bytes) -> bytes:
         size = int(data[i:j].split(b";")[0], 16)
         if size == 0:
             return out
-        out += data[j + 2:j + 2 + size]
+        out += data[j + 2 : j + 2 + size]
         i = j + 2 + size + 2
 
 
 def _head(status: int, headers: dict, length: int, keep: bool) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", f"content-length: {length}",
-             f"connection: {'keep-alive' if keep else 'close'}", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}",
+        f"content-length: {length}",
+        f"connection: {'keep-alive' if keep else 'close'}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
@@ -350,7 +392,12 @@ def _rewrite(body: bytes, fault: str, content: Any, req: dict) -> bytes:
     choice["message"]["content"] = text
     if request.get("logprobs"):
         tok = (text or "").split()[0] if (text or "").split() else ""
-        entry = {"token": tok, "logprob": 0.0, "bytes": None, "top_logprobs": [{"token": tok, "logprob": 0.0, "bytes": None}]}
+        entry = {
+            "token": tok,
+            "logprob": 0.0,
+            "bytes": None,
+            "top_logprobs": [{"token": tok, "logprob": 0.0, "bytes": None}],
+        }
         choice["logprobs"] = {"content": [entry] if tok else []}
     return json.dumps(obj).encode()
 
@@ -361,15 +408,30 @@ def _canned(req: dict, text: str) -> bytes:
         request = json.loads(req["body"] or b"{}")
     except ValueError:
         request = {}
-    obj = {"id": "chatcmpl-proxy", "object": "chat.completion", "created": int(time.time()),
-           "model": request.get("model", "canned"), "choices": [{"index": 0, "finish_reason": "stop",
-           "message": {"role": "assistant", "content": text}, "logprobs": None}],
-           "usage": {"prompt_tokens": len(req["body"]) // 4, "completion_tokens": len(text) // 4 + 1,
-                     "total_tokens": len(req["body"]) // 4 + len(text) // 4 + 1}}
-    return _rewrite(json.dumps(obj).encode(), "content", text, req) if request.get("logprobs") else json.dumps(obj).encode()
+    obj = {
+        "id": "chatcmpl-proxy",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "canned"),
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}, "logprobs": None}
+        ],
+        "usage": {
+            "prompt_tokens": len(req["body"]) // 4,
+            "completion_tokens": len(text) // 4 + 1,
+            "total_tokens": len(req["body"]) // 4 + len(text) // 4 + 1,
+        },
+    }
+    return (
+        _rewrite(json.dumps(obj).encode(), "content", text, req)
+        if request.get("logprobs")
+        else json.dumps(obj).encode()
+    )
 
 
-SPEC = re.compile(r"^(?P<fault>\w+)(?::(?P<rate>[\d.]+))?(?:@(?P<t0>[\d.]+)-(?P<t1>[\d.]+))?(?:#(?P<n0>\d+)-(?P<n1>\d+))?$")
+SPEC = re.compile(
+    r"^(?P<fault>\w+)(?::(?P<rate>[\d.]+))?(?:@(?P<t0>[\d.]+)-(?P<t1>[\d.]+))?(?:#(?P<n0>\d+)-(?P<n1>\d+))?$"
+)
 
 
 def parse_rule(spec: str, retry_after: float | None = None, content: str | None = None, hang_s: float = 600.0) -> Rule:
@@ -378,17 +440,27 @@ def parse_rule(spec: str, retry_after: float | None = None, content: str | None 
     if not m:
         raise ValueError(f"bad fault spec {spec!r}: expected KIND[:RATE][@T0-T1][#N0-N1]")
     g = m.groupdict()
-    return Rule(g["fault"], rate=float(g["rate"] or 1), retry_after=retry_after, content=content, hang_s=hang_s,
-                window=(float(g["t0"]), float(g["t1"])) if g["t0"] else None,
-                requests=range(int(g["n0"]), int(g["n1"]) + 1) if g["n0"] else None)
+    return Rule(
+        g["fault"],
+        rate=float(g["rate"] or 1),
+        retry_after=retry_after,
+        content=content,
+        hang_s=hang_s,
+        window=(float(g["t0"]), float(g["t1"])) if g["t0"] else None,
+        requests=range(int(g["n0"]), int(g["n1"]) + 1) if g["n0"] else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m alpagasus.devtools.faultproxy", description=__doc__.split("\n")[0])
-    ap.add_argument("--upstream", required=True, help="the real server, e.g. http://127.0.0.1:8000 ('none': canned replies)")
+    ap.add_argument(
+        "--upstream", required=True, help="the real server, e.g. http://127.0.0.1:8000 ('none': canned replies)"
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--fault", action="append", default=[], help="KIND[:RATE][@T0-T1][#N0-N1]; kinds: " + ", ".join(FAULTS))
+    ap.add_argument(
+        "--fault", action="append", default=[], help="KIND[:RATE][@T0-T1][#N0-N1]; kinds: " + ", ".join(FAULTS)
+    )
     ap.add_argument("--retry-after", type=float, default=None, help="Retry-After of 429/503 answers (seconds)")
     ap.add_argument("--content", default=None, help="reply text for the content/length faults")
     ap.add_argument("--hang", type=float, default=600.0, help="seconds a 'hang' holds a request")
@@ -401,8 +473,15 @@ def main(argv: list[str] | None = None) -> None:
     rules = [parse_rule(s, a.retry_after, a.content, a.hang) for s in a.fault]
     outages = [tuple(float(x) for x in w.split("-", 1)) for w in a.down]
     latency = Lognormal(a.latency_median, a.latency_sigma) if a.latency_median else None
-    proxy = FaultProxy(None if a.upstream == "none" else a.upstream, rules, seed=a.seed, host=a.host, port=a.port,
-                       latency=latency, outages=outages)
+    proxy = FaultProxy(
+        None if a.upstream == "none" else a.upstream,
+        rules,
+        seed=a.seed,
+        host=a.host,
+        port=a.port,
+        latency=latency,
+        outages=outages,
+    )
     print(f"fault proxy on {proxy.start()} -> {a.upstream}", flush=True)
     try:
         while True:

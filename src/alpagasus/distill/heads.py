@@ -1,4 +1,5 @@
 """Heads of a predictor (logistic, MLP, logistic with TF-IDF terms), out-of-fold scores, metrics, calibration."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -18,17 +19,30 @@ TFIDF = {"max_features": 20000, "min_df": 3}
 HEADS: dict[str, dict[str, Any]] = {
     **{f"logistic-{c}": {"kind": "logistic", "C": c} for c in (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)},
     "mlp": {"kind": "mlp", "hidden": 64, "alpha": 1.0},
-    **{f"tfidf-{c}-{s}": {"kind": "logistic", "C": c, "dense_scale": s, "tfidf": TFIDF}
-       for c, s in ((1.0, 0.055), (1.0, 0.1), (0.3, 0.1))},
-    **{f"ensemble-{ce}-{ch}-{ct}": {"kind": "ensemble", "C_embeddings": ce, "C_hand": ch, "C_tfidf": ct,
-                                    "tfidf": TFIDF} for ce, ch, ct in ((0.001, 0.1, 0.3), (0.003, 0.1, 1.0))},
+    **{
+        f"tfidf-{c}-{s}": {"kind": "logistic", "C": c, "dense_scale": s, "tfidf": TFIDF}
+        for c, s in ((1.0, 0.055), (1.0, 0.1), (0.3, 0.1))
+    },
+    **{
+        f"ensemble-{ce}-{ch}-{ct}": {
+            "kind": "ensemble",
+            "C_embeddings": ce,
+            "C_hand": ch,
+            "C_tfidf": ct,
+            "tfidf": TFIDF,
+        }
+        for ce, ch, ct in ((0.001, 0.1, 0.3), (0.003, 0.1, 1.0))
+    },
 }
-AUTO_HEADS = {"embeddings": ("logistic-0.001", "logistic-0.003", "logistic-0.01"),
-              "rich": ("ensemble-0.001-0.1-0.3", "ensemble-0.003-0.1-1.0", "tfidf-1.0-0.055")}
+AUTO_HEADS = {
+    "embeddings": ("logistic-0.001", "logistic-0.003", "logistic-0.01"),
+    "rich": ("ensemble-0.001-0.1-0.3", "ensemble-0.003-0.1-1.0", "tfidf-1.0-0.055"),
+}
 
 
-def fit_head(spec: Mapping[str, Any], x: Any, y: Any, w: Any, seed: int = 0,
-             examples: Sequence[Example] | None = None) -> dict[str, Any]:
+def fit_head(
+    spec: Mapping[str, Any], x: Any, y: Any, w: Any, seed: int = 0, examples: Sequence[Example] | None = None
+) -> dict[str, Any]:
     """Standardise, fit, and return the head as plain arrays (see Predictor.raw). A spec with "tfidf" also
     fits TF-IDF vocabularies of the examples' outputs and prompts and learns their terms jointly."""
     import numpy as np
@@ -55,8 +69,9 @@ def fit_head(spec: Mapping[str, Any], x: Any, y: Any, w: Any, seed: int = 0,
     elif spec["kind"] == "mlp":
         from sklearn.neural_network import MLPClassifier
 
-        m = MLPClassifier(hidden_layer_sizes=(spec["hidden"],), alpha=spec["alpha"], max_iter=300,
-                          random_state=seed).fit(z, y, sample_weight=w_norm)
+        m = MLPClassifier(
+            hidden_layer_sizes=(spec["hidden"],), alpha=spec["alpha"], max_iter=300, random_state=seed
+        ).fit(z, y, sample_weight=w_norm)
         arrays["n_layers"] = np.array([len(m.coefs_)])
         for i, (W, b) in enumerate(zip(m.coefs_, m.intercepts_)):
             arrays[f"W{i}"], arrays[f"b{i}"] = W.astype(np.float64), b.astype(np.float64)
@@ -75,9 +90,16 @@ def _tfidf_matrix(spec: Mapping[str, Any], examples: Sequence[Example]) -> tuple
     from alpagasus.predictors.text import ngrams
 
     texts = {"output": [e.output for e in examples], "prompt": [prompt_text(e) for e in examples]}
-    vecs = {k: TfidfVectorizer(analyzer=ngrams, min_df=spec["tfidf"]["min_df"], sublinear_tf=True,
-                               max_features=spec["tfidf"]["max_features"], dtype=np.float64).fit(t)
-            for k, t in texts.items()}
+    vecs = {
+        k: TfidfVectorizer(
+            analyzer=ngrams,
+            min_df=spec["tfidf"]["min_df"],
+            sublinear_tf=True,
+            max_features=spec["tfidf"]["max_features"],
+            dtype=np.float64,
+        ).fit(t)
+        for k, t in texts.items()
+    }
     return hstack([vecs[k].transform(t) for k, t in texts.items()]).tocsr(), vecs
 
 
@@ -106,8 +128,12 @@ def _fit_ensemble(spec: Mapping[str, Any], z: Any, y: Any, w: Any, examples: Seq
         m = LogisticRegression(C=c, max_iter=5000).fit(x, y, sample_weight=w)
         sd = float(np.std(m.decision_function(x))) or 1.0
         parts.append((m.coef_[0].astype(np.float64) / sd, float(m.intercept_[0]) / sd))
-    return {"n_layers": np.array([1]), "W0": np.concatenate([parts[0][0], parts[1][0]]).reshape(-1, 1),
-            "b0": np.array([sum(b for _, b in parts)]), **_tfidf_arrays(vecs, parts[2][0])}
+    return {
+        "n_layers": np.array([1]),
+        "W0": np.concatenate([parts[0][0], parts[1][0]]).reshape(-1, 1),
+        "b0": np.array([sum(b for _, b in parts)]),
+        **_tfidf_arrays(vecs, parts[2][0]),
+    }
 
 
 def _fit_tfidf_logistic(spec: Mapping[str, Any], z: Any, y: Any, w: Any, examples: Sequence[Example]) -> dict:
@@ -119,15 +145,26 @@ def _fit_tfidf_logistic(spec: Mapping[str, Any], z: Any, y: Any, w: Any, example
 
     tf, vecs = _tfidf_matrix(spec, examples)
     s = float(spec["dense_scale"])
-    m = LogisticRegression(C=spec["C"], max_iter=5000).fit(hstack([csr_matrix(z * s), tf]).tocsr(), y,
-                                                           sample_weight=w)
+    m = LogisticRegression(C=spec["C"], max_iter=5000).fit(hstack([csr_matrix(z * s), tf]).tocsr(), y, sample_weight=w)
     coef, n = m.coef_[0].astype(np.float64), z.shape[1]
-    return {"n_layers": np.array([1]), "W0": (coef[:n] * s).reshape(-1, 1), "b0": m.intercept_.astype(np.float64),
-            **_tfidf_arrays(vecs, coef[n:])}
+    return {
+        "n_layers": np.array([1]),
+        "W0": (coef[:n] * s).reshape(-1, 1),
+        "b0": m.intercept_.astype(np.float64),
+        **_tfidf_arrays(vecs, coef[n:]),
+    }
 
 
-def out_of_fold(spec: Mapping[str, Any], x: Any, y: Any, w: Any, strata: Any, folds: int, seed: int,
-                examples: Sequence[Example] | None = None) -> Any:
+def out_of_fold(
+    spec: Mapping[str, Any],
+    x: Any,
+    y: Any,
+    w: Any,
+    strata: Any,
+    folds: int,
+    seed: int,
+    examples: Sequence[Example] | None = None,
+) -> Any:
     """Raw scores of each row from a head that did not see it (for head choice and calibration)."""
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
@@ -141,8 +178,9 @@ def out_of_fold(spec: Mapping[str, Any], x: Any, y: Any, w: Any, strata: Any, fo
 
 
 # ---- metrics ----------------------------------------------------------------------------------------
-def metrics(keep: Any, raw: Any, p: Any = None, value: Any = None, score: Any = None,
-            threshold: float | None = None) -> dict[str, float]:
+def metrics(
+    keep: Any, raw: Any, p: Any = None, value: Any = None, score: Any = None, threshold: float | None = None
+) -> dict[str, float]:
     """Ranking and calibration figures on rows of the natural distribution."""
     import numpy as np
     from scipy.stats import spearmanr
@@ -151,16 +189,25 @@ def metrics(keep: Any, raw: Any, p: Any = None, value: Any = None, score: Any = 
     keep = np.asarray(keep)
     k = max(1, int(keep.sum()))
     top = np.argsort(-np.asarray(raw), kind="stable")[:k]
-    out = {"rows": int(len(keep)), "positive_rate": float(keep.mean()), "roc_auc": float(roc_auc_score(keep, raw)),
-           "average_precision": float(average_precision_score(keep, raw)),
-           "precision_at_kept_fraction": float(keep[top].mean())}
+    out = {
+        "rows": int(len(keep)),
+        "positive_rate": float(keep.mean()),
+        "roc_auc": float(roc_auc_score(keep, raw)),
+        "average_precision": float(average_precision_score(keep, raw)),
+        "precision_at_kept_fraction": float(keep[top].mean()),
+    }
     if value is not None:
         out["spearman"] = float(spearmanr(value, raw).statistic)
     if p is not None:
         out["brier"] = float(np.mean((p - keep) ** 2))
         bins = np.minimum((p * 10).astype(int), 9)
-        out["ece"] = float(sum(abs(p[bins == b].mean() - keep[bins == b].mean()) * (bins == b).mean()
-                               for b in range(10) if (bins == b).any()))
+        out["ece"] = float(
+            sum(
+                abs(p[bins == b].mean() - keep[bins == b].mean()) * (bins == b).mean()
+                for b in range(10)
+                if (bins == b).any()
+            )
+        )
     if score is not None and threshold is not None:
         sel = np.asarray(score) >= threshold
         out["kept_fraction_at_threshold"] = float(sel.mean())
@@ -182,7 +229,8 @@ def calibrate(raw: Any, keep: Any, w: Any, threshold: float) -> dict[str, Any]:
     cum = np.cumsum(w[order]) / w.sum()
     cut = float(raw[order][min(len(raw) - 1, int(np.searchsorted(cum, 1.0 - rate)))])
     t = min(max(threshold, 0.05), 4.95)  # the anchor logit(t/5) must be finite
-    return {"iso_x": np.asarray(iso.X_thresholds_, dtype=np.float64),
-            "iso_y": np.asarray(iso.y_thresholds_, dtype=np.float64),
-            "score_map": np.array([max(slope, 1e-3), cut, t], dtype=np.float64)}
-
+    return {
+        "iso_x": np.asarray(iso.X_thresholds_, dtype=np.float64),
+        "iso_y": np.asarray(iso.y_thresholds_, dtype=np.float64),
+        "score_map": np.array([max(slope, 1e-3), cut, t], dtype=np.float64),
+    }

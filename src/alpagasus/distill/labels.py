@@ -1,4 +1,5 @@
 """Labels for `alpagasus distill`: read a rating table into a LabelSet (keep decision, weights, uniform rows)."""
+
 from __future__ import annotations
 
 import math
@@ -20,14 +21,15 @@ class DistillError(DataError):
 @dataclass
 class LabelSet:
     """Labelled examples, as read from a `rate` output or any table with a label column."""
+
     source: str
     label: str
     threshold: float
     examples: list[Example]
-    keep: Any                    # 0/1: the strong judge keeps the row
-    value: Any | None            # numeric labels (e.g. 0-5 scores), None for boolean labels
+    keep: Any  # 0/1: the strong judge keeps the row
+    value: Any | None  # numeric labels (e.g. 0-5 scores), None for boolean labels
     weight: Any
-    uniform: Any                 # True where the row was drawn uniformly (held out / calibrated on)
+    uniform: Any  # True where the row was drawn uniformly (held out / calibrated on)
     skipped: dict[str, int] = field(default_factory=dict)
     invalid: list[str] = field(default_factory=list)  # why rows were skipped as invalid (the first few)
     uniform_column: str | None = None
@@ -51,9 +53,14 @@ def _parse_label(v: Any) -> float | bool | None:
     raise ValueError(type(v).__name__)
 
 
-def load_labels(path: str | Path, label: str | None = None, threshold: float = 4.5,
-                weight_column: str | None = None, uniform_column: str | None = None,
-                field_map: Mapping[str, str] | None = None) -> LabelSet:
+def load_labels(
+    path: str | Path,
+    label: str | None = None,
+    threshold: float = 4.5,
+    weight_column: str | None = None,
+    uniform_column: str | None = None,
+    field_map: Mapping[str, str] | None = None,
+) -> LabelSet:
     """Read labels. Without `label`, the file must be `alpagasus rate` output: `score` is the label and
     rows whose `status` is not "ok" are skipped. Numeric labels become keep = value >= threshold."""
     import numpy as np
@@ -69,8 +76,10 @@ def load_labels(path: str | Path, label: str | None = None, threshold: float = 4
             if label is None:  # `rate` output: its score, namespaced where the user's rows had their own
                 label = RATING_PREFIX + "score" if RATING_PREFIX + "status" in rec else "score"
                 if label not in rec:
-                    raise DistillError(f"{src}: no --label given and no 'score' column (an `alpagasus rate` "
-                                       f"output has one); columns: {', '.join(sorted(columns))}")
+                    raise DistillError(
+                        f"{src}: no --label given and no 'score' column (an `alpagasus rate` "
+                        f"output has one); columns: {', '.join(sorted(columns))}"
+                    )
             for what, col in (("label", label), ("weight", weight_column), ("uniform", uniform_column)):
                 if col is not None and col not in rec:
                     raise DistillError(f"{src}: no {what} column {col!r}; columns: {', '.join(sorted(columns))}")
@@ -86,8 +95,9 @@ def load_labels(path: str | Path, label: str | None = None, threshold: float = 4
         try:
             v = _parse_label(rec.get(label))
         except ValueError:
-            raise DistillError(f"{src}, row {row}, column {label!r}: expected a number or true/false, "
-                               f"got {rec.get(label)!r}") from None
+            raise DistillError(
+                f"{src}, row {row}, column {label!r}: expected a number or true/false, got {rec.get(label)!r}"
+            ) from None
         if v is None:
             skipped["no label"] = skipped.get("no label", 0) + 1
             continue
@@ -100,9 +110,20 @@ def load_labels(path: str | Path, label: str | None = None, threshold: float = 4
     vals = np.asarray([float(v) for v in values], dtype=np.float64)
     boolean = all(isinstance(v, bool) for v in values) or set(np.unique(vals)) <= {0.0, 1.0}
     keep = (vals > 0.5) if boolean else (vals >= threshold)
-    ls = LabelSet(src, label, threshold, examples, keep.astype(np.int64), None if boolean else vals,
-                  np.asarray(weights, dtype=np.float64), np.asarray(uniform, dtype=bool), skipped,
-                  invalid[:5], uniform_column, weight_column)
+    ls = LabelSet(
+        src,
+        label,
+        threshold,
+        examples,
+        keep.astype(np.int64),
+        None if boolean else vals,
+        np.asarray(weights, dtype=np.float64),
+        np.asarray(uniform, dtype=bool),
+        skipped,
+        invalid[:5],
+        uniform_column,
+        weight_column,
+    )
     check_labels(ls)
     return ls
 
@@ -116,8 +137,9 @@ def _row_weight(rec: Mapping[str, Any], column: str | None, src: str, row: int) 
     except (TypeError, ValueError):
         w = -1.0
     if not w >= 0 or math.isinf(w):
-        raise DistillError(f"{src}, row {row}, column {column!r}: a weight must be a number >= 0, "
-                           f"got {rec.get(column)!r}")
+        raise DistillError(
+            f"{src}, row {row}, column {column!r}: a weight must be a number >= 0, got {rec.get(column)!r}"
+        )
     return w
 
 
@@ -128,16 +150,18 @@ def _row_uniform(rec: Mapping[str, Any], column: str | None, src: str, row: int)
     try:
         return bool(_parse_label(rec.get(column)))
     except ValueError:
-        raise DistillError(f"{src}, row {row}, column {column!r}: expected true/false, "
-                           f"got {rec.get(column)!r}") from None
+        raise DistillError(
+            f"{src}, row {row}, column {column!r}: expected true/false, got {rec.get(column)!r}"
+        ) from None
 
 
 def check_labels(ls: LabelSet, min_per_class: int = 10) -> None:
     pos, neg = int(ls.keep.sum()), int(len(ls.keep) - ls.keep.sum())
     rule = f"{ls.label} >= {ls.threshold}" if ls.value is not None else f"{ls.label} true"
     if min(pos, neg) < min_per_class:
-        raise DistillError(f"{ls.source}: column {ls.label!r} gives {pos} kept and {neg} dropped rows ({rule}); "
-                           f"training needs at least {min_per_class} of each")
+        raise DistillError(
+            f"{ls.source}: column {ls.label!r} gives {pos} kept and {neg} dropped rows ({rule}); "
+            f"training needs at least {min_per_class} of each"
+        )
     if not ls.uniform.any():
         raise DistillError(f"{ls.source}: no row is marked as uniformly drawn; nothing to hold out or calibrate on")
-

@@ -15,6 +15,7 @@ Never paying twice rests on the store's batch ledger (tables `batches` and `batc
    run are read and stored first); one the server no longer knows (404) has its missing rows resubmitted, and
    the run's note says so.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,12 +36,13 @@ from alpagasus.store import Store
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 NOT_RUN = ("batch_expired", "batch_cancelled")  # requests the server never ran: not billed, sent again
-META_KEY = "alpagasus_batch"                    # our ledger key in the batch's metadata
+META_KEY = "alpagasus_batch"  # our ledger key in the batch's metadata
 
 
 @dataclass
 class BatchLimits:
     """The provider's limits per batch (OpenAI: 50,000 requests and 200 MB per input file, a 24 h window)."""
+
     max_requests: int = 50_000
     max_bytes: int = 200 * 1000 * 1000
     window: str = "24h"
@@ -50,13 +52,16 @@ class BatchLimits:
 def check_batchable(judge: Judge) -> None:
     """--batch needs a judge that speaks the OpenAI Batch API: the `openai:` judge (any compatible server)."""
     if not (callable(getattr(judge, "body", None)) and callable(getattr(judge, "reply", None))):
-        raise JudgeError(f"--batch needs an OpenAI-compatible judge (openai:MODEL, with --base-url for another "
-                         f"server); {judge.id} has no batch API")
+        raise JudgeError(
+            f"--batch needs an OpenAI-compatible judge (openai:MODEL, with --base-url for another "
+            f"server); {judge.id} has no batch API"
+        )
 
 
 @dataclass
 class Live:
     """A batch on the server this run waits for."""
+
     key: str
     batch_id: str
     items: list[str]
@@ -73,9 +78,15 @@ class _State:
     vanished_rows: int = 0
 
 
-async def run_batch(items: Iterable[Item], judge: Any, store: Store, rubric: Rubric,
-                    options: RunOptions | None = None, progress: Any = None,
-                    limits: BatchLimits | None = None) -> RunCounts:
+async def run_batch(
+    items: Iterable[Item],
+    judge: Any,
+    store: Store,
+    rubric: Rubric,
+    options: RunOptions | None = None,
+    progress: Any = None,
+    limits: BatchLimits | None = None,
+) -> RunCounts:
     """Judge every item through the Batch API; returns this run's counts (`batches`: batches created, `note`:
     what was re-attached or resubmitted). Waits until every batch it needs has ended (poll every
     `options.batch_poll_s`); a run stopped while it waits is resumed by running it again."""
@@ -83,26 +94,33 @@ async def run_batch(items: Iterable[Item], judge: Any, store: Store, rubric: Rub
 
     check_batchable(judge)
     try:
-        return await _BatchRun(judge, store, rubric, options or RunOptions(), progress,
-                               limits or BatchLimits()).run(items)
+        return await _BatchRun(judge, store, rubric, options or RunOptions(), progress, limits or BatchLimits()).run(
+            items
+        )
     except openai.APIConnectionError as e:  # what was recorded stays: the next run re-attaches
         from alpagasus.judges.openai_compat import unresolved
+
         if unresolved(e) is not None:  # a name that does not exist is no outage: a retry cannot help
-            raise JudgeError(f"the batch API's host does not resolve ({unresolved(e)}): check --base-url "
-                             f"({judge.base_url})") from e
-        raise OutageError(f"the batch API is unreachable ({redact(str(e), [_key(judge)])}); nothing was lost: "
-                          "run the same command again to resume") from e
+            raise JudgeError(
+                f"the batch API's host does not resolve ({unresolved(e)}): check --base-url ({judge.base_url})"
+            ) from e
+        raise OutageError(
+            f"the batch API is unreachable ({redact(str(e), [_key(judge)])}); nothing was lost: "
+            "run the same command again to resume"
+        ) from e
     except openai.APIStatusError as e:
-        raise JudgeError(f"the batch API answered HTTP {e.status_code}: {redact(str(e), [_key(judge)])[:300]}; "
-                         "nothing was lost: fix it and run the same command again to resume") from e
+        raise JudgeError(
+            f"the batch API answered HTTP {e.status_code}: {redact(str(e), [_key(judge)])[:300]}; "
+            "nothing was lost: fix it and run the same command again to resume"
+        ) from e
 
 
 def _key(judge: Any) -> str:
     return getattr(judge, "api_key", None) or ""
 
+
 class _BatchRun:
-    def __init__(self, judge: Any, store: Store, rubric: Rubric, opts: RunOptions, progress: Any,
-                 limits: BatchLimits):
+    def __init__(self, judge: Any, store: Store, rubric: Rubric, opts: RunOptions, progress: Any, limits: BatchLimits):
         self.judge, self.store, self.rubric, self.opts, self.progress = judge, store, rubric, opts, progress
         self.limits, self.ledger = limits, Ledger(store, judge.id, rubric.version)
         self.s = RunCounts(judge=judge.id, prompt_version=rubric.version)
@@ -165,8 +183,13 @@ class _BatchRun:
         lines: list[bytes] = []
         size = 0
         for it in pool:
-            line = json.dumps({"custom_id": it.key, "method": "POST", "url": ENDPOINT,
-                               "body": self.judge.body(it.request)}, ensure_ascii=False).encode() + b"\n"
+            line = (
+                json.dumps(
+                    {"custom_id": it.key, "method": "POST", "url": ENDPOINT, "body": self.judge.body(it.request)},
+                    ensure_ascii=False,
+                ).encode()
+                + b"\n"
+            )
             if chunk and (len(chunk) >= self.limits.max_requests or size + len(line) > self.limits.max_bytes):
                 yield chunk, b"".join(lines)
                 chunk, lines, size = [], [], 0
@@ -195,8 +218,11 @@ class _BatchRun:
         """`batches.create`, once: if the answer is lost, the batch is looked up by our key before any retry."""
         try:
             return await self.judge.client.batches.create(
-                input_file_id=file_id, endpoint=ENDPOINT, completion_window=self.limits.window,
-                metadata={META_KEY: key, "judge": self.judge.id[:500]})
+                input_file_id=file_id,
+                endpoint=ENDPOINT,
+                completion_window=self.limits.window,
+                metadata={META_KEY: key, "judge": self.judge.id[:500]},
+            )
         except Exception:
             found = await self._find(key, time.time())
             if found is None:
@@ -265,13 +291,15 @@ class _BatchRun:
                     self.ledger.update(lb.key, server_status=b.status)
                 if b.status != lb.status or counts != lb.counts:  # the counts move while the status waits
                     lb.status, lb.counts = b.status, counts
-                    self.s.note = (f"batch {b.id}: {b.status}" +
-                                   (f" ({counts[0]}/{counts[2]} done, {counts[1]} failed)" if c else ""))
+                    self.s.note = f"batch {b.id}: {b.status}" + (
+                        f" ({counts[0]}/{counts[2]} done, {counts[1]} failed)" if c else ""
+                    )
                 if b.status in TERMINAL:
                     ended.append((lb, b))
             open_ = [lb for lb in live if lb.status not in TERMINAL]
             self.s.batch_completed, self.s.batch_failed, self.s.batch_total = (
-                sum(lb.counts[i] for lb in open_) for i in range(3))
+                sum(lb.counts[i] for lb in open_) for i in range(3)
+            )
             self._tick()
             if ended:
                 return ended
@@ -297,12 +325,18 @@ class _BatchRun:
             self.st.failed_in_a_row += 1
             if self.st.failed_in_a_row >= self.limits.max_failed:
                 errors = [f"{e.code}: {e.message}" for e in (batch.errors.data or [])] if batch.errors else []
-                raise JudgeError(f"{self.limits.max_failed} batches in a row failed on the server (last {batch.id}"
-                                 f": {'; '.join(errors)[:300] or 'no reason given'}); run again to resume")
+                raise JudgeError(
+                    f"{self.limits.max_failed} batches in a row failed on the server (last {batch.id}"
+                    f": {'; '.join(errors)[:300] or 'no reason given'}); run again to resume"
+                )
         else:
             self.st.failed_in_a_row = 0
-        self.ledger.update(lb.key, state="done", server_status=batch.status,
-                           extra={"output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id})
+        self.ledger.update(
+            lb.key,
+            state="done",
+            server_status=batch.status,
+            extra={"output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id},
+        )
         self._give_up_unrun()
         self._tick()
 
@@ -359,8 +393,9 @@ class _BatchRun:
         self.s.tokens_in += rep.tokens_in
         self.s.tokens_out += rep.tokens_out
         it.attempts += 1
-        rating, _ = settle_in_run(it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s,
-                                  judge_secrets(self.judge))
+        rating, _ = settle_in_run(
+            it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s, judge_secrets(self.judge)
+        )
         if rating is None:  # asked again in the next batch (the batch itself is the backoff)
             outcome = "error" if rep.error else "reask"
             log.append((it.key, self.judge.id, self.rubric.version, outcome, rep.error or (rep.text or "")[:200]))
@@ -369,8 +404,21 @@ class _BatchRun:
     def _give_up_unrun(self) -> None:
         """Rows no batch would run after max_attempts tries are stored as `error` (a later run tries again)."""
         gone = [k for k, n in self.st.not_run.items() if n >= self.opts.max_attempts and k in self.items]
-        self._store([Rating(k, self.judge.id, self.rubric.version, None, "error", created_at=time.time(),
-                            raw=f"not run by {self.opts.max_attempts} batches in a row", attempts=0) for k in gone])
+        self._store(
+            [
+                Rating(
+                    k,
+                    self.judge.id,
+                    self.rubric.version,
+                    None,
+                    "error",
+                    created_at=time.time(),
+                    raw=f"not run by {self.opts.max_attempts} batches in a row",
+                    attempts=0,
+                )
+                for k in gone
+            ]
+        )
 
     def _store(self, ratings: list[Rating]) -> None:
         if not ratings:
@@ -392,8 +440,11 @@ class _BatchRun:
             self.progress(self.s)
 
     def _summary_note(self) -> str:
-        parts = [f"{self.s.batches} batch(es) created",
-                 f"{self.st.reattached} batch(es) of an earlier run re-attached" if self.st.reattached else "",
-                 f"{self.st.vanished_rows} row(s) of batches the server no longer knows were resubmitted"
-                 if self.st.vanished_rows else ""]
+        parts = [
+            f"{self.s.batches} batch(es) created",
+            f"{self.st.reattached} batch(es) of an earlier run re-attached" if self.st.reattached else "",
+            f"{self.st.vanished_rows} row(s) of batches the server no longer knows were resubmitted"
+            if self.st.vanished_rows
+            else "",
+        ]
         return "batch: " + ", ".join(p for p in parts if p)

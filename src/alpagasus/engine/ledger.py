@@ -3,6 +3,7 @@
 (see engine/batch.py). States: recorded (items chosen, nothing sent) -> uploaded (input file id) -> submitted
 (batch id) -> done (results read), or abandoned (never created on the server) / vanished (the server forgot it).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from typing import Any, Callable
 from alpagasus.engine.types import StoreWriteError
 from alpagasus.store import Store
 
-OPEN = ("recorded", "uploaded", "submitted")    # states of a batch that may still hold our rows
+OPEN = ("recorded", "uploaded", "submitted")  # states of a batch that may still hold our rows
 
 
 class Ledger:
@@ -26,7 +27,9 @@ class Ledger:
         cols = ("key", "state", "batch_id", "input_file_id", "server_status", "created_at")
         rows = self.store.db.execute(
             f"SELECT {', '.join(cols)} FROM batches WHERE judge=? AND prompt_version=? AND state IN "
-            f"({','.join('?' * len(OPEN))}) ORDER BY created_at", (self.judge_id, self.version, *OPEN))
+            f"({','.join('?' * len(OPEN))}) ORDER BY created_at",
+            (self.judge_id, self.version, *OPEN),
+        )
         return [dict(zip(cols, r)) for r in rows]
 
     def items_of(self, key: str) -> list[str]:
@@ -35,19 +38,30 @@ class Ledger:
     def record(self, item_keys: list[str]) -> str:
         """A new batch and its items, in one transaction, before anything is sent."""
         key, now = f"ab-{uuid.uuid4().hex[:20]}", time.time()
-        self._write(lambda: (
-            self.store.db.execute("INSERT INTO batches (key, judge, prompt_version, state, created_at, updated_at) "
-                                  "VALUES (?, ?, ?, 'recorded', ?, ?)", (key, self.judge_id, self.version, now, now)),
-            self.store.db.executemany("INSERT INTO batch_items (key, item_id, custom_id) VALUES (?, ?, ?)",
-                                      [(key, k, k) for k in item_keys])))
+        self._write(
+            lambda: (
+                self.store.db.execute(
+                    "INSERT INTO batches (key, judge, prompt_version, state, created_at, updated_at) "
+                    "VALUES (?, ?, ?, 'recorded', ?, ?)",
+                    (key, self.judge_id, self.version, now, now),
+                ),
+                self.store.db.executemany(
+                    "INSERT INTO batch_items (key, item_id, custom_id) VALUES (?, ?, ?)",
+                    [(key, k, k) for k in item_keys],
+                ),
+            )
+        )
         return key
 
     def update(self, key: str, **values: Any) -> None:
         if "extra" in values:
             values["extra"] = json.dumps(values["extra"])
         sets = ", ".join(f"{k}=?" for k in values)
-        self._write(lambda: self.store.db.execute(f"UPDATE batches SET {sets}, updated_at=? WHERE key=?",
-                                                  (*values.values(), time.time(), key)))
+        self._write(
+            lambda: self.store.db.execute(
+                f"UPDATE batches SET {sets}, updated_at=? WHERE key=?", (*values.values(), time.time(), key)
+            )
+        )
 
     def _write(self, fn: Callable[[], Any]) -> None:
         try:

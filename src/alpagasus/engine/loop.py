@@ -7,6 +7,7 @@ was received is stored even if the run is interrupted a moment later. Unparsable
 (server unreachable, or asking us to wait longer than our own backoff cap) pauses the whole run instead of
 failing items; attempts made during an outage are not charged to the items.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,8 @@ import time
 from collections import deque
 from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
-from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
 from alpagasus.engine.settle import judge_secrets, label_floor, scrub, settle_in_run
+from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
 from alpagasus.judges.base import Judge, JudgeError, OutageError
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
@@ -26,12 +27,18 @@ from alpagasus.store import Store
 
 T = TypeVar("T")
 REFUSED = (401, 403)  # the credentials or the model's access: no retry and no later row can succeed
-Progress = Callable[[RunCounts], None]              # fed the run's counts as replies settle
+Progress = Callable[[RunCounts], None]  # fed the run's counts as replies settle
 ProgressFactory = Callable[[str, "int | None"], Progress]  # (phase, items to judge if known) -> its Progress
 
 
-async def run_items(items: Iterable[Item], judge: Judge, store: Store, rubric: Rubric,
-                    options: RunOptions | None = None, progress: Progress | None = None) -> RunCounts:
+async def run_items(
+    items: Iterable[Item],
+    judge: Judge,
+    store: Store,
+    rubric: Rubric,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+) -> RunCounts:
     """Judge every item (the judge is loaded by the caller); returns this run's counts. `items` may be a
     generator: it is read as the window has room, so a million items never sit in memory. Items too long for
     the judge's context are stored as `invalid_input` without a request. Raises OutageError / StoreWriteError
@@ -41,11 +48,13 @@ async def run_items(items: Iterable[Item], judge: Judge, store: Store, rubric: R
 
 def run_sync(coro: Awaitable[T], judge: Judge) -> T:
     """`asyncio.run(coro)`, then the judge's async clients (if any) are closed in that same loop."""
+
     async def main() -> T:
         try:
             return await coro
         finally:
             await judge.aclose()
+
     return asyncio.run(main())
 
 
@@ -53,18 +62,18 @@ class _Engine:
     def __init__(self, judge: Judge, store: Store, rubric: Rubric, opts: RunOptions, progress: Progress | None):
         self.judge, self.store, self.rubric, self.opts, self.progress = judge, store, rubric, opts, progress
         self.s = RunCounts(judge=judge.id, prompt_version=rubric.version)
-        self.ready: deque[list[Item]] = deque()           # batches to send now
+        self.ready: deque[list[Item]] = deque()  # batches to send now
         self.delayed: list[tuple[float, int, list[Item]]] = []  # (not before, seq, batch): retries waiting
         self.seq = 0
-        self.resume_at = 0.0                              # no new request before this (an outage pause)
+        self.resume_at = 0.0  # no new request before this (an outage pause)
         self.outage_since: float | None = None
         self.outage_pause = opts.backoff_s
         self.fatal: BaseException | None = None
         self.failures_in_a_row = 0
-        self.stop_at: float | None = None                 # Ctrl-C: quit once nothing is in flight, or then
+        self.stop_at: float | None = None  # Ctrl-C: quit once nothing is in flight, or then
         self.interrupts = 0
-        self.floor = label_floor(judge, opts)             # (label-mass floor, generate fallback) of logprob replies
-        self.secrets = judge_secrets(judge)               # redacted from every reply (settle.scrub)
+        self.floor = label_floor(judge, opts)  # (label-mass floor, generate fallback) of logprob replies
+        self.secrets = judge_secrets(judge)  # redacted from every reply (settle.scrub)
 
     async def run(self, items: Iterable[Item]) -> RunCounts:
         t0 = time.perf_counter()
@@ -80,8 +89,13 @@ class _Engine:
                 while self.delayed and self.delayed[0][0] <= now:  # retries whose wait is over go first
                     self.ready.appendleft(heapq.heappop(self.delayed)[2])
                 # while the judge is away only one probe is in flight; Ctrl-C stops new requests
-                window = 0 if self.stop_at is not None else 1 if self.outage_since is not None else \
-                    max(1, self.judge.concurrency)
+                window = (
+                    0
+                    if self.stop_at is not None
+                    else 1
+                    if self.outage_since is not None
+                    else max(1, self.judge.concurrency)
+                )
                 while len(in_flight) < window and now >= self.resume_at:
                     if not self.ready:
                         batch = next(source, None) if more else None
@@ -97,8 +111,9 @@ class _Engine:
                     wake.append(self.resume_at - now)
                 timeout = max(0.0, min(wake))
                 if in_flight:
-                    done, in_flight = await asyncio.wait(in_flight, timeout=timeout,
-                                                         return_when=asyncio.FIRST_COMPLETED)
+                    done, in_flight = await asyncio.wait(
+                        in_flight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
                     for t in done:
                         t.result()  # a bug in settling must not lose items silently
                 elif more or self.ready or self.delayed:  # waiting for a retry or the end of a pause
@@ -129,6 +144,7 @@ class _Engine:
             if self.stop_at is None:
                 self.stop_at = time.monotonic() + self.opts.drain_s
                 self.s.note = "interrupted: storing the replies in flight (Ctrl-C again to quit now)"
+
         try:
             loop.add_signal_handler(signal.SIGINT, on_sigint)
         except (ValueError, RuntimeError, NotImplementedError):  # not the main thread / not supported
@@ -171,8 +187,9 @@ class _Engine:
         for it, rep in zip(batch, replies):
             scrub(rep, self.secrets)  # a server's text may echo the API key: it goes to the store and the screen
             if rep.fatal:  # no request can succeed (a host that does not resolve): stop now, store nothing
-                refused = refused or JudgeError(f"{rep.error}. Nothing was stored for these rows: fix it and run "
-                                                "the same command again")
+                refused = refused or JudgeError(
+                    f"{rep.error}. Nothing was stored for these rows: fix it and run the same command again"
+                )
                 log.append((it.key, "refused", rep.error))
                 continue
             if (rep.extra or {}).get("http_status") in REFUSED:
@@ -180,15 +197,19 @@ class _Engine:
                 refused = refused or JudgeError(
                     f"the judge {self.judge.id} refused the request ({rep.error}); check the API key "
                     "(OPENAI_API_KEY or --api-key) and that it may use this model. Refused rows were not stored: "
-                    "the same command asks them again")
+                    "the same command asks them again"
+                )
                 log.append((it.key, "refused", rep.error))
                 continue
             failing = rep.error is not None and rep.retryable
             self.failures_in_a_row = self.failures_in_a_row + 1 if failing else 0
             if not failing:
                 self._recovered()
-            if failing and (rep.outage or (rep.retry_after or 0) > self.opts.max_backoff_s
-                            or self.failures_in_a_row > self.opts.outage_after):
+            if failing and (
+                rep.outage
+                or (rep.retry_after or 0) > self.opts.max_backoff_s
+                or self.failures_in_a_row > self.opts.outage_after
+            ):
                 self._pause(rep)
                 log.append((it.key, "outage", rep.error))
                 self.ready.appendleft([it])  # not charged to the item: the server is away
@@ -206,8 +227,9 @@ class _Engine:
             it.attempts += 1
             if rep.error is not None and (rep.extra or {}).get("ambiguous"):
                 self.s.ambiguous += 1
-            rating, retry_after = settle_in_run(it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s,
-                                                self.secrets)
+            rating, retry_after = settle_in_run(
+                it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s, self.secrets
+            )
             if rating is not None:
                 finished.append(rating)
             elif retry_after is not None:
@@ -244,21 +266,27 @@ class _Engine:
         # with what helps; refused connections are a server that is away
         slow = bool((rep.extra or {}).get("timeout"))
         state = "busy (its replies take longer than --timeout)" if slow else "unreachable"
-        advice = ("; lower --concurrency or raise --timeout if the server is slow, not down" if slow else "")
+        advice = "; lower --concurrency or raise --timeout if the server is slow, not down" if slow else ""
         if (rep.retry_after or 0) > self.opts.max_outage_s or now - self.outage_since > self.opts.max_outage_s:
-            why = (f"asks to wait {rep.retry_after:.0f} s" if (rep.retry_after or 0) > self.opts.max_outage_s
-                   else f"has been {state} for {now - self.outage_since:.0f} s")
+            why = (
+                f"asks to wait {rep.retry_after:.0f} s"
+                if (rep.retry_after or 0) > self.opts.max_outage_s
+                else f"has been {state} for {now - self.outage_since:.0f} s"
+            )
             self.s.outage_s += now - self.outage_since
-            self.fatal = OutageError(f"the judge {why} ({rep.error}){advice}; nothing was lost: run the same "
-                                     "command again to resume")
+            self.fatal = OutageError(
+                f"the judge {why} ({rep.error}){advice}; nothing was lost: run the same command again to resume"
+            )
             return
         if rep.retry_after:
             self.resume_at = max(self.resume_at, now + rep.retry_after)
         elif now >= self.resume_at:  # a probe failed (not a request sent before the pause began): wait longer
             self.resume_at = now + self.outage_pause
             self.outage_pause = min(self.outage_pause * 2, self.opts.probe_every_s)
-        self.s.note = (f"judge {state} for {now - self.outage_since:.0f} s ({(rep.error or '')[:80]}); "
-                       f"next try in {max(0.0, self.resume_at - now):.0f} s{advice}")
+        self.s.note = (
+            f"judge {state} for {now - self.outage_since:.0f} s ({(rep.error or '')[:80]}); "
+            f"next try in {max(0.0, self.resume_at - now):.0f} s{advice}"
+        )
 
     def _recovered(self) -> None:
         if self.outage_since is not None:
@@ -288,9 +316,17 @@ def too_long(it: Item, judge: Judge, prompt_version: str, max_tokens: int) -> Ra
     n = judge.count_tokens(it.request.system + it.request.user) + 16  # + chat markup
     if n <= room:
         return None
-    return Rating(it.key, judge.id, prompt_version, None, "invalid_input", attempts=0, created_at=time.time(),
-                  explanation=f"too long for the judge: the prompt has about {n} tokens, the judge's context "
-                              f"allows {room}; not sent")
+    return Rating(
+        it.key,
+        judge.id,
+        prompt_version,
+        None,
+        "invalid_input",
+        attempts=0,
+        created_at=time.time(),
+        explanation=f"too long for the judge: the prompt has about {n} tokens, the judge's context "
+        f"allows {room}; not sent",
+    )
 
 
 def _batches(items: Iterable[Item], n: int, sort_by_length: bool) -> Iterator[list[Item]]:

@@ -1,6 +1,7 @@
 """One judging session, used by rating and comparison alike: build the judge, open the store, hold its lock,
 close everything on the way out, and turn what a user can fix into a `UserError` (the CLI prints it without a
 traceback)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -44,9 +45,15 @@ def open_store(path: str | Path | None) -> Store:
 
 
 @contextlib.contextmanager
-def judging_session(judge: str | Judge | None, *, mode: str | None = None,
-                    judge_options: Mapping[str, Any] | None = None, store_path: str | Path | None = None,
-                    lock: bool = True, wait: bool = False) -> Iterator[Session]:
+def judging_session(
+    judge: str | Judge | None,
+    *,
+    mode: str | None = None,
+    judge_options: Mapping[str, Any] | None = None,
+    store_path: str | Path | None = None,
+    lock: bool = True,
+    wait: bool = False,
+) -> Iterator[Session]:
     """The judge (built from its spec unless given) and the store, held for one run (`lock=False` for reads
     such as a dry run). Both are closed when the block ends, however it ends."""
     given = judge is not None and not isinstance(judge, str)

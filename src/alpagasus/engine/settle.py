@@ -3,6 +3,7 @@
 `settle_in_run` is the one place where a reply's text enters a rating, whatever the path (direct, batch, Ray,
 a plugin judge): it redacts the reply (the judge's key, the secret environment variables, anything that looks
 like a key) before anything reads it, so no key reaches the store, the ratings file or the screen."""
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,16 @@ def scrub(rep: Reply, secrets: tuple[str, ...] = ()) -> Reply:
     return rep
 
 
-def settle_in_run(it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: RunOptions,
-                  floor: tuple[float, bool], counts: RunCounts,
-                  secrets: tuple[str, ...] = ()) -> tuple[Rating | None, float | None]:
+def settle_in_run(
+    it: Item,
+    rep: Reply,
+    judge_id: str,
+    rubric: Rubric,
+    opts: RunOptions,
+    floor: tuple[float, bool],
+    counts: RunCounts,
+    secrets: tuple[str, ...] = (),
+) -> tuple[Rating | None, float | None]:
     """settle() as a run (direct, batch, Ray) calls it: the reply is redacted first (`secrets`: the judge's key,
     see judge_secrets), a fallback to generate mode is counted, and a parser that fails keeps the raw reply as
     `unparsed` (it must never lose an item)."""
@@ -49,9 +57,20 @@ def settle_in_run(it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: Run
     try:
         rating, retry_after = settle(it, rep, judge_id, rubric, opts, *floor)
     except Exception as e:
-        rating, retry_after = Rating(it.key, judge_id, rubric.version, None, "unparsed", raw=rep.text,
-                                     explanation=f"parser failed: {type(e).__name__}: {e}", attempts=it.attempts,
-                                     created_at=time.time()), None
+        rating, retry_after = (
+            Rating(
+                it.key,
+                judge_id,
+                rubric.version,
+                None,
+                "unparsed",
+                raw=rep.text,
+                explanation=f"parser failed: {type(e).__name__}: {e}",
+                attempts=it.attempts,
+                created_at=time.time(),
+            ),
+            None,
+        )
     if rating is not None:  # what settle() built from other fields (top tokens, a parser's reason) too
         rating.raw = None if rating.raw is None else redact(rating.raw, secrets)
         rating.explanation = None if rating.explanation is None else redact(rating.explanation, secrets)
@@ -59,13 +78,22 @@ def settle_in_run(it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: Run
     return rating, retry_after
 
 
-def settle(it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: RunOptions, floor: float = 0.0,
-           fallback: bool = False) -> tuple[Rating | None, float | None]:
+def settle(
+    it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: RunOptions, floor: float = 0.0, fallback: bool = False
+) -> tuple[Rating | None, float | None]:
     """A final Rating for this item, or the delay before asking again. `floor`, `fallback`: see label_floor; a
     logprob reply under the floor is asked again in generate mode (`fallback`) or stored as `unparsed`."""
-    base = dict(example_id=it.key, judge=judge_id, prompt_version=rubric.version, model=rep.model,
-                tokens_in=it.tokens_in, tokens_out=it.tokens_out, latency_s=it.latency_s, attempts=it.attempts,
-                created_at=time.time())
+    base = dict(
+        example_id=it.key,
+        judge=judge_id,
+        prompt_version=rubric.version,
+        model=rep.model,
+        tokens_in=it.tokens_in,
+        tokens_out=it.tokens_out,
+        latency_s=it.latency_s,
+        attempts=it.attempts,
+        created_at=time.time(),
+    )
     if rep.error is not None:
         if rep.retryable and it.attempts < opts.max_attempts:
             return None, max(opts.backoff(it.attempts), rep.retry_after or 0.0)
@@ -77,27 +105,55 @@ def settle(it: Item, rep: Reply, judge_id: str, rubric: Rubric, opts: RunOptions
             it.request.mode = "generate"  # asked again for a written score; its tokens are charged to the item
             return None, 0.0
         top = (rep.extra or {}).get("top")
-        return Rating(score=None, status="unparsed", probs=rep.probs, raw=json.dumps(top) if top else None,
-                      extra=rep.extra, explanation=f"the score labels held {mass:.3f} of the probability, under "
-                                                   f"the floor {floor:g} (--min-label-mass): not a score", **base), None
+        return Rating(
+            score=None,
+            status="unparsed",
+            probs=rep.probs,
+            raw=json.dumps(top) if top else None,
+            extra=rep.extra,
+            explanation=f"the score labels held {mass:.3f} of the probability, under "
+            f"the floor {floor:g} (--min-label-mass): not a score",
+            **base,
+        ), None
     if rep.score is not None:  # the backend computed the score itself (logprob, predictor)
         if rubric.in_scale(rep.score):
             return Rating(score=rep.score, status="ok", probs=rep.probs, raw=rep.text, extra=rep.extra, **base), None
         lo, hi = rubric.scale
-        return Rating(score=None, status="unparsed", probs=rep.probs, raw=str(rep.score), extra=rep.extra,
-                      explanation=f"score {rep.score:g} outside the scale {lo:g}-{hi:g}", **base), None
+        return Rating(
+            score=None,
+            status="unparsed",
+            probs=rep.probs,
+            raw=str(rep.score),
+            extra=rep.extra,
+            explanation=f"score {rep.score:g} outside the scale {lo:g}-{hi:g}",
+            **base,
+        ), None
     if rep.text is None:  # logprob mode with no probability on any label
         top = (rep.extra or {}).get("top")
-        return Rating(score=None, status="unparsed", probs=rep.probs, raw=json.dumps(top) if top else None,
-                      extra=rep.extra, explanation="no probability on the score labels", **base), None
+        return Rating(
+            score=None,
+            status="unparsed",
+            probs=rep.probs,
+            raw=json.dumps(top) if top else None,
+            extra=rep.extra,
+            explanation="no probability on the score labels",
+            **base,
+        ), None
     parsed = rubric.parse(rep.text)
     if parsed.score is not None:
         extra = {**it.extra, **(rep.extra or {}), **(parsed.extra or {})} or None
-        return Rating(score=parsed.score, status="ok", explanation=parsed.explanation, raw=rep.text,
-                      extra=extra, **base), None
+        return Rating(
+            score=parsed.score, status="ok", explanation=parsed.explanation, raw=rep.text, extra=extra, **base
+        ), None
     if it.reasks < opts.max_reasks:
         it.reasks += 1
         it.request.temperature = 0.7  # the same greedy request would get the same reply
         return None, 0.0
-    return Rating(score=None, status="unparsed", raw=rep.text, explanation=parsed.reason,
-                  extra={**it.extra, **(rep.extra or {}), "asks": it.reasks + 1}, **base), None
+    return Rating(
+        score=None,
+        status="unparsed",
+        raw=rep.text,
+        explanation=parsed.reason,
+        extra={**it.extra, **(rep.extra or {}), "asks": it.reasks + 1},
+        **base,
+    ), None

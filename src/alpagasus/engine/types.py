@@ -1,5 +1,6 @@
 """The engine's vocabulary: a run's options, its items, its counts, its errors, and the small formulas every
 layer shares (the final statuses, the backoff delay, the cost, the store-write error). One home each."""
+
 from __future__ import annotations
 
 import random
@@ -12,26 +13,27 @@ from alpagasus.store import FINAL
 @dataclass
 class RunOptions:
     """How one judging run behaves (rating or pairwise comparison alike)."""
-    max_reasks: int = 2            # extra asks after a reply with no score (generate mode)
-    max_attempts: int = 5          # requests charged to an item (failures, re-asks) before it is stored as `error`
-    max_throttled: int = 30        # 429 answers per item before it is stored as `error` (retried by the next run)
-    retry_unparsed: bool = False   # ask again for items stored as `unparsed` by an earlier run
+
+    max_reasks: int = 2  # extra asks after a reply with no score (generate mode)
+    max_attempts: int = 5  # requests charged to an item (failures, re-asks) before it is stored as `error`
+    max_throttled: int = 30  # 429 answers per item before it is stored as `error` (retried by the next run)
+    retry_unparsed: bool = False  # ask again for items stored as `unparsed` by an earlier run
     price_in: float | None = None  # currency per million input tokens
     price_out: float | None = None
-    max_tokens: int = 256          # generate mode: reply length cap
-    backoff_s: float = 1.0         # first retry delay after a failure; doubles per attempt (with jitter)
-    max_backoff_s: float = 60.0    # a Retry-After longer than this is treated as an outage (pause)
-    max_outage_s: float = 3600.0   # give up (resumably) after the judge is unreachable this long
-    outage_after: int = 8          # this many failures in a row, across items, mean the server is down
-    probe_every_s: float = 30.0    # while the judge is away, one probe request at most this far apart
-    drain_s: float = 15.0          # Ctrl-C: wait this long for the replies in flight (paid for), then quit
+    max_tokens: int = 256  # generate mode: reply length cap
+    backoff_s: float = 1.0  # first retry delay after a failure; doubles per attempt (with jitter)
+    max_backoff_s: float = 60.0  # a Retry-After longer than this is treated as an outage (pause)
+    max_outage_s: float = 3600.0  # give up (resumably) after the judge is unreachable this long
+    outage_after: int = 8  # this many failures in a row, across items, mean the server is down
+    probe_every_s: float = 30.0  # while the judge is away, one probe request at most this far apart
+    drain_s: float = 15.0  # Ctrl-C: wait this long for the replies in flight (paid for), then quit
     # logprob mode: a reply whose score labels held less probability than this is not a score (asked again in
     # generate mode where the judge can, else `unparsed`). None: the judge's own default (0.5 for API judges,
     # which read the labels from the top log-probabilities; off for local judges). See settle.label_floor.
     min_label_mass: float | None = None
-    batch: bool = False            # send through the provider's Batch API (engine/batch.py), not request by request
-    batch_discount: float = 0.5    # with batch: prices are given at the direct rate and charged at this fraction
-    batch_poll_s: float = 30.0     # with batch: seconds between status checks
+    batch: bool = False  # send through the provider's Batch API (engine/batch.py), not request by request
+    batch_discount: float = 0.5  # with batch: prices are given at the direct rate and charged at this fraction
+    batch_poll_s: float = 30.0  # with batch: seconds between status checks
 
     def final_statuses(self) -> tuple[str, ...]:
         """Stored statuses a run does not ask again: `error` never is final; `unparsed` not when retrying it."""
@@ -52,7 +54,8 @@ class RunOptions:
 @dataclass
 class Item:
     """One request to judge and what it has cost so far (attempts, re-asks, 429s, tokens, time)."""
-    key: str                 # the id the reply is stored under
+
+    key: str  # the id the reply is stored under
     request: Request
     attempts: int = 0
     reasks: int = 0
@@ -67,29 +70,30 @@ class Item:
 class RunCounts:
     """What one judging run did. The engine writes these and nothing else does; a caller that runs the engine
     several times (Ray blocks) adds them up with `add`."""
+
     judge: str = ""
     prompt_version: str = ""
-    to_judge: int = 0              # items handed to the engine
+    to_judge: int = 0  # items handed to the engine
     requests_sent: int = 0
     ok: int = 0
     unparsed: int = 0
-    invalid_input: int = 0         # too long for the judge's context: stored without a request
+    invalid_input: int = 0  # too long for the judge's context: stored without a request
     error: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     cost: float | None = None
     elapsed_s: float = 0.0
-    outage_s: float = 0.0          # time spent paused because the judge was unreachable
-    ambiguous: int = 0             # attempts that timed out or were cut off and may have reached the server
-    throttled: int = 0             # 429 answers (waited for, not charged to the item)
-    fallbacks: int = 0             # logprob replies below the label-mass floor, asked again in generate mode
-    batches: int = 0               # provider batches created (--batch)
+    outage_s: float = 0.0  # time spent paused because the judge was unreachable
+    ambiguous: int = 0  # attempts that timed out or were cut off and may have reached the server
+    throttled: int = 0  # 429 answers (waited for, not charged to the item)
+    fallbacks: int = 0  # logprob replies below the label-mass floor, asked again in generate mode
+    batches: int = 0  # provider batches created (--batch)
     # --batch: requests of the batches still running as the provider reports them (request_counts), so the
     # progress moves while a batch waits (their replies are read, and counted in `done`, when it ends)
     batch_completed: int = 0
     batch_failed: int = 0
     batch_total: int = 0
-    note: str = ""                 # what the run is waiting for right now (an outage), for progress displays
+    note: str = ""  # what the run is waiting for right now (an outage), for progress displays
 
     @property
     def done(self) -> int:
@@ -98,7 +102,7 @@ class RunCounts:
     def settled(self, status: str) -> None:
         setattr(self, status, getattr(self, status) + 1)
 
-    def add(self, other: "RunCounts", outcomes: bool = True) -> None:
+    def add(self, other: RunCounts, outcomes: bool = True) -> None:
         """Add another run's counts (its judge, prompt, note and elapsed time are not summed). With
         `outcomes=False` only what it spent (requests, tokens, waits): for a caller that counts items and
         statuses itself, from what it actually stored (the Ray driver drops replies it already holds)."""
@@ -118,9 +122,11 @@ class StoreWriteError(RuntimeError):
     """The store could not be written (disk full...): the run stops; what was stored is intact."""
 
     @classmethod
-    def of(cls, path: object, err: BaseException) -> "StoreWriteError":
-        return cls(f"cannot write the store {path}: {err}. Nothing stored was lost; free space (or fix the path) "
-                   "and run the same command again to resume")
+    def of(cls, path: object, err: BaseException) -> StoreWriteError:
+        return cls(
+            f"cannot write the store {path}: {err}. Nothing stored was lost; free space (or fix the path) "
+            "and run the same command again to resume"
+        )
 
 
 class Interrupted(KeyboardInterrupt):

@@ -3,6 +3,7 @@
 The output file is the resume state: a question already answered there by the same model (same testset and
 question_id) is skipped, so an interrupted run loses at most the batch in flight.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,15 @@ from alpagasus.records import Answer, InvalidRow
 from alpagasus.redact import redact
 from alpagasus.testsets import Question, expand, load
 
-EXTRA_FIELDS = ("category", "skill", "difficulty")   # copied from the question into its answer row
+EXTRA_FIELDS = ("category", "skill", "difficulty")  # copied from the question into its answer row
 
 
 @dataclass
 class GenerateResult:
-    answers: list[Answer]                          # every requested question's answer, in test-set order
-    generated: int = 0                             # new answers written by this run
-    reused: int = 0                                # answers found in the file already
-    failed: list[tuple[str, str, str]] = field(default_factory=list)   # (testset, question_id, error)
+    answers: list[Answer]  # every requested question's answer, in test-set order
+    generated: int = 0  # new answers written by this run
+    reused: int = 0  # answers found in the file already
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (testset, question_id, error)
 
 
 def model_name(model: str, config: GenerateConfig) -> str:
@@ -61,9 +62,13 @@ def to_row(answer: Answer, question: Question) -> dict[str, Any]:
     return row
 
 
-def generate(model: str, testsets: str | Iterable[str], out_path: str | Path,
-             config: GenerateConfig | None = None,
-             on_batch: Callable[[int, int], None] | None = None) -> GenerateResult:
+def generate(
+    model: str,
+    testsets: str | Iterable[str],
+    out_path: str | Path,
+    config: GenerateConfig | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> GenerateResult:
     """Answer the questions of `testsets` ("all", names, or JSONL paths) with `model`, appending to `out_path`.
 
     `on_batch(done, total)` is called after each batch is written (progress display)."""
@@ -85,13 +90,28 @@ def generate(model: str, testsets: str | Iterable[str], out_path: str | Path,
             result.answers.append(fresh[key])
         elif key in existing:
             row = existing[key]
-            result.answers.append(Answer(q.testset, q.question_id, row.get("question", q.question),
-                                         row.get("answer", ""), name, row.get("settings") or {}))
+            result.answers.append(
+                Answer(
+                    q.testset,
+                    q.question_id,
+                    row.get("question", q.question),
+                    row.get("answer", ""),
+                    name,
+                    row.get("settings") or {},
+                )
+            )
     return result
 
 
-def _answer(model: str, name: str, pending: list[Question], out_path: Path, config: GenerateConfig,
-            result: GenerateResult, on_batch: Callable[[int, int], None] | None) -> dict[tuple[str, str], Answer]:
+def _answer(
+    model: str,
+    name: str,
+    pending: list[Question],
+    out_path: Path,
+    config: GenerateConfig,
+    result: GenerateResult,
+    on_batch: Callable[[int, int], None] | None,
+) -> dict[tuple[str, str], Answer]:
     """Answer `pending` batch by batch, appending each batch to `out_path` (synced) as it finishes; failures go
     to `result.failed`. Returns the new answers by (testset, question_id)."""
     backend = make_backend(model, config)
@@ -103,7 +123,7 @@ def _answer(model: str, name: str, pending: list[Question], out_path: Path, conf
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("a", encoding="utf-8") as f:
         for start in range(0, len(pending), size):
-            batch = pending[start:start + size]
+            batch = pending[start : start + size]
             for q, text in zip(batch, backend.generate(batch)):
                 if isinstance(text, Exception):
                     error = redact(f"{type(text).__name__}: {text}", [config.api_key])  # a 401 echoes the key

@@ -4,6 +4,7 @@ The local backends share `encode_prompts`, so transformers and vLLM see the very
 CPU through the transformers path); the OpenAI backend sends the same Alpaca prompt text (the server's
 tokenizer then adds its own BOS) or the question as a chat message.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,7 @@ def encode_prompts(questions: list[Question], prompt_format: str, tokenizer: Any
         raise ValueError(f"prompt format must be alpaca or chat, not {prompt_format!r}")
     # chat_prompt would fall back to plain text; here the chat format was asked for explicitly
     if not has_chat_template(tokenizer):
-        raise BackendError("this model's tokenizer has no chat template; use the Alpaca format "
-                           "(drop --chat-template)")
+        raise BackendError("this model's tokenizer has no chat template; use the Alpaca format (drop --chat-template)")
     return [prompt_ids(tokenizer, chat_prompt(tokenizer, "", q.question)) for q in questions]
 
 
@@ -49,8 +49,15 @@ class TransformersBackend:
     def generate(self, questions: list[Question]) -> list[str | Exception]:
         cfg = self.config
         stops = stops_for(cfg)
-        out, width = generate_tokens(self.lm, self.tok, encode_prompts(questions, cfg.prompt_format, self.tok),
-                                     cfg.max_new_tokens, cfg.temperature, cfg.top_p, stops)
+        out, width = generate_tokens(
+            self.lm,
+            self.tok,
+            encode_prompts(questions, cfg.prompt_format, self.tok),
+            cfg.max_new_tokens,
+            cfg.temperature,
+            cfg.top_p,
+            stops,
+        )
         texts = self.tok.batch_decode(out[:, width:], skip_special_tokens=True)
         return [cut_at_stop(t, stops) for t in texts]
 
@@ -66,8 +73,13 @@ class VLLMBackend:
         self.config = config
         self.llm = LLM(model=loadable(model), seed=config.seed or 0)
         self.tok = self.llm.get_tokenizer()
-        self.params = SamplingParams(temperature=config.temperature, top_p=config.top_p, seed=config.seed,
-                                     max_tokens=config.max_new_tokens, stop=stops_for(config) or None)
+        self.params = SamplingParams(
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=config.seed,
+            max_tokens=config.max_new_tokens,
+            stop=stops_for(config) or None,
+        )
 
     def generate(self, questions: list[Question]) -> list[str | Exception]:
         ids = encode_prompts(questions, self.config.prompt_format, self.tok)
@@ -94,8 +106,10 @@ class OpenAIBackend:
         limit = asyncio.Semaphore(max(1, cfg.concurrency))
         api_key = cfg.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"  # local servers want any key
         # one client per batch: its connections belong to this event loop
-        async with AsyncOpenAI(base_url=cfg.base_url, api_key=api_key, max_retries=cfg.max_retries,
-                               timeout=cfg.timeout) as client:
+        async with AsyncOpenAI(
+            base_url=cfg.base_url, api_key=api_key, max_retries=cfg.max_retries, timeout=cfg.timeout
+        ) as client:
+
             async def one(q: Question) -> str | Exception:
                 async with limit:
                     try:
@@ -107,13 +121,18 @@ class OpenAIBackend:
 
     async def _ask(self, client: Any, q: Question) -> str:
         cfg = self.config
-        common: dict[str, Any] = {"model": self.model, "max_tokens": cfg.max_new_tokens,
-                                  "temperature": cfg.temperature, "top_p": cfg.top_p}
+        common: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+        }
         if cfg.seed is not None:
             common["seed"] = cfg.seed
         if cfg.prompt_format == "alpaca":
-            r = await client.completions.create(prompt=alpaca_prompt(q.instruction, q.input),
-                                                stop=stops_for(cfg), **common)
+            r = await client.completions.create(
+                prompt=alpaca_prompt(q.instruction, q.input), stop=stops_for(cfg), **common
+            )
             text = r.choices[0].text if r.choices else None
         else:
             r = await client.chat.completions.create(messages=[{"role": "user", "content": q.question}], **common)

@@ -1,5 +1,6 @@
 """The settings of a `generate` run (GenerateConfig): checked once, recorded in every answer row, read by the
 backends. A module of its own so that the backends and the answering loop both import it, not each other."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,28 +9,28 @@ from typing import Any
 from alpagasus.alpaca import STOP_STRINGS, prompt_version
 
 BACKENDS = ("transformers", "openai", "vllm")
-DEFAULT_BATCH = {"transformers": 8, "vllm": 256}   # openai: `concurrency`
+DEFAULT_BATCH = {"transformers": 8, "vllm": 256}  # openai: `concurrency`
 
 
 @dataclass
 class GenerateConfig:
-    backend: str = "transformers"      # transformers | openai | vllm
-    prompt_format: str = "alpaca"      # alpaca | chat (the model's chat template)
+    backend: str = "transformers"  # transformers | openai | vllm
+    prompt_format: str = "alpaca"  # alpaca | chat (the model's chat template)
     max_new_tokens: int = 512
-    temperature: float = 0.0           # 0: greedy decoding
+    temperature: float = 0.0  # 0: greedy decoding
     top_p: float = 1.0
     seed: int | None = None
-    batch_size: int | None = None      # None: 8 for transformers, 256 for vLLM, `concurrency` for openai
-    limit: int | None = None           # the first N questions of each test set
-    fraction: float | None = None      # a seeded random share of each test set (stratified subset)
-    sample_seed: int = 0               # the seed of that share
-    name: str | None = None            # the model name written in the rows (default: MODEL as given)
-    base_url: str | None = None        # openai backend
+    batch_size: int | None = None  # None: 8 for transformers, 256 for vLLM, `concurrency` for openai
+    limit: int | None = None  # the first N questions of each test set
+    fraction: float | None = None  # a seeded random share of each test set (stratified subset)
+    sample_seed: int = 0  # the seed of that share
+    name: str | None = None  # the model name written in the rows (default: MODEL as given)
+    base_url: str | None = None  # openai backend
     api_key: str | None = None
     concurrency: int = 8
     max_retries: int = 3
     timeout: float = 600.0
-    device: str | None = None          # transformers backend: cuda if available, else cpu
+    device: str | None = None  # transformers backend: cuda if available, else cpu
     dtype: str = "auto"
 
     def validate(self) -> None:
@@ -54,9 +55,15 @@ class GenerateConfig:
 
     def settings(self) -> dict[str, Any]:
         """What shaped the answers, recorded in every row."""
-        out: dict[str, Any] = {"backend": self.backend, "prompt_format": self.prompt_format,
-                               "max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0,
-                               "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+        out: dict[str, Any] = {
+            "backend": self.backend,
+            "prompt_format": self.prompt_format,
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.temperature > 0,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
         if self.prompt_format == "alpaca":
             out["prompt_version"] = prompt_version()
             out["stop"] = stops_for(self)

@@ -5,6 +5,7 @@ Pairwise: `longer wins` (the longer answer in characters; equal lengths tie), `s
 coin per item, seeded, never a tie). Rating: `longer` (the score is the response length), `shorter` (minus
 it), `coin` (a seeded uniform random score). They give one verdict per item, so position bias is not theirs.
 """
+
 from __future__ import annotations
 
 import random
@@ -36,8 +37,12 @@ def coin(it: PairItem, seed: int = COIN_SEED) -> str:
     return "1" if _coin(it.key, seed) < 0.5 else "2"
 
 
-PAIRWISE: dict[str, Callable[[PairItem], str]] = {"longer wins": longer_wins, "shorter wins": shorter_wins,
-                                                  "always first": always_first, "coin": coin}
+PAIRWISE: dict[str, Callable[[PairItem], str]] = {
+    "longer wins": longer_wins,
+    "shorter wins": shorter_wins,
+    "always first": always_first,
+    "coin": coin,
+}
 RATING: dict[str, Callable[[RatingItem], float]] = {
     "longer": lambda it: float(len(it.example.output)),
     "shorter": lambda it: -float(len(it.example.output)),

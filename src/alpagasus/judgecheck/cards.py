@@ -6,6 +6,7 @@ folders of $ALPAGASUS_CARDS (separated like PATH), matching the judge's name bef
 judge's verdicts: what the judge is, its card's key figures beside the longer-answer rule's, and its length
 preference when strong. A judge with no card falls back to compare/known_agreement.json (hand-written notes).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alpagasus.data import DataError, write_json
-from alpagasus.judgecheck.metrics import (PairwiseFigures, RatingFigures, pairwise_length_reading,
-                                          rating_length_reading)
+from alpagasus.judgecheck.metrics import PairwiseFigures, RatingFigures, pairwise_length_reading, rating_length_reading
 
 CARDS_ENV = "ALPAGASUS_CARDS"
 FORMAT = 1
@@ -26,54 +26,58 @@ FORMAT = 1
 
 @dataclass
 class ReferenceInfo:
-    format: str                  # alpacaeval | alpagasus-reviews | labels
+    format: str  # alpacaeval | alpagasus-reviews | labels
     files: list[str]
-    annotator: str               # whose verdicts (AlpacaEval's annotator, or the decision column)
-    rows: int                    # rows read
-    items: int                   # items the figures are over (after filters and the sample)
-    filters: dict[str, Any] = field(default_factory=dict)   # uniform column, holdout...
+    annotator: str  # whose verdicts (AlpacaEval's annotator, or the decision column)
+    rows: int  # rows read
+    items: int  # items the figures are over (after filters and the sample)
+    filters: dict[str, Any] = field(default_factory=dict)  # uniform column, holdout...
     skipped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class SampleInfo:
-    n: int | None                # asked for (None: every item)
+    n: int | None  # asked for (None: every item)
     seed: int
-    method: str                  # "all" | "uniform" | "stratified by judged model" | "stratified by decision"
+    method: str  # "all" | "uniform" | "stratified by judged model" | "stratified by decision"
 
 
 @dataclass
 class JudgeCard:
-    judge: str                   # the spec as given
-    judge_id: str                # the id the store keeps its replies under (with the version)
-    kind: str                    # "pairwise" | "rating"
-    description: str             # what the judge is, in a phrase
+    judge: str  # the spec as given
+    judge_id: str  # the id the store keeps its replies under (with the version)
+    kind: str  # "pairwise" | "rating"
+    description: str  # what the judge is, in a phrase
     reference: ReferenceInfo
     sample: SampleInfo
     figures: PairwiseFigures | RatingFigures
     baselines: dict[str, PairwiseFigures | RatingFigures]
-    reference_figures: PairwiseFigures | None = None   # the reference's own (its ties, length preference)
+    reference_figures: PairwiseFigures | None = None  # the reference's own (its ties, length preference)
     length_preference: str = ""
-    requests: dict[str, Any] = field(default_factory=dict)   # sent, found in the store, tokens, cost
+    requests: dict[str, Any] = field(default_factory=dict)  # sent, found in the store, tokens, cost
     command: str = ""
     date: str = ""
-    version: str = ""            # alpagasus's
+    version: str = ""  # alpagasus's
     format: int = FORMAT
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict, source: str = "card") -> "JudgeCard":
+    def from_json(cls, d: dict, source: str = "card") -> JudgeCard:
         try:
             figs = PairwiseFigures if d["kind"] == "pairwise" else RatingFigures
             ref_figs = d.get("reference_figures")
-            return cls(**{**_known(cls, d), "reference": ReferenceInfo(**_known(ReferenceInfo, d["reference"])),
-                          "sample": SampleInfo(**_known(SampleInfo, d["sample"])),
-                          "figures": figs(**_known(figs, d["figures"])),
-                          "baselines": {k: figs(**_known(figs, v)) for k, v in d["baselines"].items()},
-                          "reference_figures": PairwiseFigures(**_known(PairwiseFigures, ref_figs)) if ref_figs
-                          else None})
+            return cls(
+                **{
+                    **_known(cls, d),
+                    "reference": ReferenceInfo(**_known(ReferenceInfo, d["reference"])),
+                    "sample": SampleInfo(**_known(SampleInfo, d["sample"])),
+                    "figures": figs(**_known(figs, d["figures"])),
+                    "baselines": {k: figs(**_known(figs, v)) for k, v in d["baselines"].items()},
+                    "reference_figures": PairwiseFigures(**_known(PairwiseFigures, ref_figs)) if ref_figs else None,
+                }
+            )
         except (KeyError, TypeError) as e:
             raise DataError(f"{source}: not a judge card ({e})") from e
 
@@ -137,14 +141,19 @@ def describe(judge: str) -> str:
     if backend == "pointwise":
         return f"offline: scores each answer alone with the predictor {name}, so it cannot see position"
     if backend == "predictor":
-        what = {"alpaca-claude-accuracy": "Claude's accuracy decisions",
-                "alpaca-chatgpt-helpfulness": "ChatGPT's helpfulness decisions"}.get(name, "a strong judge")
+        what = {
+            "alpaca-claude-accuracy": "Claude's accuracy decisions",
+            "alpaca-chatgpt-helpfulness": "ChatGPT's helpfulness decisions",
+        }.get(name, "a strong judge")
         trained = " trained on Alpaca rows only" if name.startswith("alpaca-") else ""
         return f"offline predictor of {what}{trained}"
-    return {"openai": "an LLM behind an OpenAI-compatible API", "hf": "a local model (transformers)",
-            "vllm": "a local model (vLLM)", "embedded": "the embedded small LLM",
-            "pairwise": "offline pairwise judge reading the question and both answers"}.get(
-        backend, f"a {backend} judge")
+    return {
+        "openai": "an LLM behind an OpenAI-compatible API",
+        "hf": "a local model (transformers)",
+        "vllm": "a local model (vLLM)",
+        "embedded": "the embedded small LLM",
+        "pairwise": "offline pairwise judge reading the question and both answers",
+    }.get(backend, f"a {backend} judge")
 
 
 def key_figures(card: JudgeCard) -> str:
@@ -152,29 +161,34 @@ def key_figures(card: JudgeCard) -> str:
     f, n = card.figures, card.reference.items
     if isinstance(f, PairwiseFigures):
         lw = card.baselines.get("longer wins") or PairwiseFigures()
-        out = (f"on {n} {card.reference.annotator} pairs it agrees {_f(f.agreement)} three-way and "
-               f"{_f(f.agreement_decided)} on decided ones (longer-answer rule {_f(lw.agreement)} / "
-               f"{_f(lw.agreement_decided)})")
+        out = (
+            f"on {n} {card.reference.annotator} pairs it agrees {_f(f.agreement)} three-way and "
+            f"{_f(f.agreement_decided)} on decided ones (longer-answer rule {_f(lw.agreement)} / "
+            f"{_f(lw.agreement_decided)})"
+        )
         if f.spearman is not None:
-            out += (f", ranks {f.models} models with Spearman {_f(f.spearman)} (longer-answer rule "
-                    f"{_f(lw.spearman)})")
+            out += f", ranks {f.models} models with Spearman {_f(f.spearman)} (longer-answer rule {_f(lw.spearman)})"
         return out
     longer, shorter = (card.baselines.get(k) or RatingFigures() for k in ("longer", "shorter"))
-    return (f"on {n} rows with {card.reference.annotator} it has ROC-AUC {_f(f.roc_auc)} (length alone: longer "
-            f"is better {_f(longer.roc_auc)}, shorter is better {_f(shorter.roc_auc)}) and precision "
-            f"{_f(f.precision_at_kept)} at the kept fraction {_f(f.kept_fraction)}")
+    return (
+        f"on {n} rows with {card.reference.annotator} it has ROC-AUC {_f(f.roc_auc)} (length alone: longer "
+        f"is better {_f(longer.roc_auc)}, shorter is better {_f(shorter.roc_auc)}) and precision "
+        f"{_f(f.precision_at_kept)} at the kept fraction {_f(f.kept_fraction)}"
+    )
 
 
 def length_preference(figures: PairwiseFigures | RatingFigures) -> str:
     """The card's length preference, read in words (strong or not)."""
     if isinstance(figures, PairwiseFigures):
         p = figures.prefers_longer
-        return (pairwise_length_reading(p) or
-                ("no strong length preference" + (f" (the longer answer wins {p:.0%} of its decided verdicts)"
-                                                  if p is not None else "")))
+        return pairwise_length_reading(p) or (
+            "no strong length preference"
+            + (f" (the longer answer wins {p:.0%} of its decided verdicts)" if p is not None else "")
+        )
     rho = figures.length_spearman
-    return rating_length_reading(rho) or ("no strong length preference" +
-                                          (f" (Spearman {rho:+.2f} of score with length)" if rho is not None else ""))
+    return rating_length_reading(rho) or (
+        "no strong length preference" + (f" (Spearman {rho:+.2f} of score with length)" if rho is not None else "")
+    )
 
 
 def caveat(judge: str | None, kind: str = "pairwise") -> str:
@@ -182,13 +196,21 @@ def caveat(judge: str | None, kind: str = "pairwise") -> str:
     card, the hand-written note (compare/known_agreement.json) or "unknown"."""
     card = find_card(judge, kind)
     if card is None:
-        return known_agreement(judge) if kind == "pairwise" else \
-            f"{describe(judge or '')}; no judge card: not measured against recorded decisions (alpagasus judge-check)"
-    strong = pairwise_length_reading(card.figures.prefers_longer) if isinstance(card.figures, PairwiseFigures) \
+        return (
+            known_agreement(judge)
+            if kind == "pairwise"
+            else f"{describe(judge or '')}; no judge card: not measured against recorded decisions (alpagasus judge-check)"
+        )
+    strong = (
+        pairwise_length_reading(card.figures.prefers_longer)
+        if isinstance(card.figures, PairwiseFigures)
         else rating_length_reading(card.figures.length_spearman)
+    )
     version = "" if judge in (card.judge_id, card.judge) else f"; card made for {card.judge_id}"
-    return (f"{judge_name(judge or card.judge)} ({card.description}): {key_figures(card)}"
-            f"{'; ' + strong if strong else ''} (judge card, {card.date}{version})")
+    return (
+        f"{judge_name(judge or card.judge)} ({card.description}): {key_figures(card)}"
+        f"{'; ' + strong if strong else ''} (judge card, {card.date}{version})"
+    )
 
 
 def known_agreement(judge: str | None) -> str:
@@ -212,11 +234,24 @@ def figure_rows(card: JudgeCard) -> tuple[tuple[str, ...], list[list[str]]]:
     rows += [("reference", card.reference_figures)] if card.reference_figures is not None else []
     rows += list(card.baselines.items())
     if card.kind == "pairwise":
-        return PAIRWISE_COLUMNS, [[name, str(f.judged), _f(f.agreement), _f(f.agreement_decided), _f(f.ties),
-                                   _f(f.position_bias), _f(f.prefers_longer), _f(f.spearman), _f(f.kendall)]
-                                  for name, f in rows]
-    return RATING_COLUMNS, [[name, str(f.rated), _f(f.roc_auc), _f(f.precision_at_kept), _f(f.kept_fraction),
-                             _f(f.length_spearman)] for name, f in rows]
+        return PAIRWISE_COLUMNS, [
+            [
+                name,
+                str(f.judged),
+                _f(f.agreement),
+                _f(f.agreement_decided),
+                _f(f.ties),
+                _f(f.position_bias),
+                _f(f.prefers_longer),
+                _f(f.spearman),
+                _f(f.kendall),
+            ]
+            for name, f in rows
+        ]
+    return RATING_COLUMNS, [
+        [name, str(f.rated), _f(f.roc_auc), _f(f.precision_at_kept), _f(f.kept_fraction), _f(f.length_spearman)]
+        for name, f in rows
+    ]
 
 
 def judge_note(judge: str | None, longer_answer_wins: float | None = None) -> str:

@@ -5,6 +5,7 @@ scores are untested, and `rate` says so. The check is exact and cheap: the conte
 9k the package ships (samples/alpaca_9k.json.gz, 17.7% of the 52k): a file of Alpaca rows has about one row
 in six there, and a file of other data none.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -20,7 +21,7 @@ from alpagasus.judgecheck.metrics import RatingFigures
 
 ROWS_CHECKED = 500
 SCORE_RULES = ("top_k", "keep_fraction", "threshold")
-LENGTH_RATIO = 2.0   # kept median response length under half, or over twice, the rated rows': said
+LENGTH_RATIO = 2.0  # kept median response length under half, or over twice, the rated rows': said
 ALPACA_SAMPLE = "sample:alpaca_9k"
 
 
@@ -41,8 +42,7 @@ def domain_note(judge: str | None, data: str | Path) -> str | None:
     if not trained_on_alpaca(judge):
         return None
     try:
-        ids = [e.id for e in itertools.islice(stream_examples(data, skip_invalid=True, allow_empty=True),
-                                              ROWS_CHECKED)]
+        ids = [e.id for e in itertools.islice(stream_examples(data, skip_invalid=True, allow_empty=True), ROWS_CHECKED)]
         if not ids or any(i in _alpaca_ids() for i in ids):
             return None
     except (DataError, OSError, ValueError):
@@ -50,9 +50,11 @@ def domain_note(judge: str | None, data: str | Path) -> str | None:
     card = find_card(judge, "rating")
     rho = card.figures.length_spearman if card is not None and isinstance(card.figures, RatingFigures) else None
     measured = f"; on Alpaca its score has Spearman {rho:+.2f} with response length" if rho is not None else ""
-    return (f"{judge_name(judge or '')} was trained on Alpaca rows only, and none of the first {len(ids)} rows "
-            f"of {data} is an Alpaca row: on other data its scores are untested{measured} "
-            "(docs/judge_check.md)")
+    return (
+        f"{judge_name(judge or '')} was trained on Alpaca rows only, and none of the first {len(ids)} rows "
+        f"of {data} is an Alpaca row: on other data its scores are untested{measured} "
+        "(docs/judge_check.md)"
+    )
 
 
 def selection_length_note(res: dict[str, Any]) -> str | None:
@@ -80,7 +82,9 @@ def selection_length_note(res: dict[str, Any]) -> str | None:
     if m_all <= 0 or 1 / LENGTH_RATIO < m_kept / m_all < LENGTH_RATIO:
         return None
     side_word = "shorter" if m_kept < m_all else "longer"
-    return (f"warning: the kept rows' median response is {m_kept:g} characters against {m_all:g} for all rated "
-            f"rows: this score favours {side_word} answers, so a model trained on them may differ by length as "
-            f"much as by quality (a length-matched random baseline: select --random {len(kept)} --match-length "
-            f"{side.get('output', 'THIS_SELECTION')})")
+    return (
+        f"warning: the kept rows' median response is {m_kept:g} characters against {m_all:g} for all rated "
+        f"rows: this score favours {side_word} answers, so a model trained on them may differ by length as "
+        f"much as by quality (a length-matched random baseline: select --random {len(kept)} --match-length "
+        f"{side.get('output', 'THIS_SELECTION')})"
+    )

@@ -15,6 +15,7 @@ Pairwise (a verdict per item: "1", "2" or "tie"):
 Rating (a score per item against a keep decision): ROC-AUC, precision at the kept fraction (the top k rows by
 score, k = the decisions' keeps), and Spearman of the score with the response length in characters.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,30 +26,30 @@ from typing import Mapping, Sequence
 from alpagasus.judgecheck.references import PairItem, RatingItem
 from alpagasus.report.stats import ranks  # average ranks, ties sharing their mean: one implementation
 
-STRONG_LONGER = 0.7     # prefers_longer at or above this (or at or below 1 - this) is a strong length preference
-STRONG_RHO = 0.4        # |Spearman of score with length| at or above this is a strong length preference
+STRONG_LONGER = 0.7  # prefers_longer at or above this (or at or below 1 - this) is a strong length preference
+STRONG_RHO = 0.4  # |Spearman of score with length| at or above this is a strong length preference
 
 
 @dataclass
 class PairwiseFigures:
-    items: int = 0                        # items with a reference verdict
-    judged: int = 0                       # of them, items the judge gave a verdict
+    items: int = 0  # items with a reference verdict
+    judged: int = 0  # of them, items the judge gave a verdict
     agreement: float | None = None
     agreement_decided: float | None = None
-    decided: int = 0                      # items the reference decided (not a draw) and the judge judged
+    decided: int = 0  # items the reference decided (not a draw) and the judge judged
     ties: float | None = None
     position_bias: float | None = None
     prefers_longer: float | None = None
     spearman: float | None = None
     kendall: float | None = None
     models: int = 0
-    win_rates: dict[str, float] = field(default_factory=dict)   # judged model -> answer 2's win rate
+    win_rates: dict[str, float] = field(default_factory=dict)  # judged model -> answer 2's win rate
 
 
 @dataclass
 class RatingFigures:
     items: int = 0
-    rated: int = 0                        # items the judge gave a score
+    rated: int = 0  # items the judge gave a score
     positives: int = 0
     roc_auc: float | None = None
     precision_at_kept: float | None = None
@@ -122,14 +123,16 @@ def win_rates(items: Sequence[PairItem], verdicts: Mapping[str, str | None]) -> 
         if v is None or it.reference is None:
             continue
         judge[it.group].append({"2": 1.0, "tie": 0.5, "1": 0.0}[v])
-        ref[it.group].append(it.preference if it.preference is not None else
-                             {"2": 1.0, "tie": 0.5, "1": 0.0}[it.reference])
+        ref[it.group].append(
+            it.preference if it.preference is not None else {"2": 1.0, "tie": 0.5, "1": 0.0}[it.reference]
+        )
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     return ({g: round(mean(v), 4) for g, v in judge.items()}, {g: round(mean(v), 4) for g, v in ref.items()})
 
 
-def pairwise_figures(items: Sequence[PairItem], verdicts: Mapping[str, str | None],
-                     disagree: Mapping[str, bool] | None = None) -> PairwiseFigures:
+def pairwise_figures(
+    items: Sequence[PairItem], verdicts: Mapping[str, str | None], disagree: Mapping[str, bool] | None = None
+) -> PairwiseFigures:
     """The figures of one judge's verdicts (by item key; None or absent: no verdict). `disagree`: per item,
     whether its two orders disagreed (None: one order only, or a judge that scores each answer alone)."""
     f = PairwiseFigures(items=sum(1 for it in items if it.reference is not None))
@@ -190,5 +193,7 @@ def rating_length_reading(rho: float | None) -> str | None:
     if rho is None or abs(rho) < STRONG_RHO:
         return None
     side = "longer" if rho > 0 else "shorter"
-    return (f"the judge strongly prefers {side} answers (Spearman {rho:+.2f} of score with length): "
-            f"part of what it ranks is length")
+    return (
+        f"the judge strongly prefers {side} answers (Spearman {rho:+.2f} of score with length): "
+        f"part of what it ranks is length"
+    )

@@ -14,6 +14,7 @@
 Sampling (`sample`): stratified by default (proportional allocation: per judged model for pairwise sets, per
 decision for rating sets, so the positive rate is kept), or uniform.
 """
+
 from __future__ import annotations
 
 import random
@@ -25,25 +26,27 @@ from typing import Any, Sequence
 from alpagasus.data import DataError
 from alpagasus.records import Example, content_id
 
-SIDES = ("1", "2", "tie")   # a verdict: answer 1 better, answer 2 better, a draw
+SIDES = ("1", "2", "tie")  # a verdict: answer 1 better, answer 2 better, a draw
 
 
 @dataclass
 class PairItem:
     """One question with two answers and the reference's verdict on them."""
-    key: str                   # content id of (question, answer 1, answer 2[, judged model])
+
+    key: str  # content id of (question, answer 1, answer 2[, judged model])
     question: str
     answer_1: str
     answer_2: str
-    reference: str | None      # "1" | "2" | "tie"; None: the reference gave no verdict
-    preference: float | None   # the reference's preference for answer 2 in [0, 1] (a draw 0.5), for win rates
-    group: str                 # the judged model (answer 2's), for per-model win rates
-    source: str = ""           # "FILE, row N"
+    reference: str | None  # "1" | "2" | "tie"; None: the reference gave no verdict
+    preference: float | None  # the reference's preference for answer 2 in [0, 1] (a draw 0.5), for win rates
+    group: str  # the judged model (answer 2's), for per-model win rates
+    source: str = ""  # "FILE, row N"
 
 
 @dataclass
 class RatingItem:
     """One example and the strong judge's recorded keep decision."""
+
     example: Example
     decision: bool
     source: str = ""
@@ -55,13 +58,13 @@ class RatingItem:
 
 @dataclass
 class ReferenceSet:
-    kind: str                                  # "pairwise" | "rating"
-    format: str                                # "alpacaeval" | "alpagasus-reviews" | "labels"
+    kind: str  # "pairwise" | "rating"
+    format: str  # "alpacaeval" | "alpagasus-reviews" | "labels"
     files: list[str]
-    annotator: str                             # whose verdicts: the annotator, or the decision column
+    annotator: str  # whose verdicts: the annotator, or the decision column
     pairs: list[PairItem] = field(default_factory=list)
     ratings: list[RatingItem] = field(default_factory=list)
-    rows: int = 0                              # rows read
+    rows: int = 0  # rows read
     skipped: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -90,14 +93,16 @@ def read_alpacaeval(paths: Sequence[str | Path]) -> ReferenceSet:
             ref.skipped["no verdict"] = ref.skipped.get("no verdict", 0) + 1
             continue
         annotators.add(v.annotator)
-        ref.pairs.append(PairItem(key, v.instruction, v.output_1, v.output_2, v.side, v.outcome, v.generator_2,
-                                  v.source))
+        ref.pairs.append(
+            PairItem(key, v.instruction, v.output_1, v.output_2, v.side, v.outcome, v.generator_2, v.source)
+        )
     ref.annotator = ", ".join(sorted(annotators))
     return ref
 
 
-def read_reviews_reference(reviews_ab: Sequence[str | Path], reviews_ba: Sequence[str | Path], model_a: str,
-                           model_b: str) -> ReferenceSet:
+def read_reviews_reference(
+    reviews_ab: Sequence[str | Path], reviews_ba: Sequence[str | Path], model_a: str, model_b: str
+) -> ReferenceSet:
     """Reviews in the official AlpaGasus format, both orders, combined by the paper's rule per question."""
     from alpagasus.compare.aggregate import question_outcome
     from alpagasus.compare.inputs import read_reviews, testset_of
@@ -115,8 +120,13 @@ def read_reviews_reference(reviews_ab: Sequence[str | Path], reviews_ba: Sequenc
     by_q: dict[tuple[str, str], dict] = defaultdict(dict)
     for j in result.judgments:
         by_q[(j.testset, j.question_id)][j.order] = j
-    ref = ReferenceSet("pairwise", "alpagasus-reviews", [str(f) for f in [*reviews_ab, *reviews_ba]],
-                       "the reviews' judge", rows=len(ab) + len(ba))
+    ref = ReferenceSet(
+        "pairwise",
+        "alpagasus-reviews",
+        [str(f) for f in [*reviews_ab, *reviews_ba]],
+        "the reviews' judge",
+        rows=len(ab) + len(ba),
+    )
     ref.skipped = {"unmatched": len(result.mismatches)} if result.mismatches else {}
     for p in result.pairs:
         outcome, _ = question_outcome(by_q[(p.testset, p.question_id)])
@@ -124,14 +134,28 @@ def read_reviews_reference(reviews_ab: Sequence[str | Path], reviews_ba: Sequenc
             ref.skipped["no verdict"] = ref.skipped.get("no verdict", 0) + 1
             continue
         verdict = {"win": "1", "lose": "2", "tie": "tie"}[outcome]
-        ref.pairs.append(PairItem(content_id(p.question, p.answer_a, p.answer_b), p.question, p.answer_a,
-                                  p.answer_b, verdict, {"1": 0.0, "2": 1.0, "tie": 0.5}[verdict], model_b,
-                                  f"{p.testset}/{p.question_id}"))
+        ref.pairs.append(
+            PairItem(
+                content_id(p.question, p.answer_a, p.answer_b),
+                p.question,
+                p.answer_a,
+                p.answer_b,
+                verdict,
+                {"1": 0.0, "2": 1.0, "tie": 0.5}[verdict],
+                model_b,
+                f"{p.testset}/{p.question_id}",
+            )
+        )
     return ref
 
 
-def read_labels_reference(path: str | Path, decision: str, uniform_column: str | None = None,
-                          holdout: float | None = None, holdout_seed: int = 0) -> ReferenceSet:
+def read_labels_reference(
+    path: str | Path,
+    decision: str,
+    uniform_column: str | None = None,
+    holdout: float | None = None,
+    holdout_seed: int = 0,
+) -> ReferenceSet:
     """A ratings or labels file with a decision column. `uniform_column`: only the rows it marks true;
     `holdout`: only the rows `alpagasus distill --holdout HOLDOUT --seed HOLDOUT_SEED --uniform-column ...`
     held out (uniform rows)."""
@@ -145,10 +169,15 @@ def read_labels_reference(path: str | Path, decision: str, uniform_column: str |
         if not 0.0 < holdout < 1.0:
             raise DataError(f"--holdout must be in (0, 1), got {holdout}")
         keep = [bool(m) for m in split_holdout(ls, holdout, holdout_seed)]
-    ref = ReferenceSet("rating", "labels", [str(path)], decision, rows=len(ls.examples) + sum(ls.skipped.values()),
-                       skipped=dict(ls.skipped))
-    ref.ratings = [RatingItem(e, bool(k), f"{path}, row {e.row}")
-                   for e, k, m in zip(ls.examples, ls.keep, keep) if m]
+    ref = ReferenceSet(
+        "rating",
+        "labels",
+        [str(path)],
+        decision,
+        rows=len(ls.examples) + sum(ls.skipped.values()),
+        skipped=dict(ls.skipped),
+    )
+    ref.ratings = [RatingItem(e, bool(k), f"{path}, row {e.row}") for e, k, m in zip(ls.examples, ls.keep, keep) if m]
     left_out = len(ls.examples) - len(ref.ratings)
     if left_out:
         ref.skipped["not uniform or not held out"] = left_out

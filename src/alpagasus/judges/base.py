@@ -1,5 +1,6 @@
 """The judge protocol every backend implements, the base class of in-process backends, and the one helper
 they share: label probabilities -> expected score."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,9 +29,9 @@ class JudgeOptionError(JudgeError):
 
 @runtime_checkable
 class Judge(Protocol):
-    mode: str            # "generate" | "logprob" (or "predict" for predictors)
-    batch_size: int      # requests per score() call that suit the backend
-    concurrency: int     # score() calls the engine keeps in flight
+    mode: str  # "generate" | "logprob" (or "predict" for predictors)
+    batch_size: int  # requests per score() call that suit the backend
+    concurrency: int  # score() calls the engine keeps in flight
     sort_by_length: bool  # the engine groups requests of similar length into a batch (local backends pad)
 
     @property

@@ -6,6 +6,7 @@ the whole rubric) are run once: their KV cache is kept between batches, keyed by
 rest of each prompt is run, batched, on top of it. Same scores as running whole prompts (tests/test_prefix.py).
 generate mode: greedy decoding of the paper's reply (score line + explanation).
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,9 +20,18 @@ from alpagasus.records import Reply, Request
 
 
 class HFJudge(LocalJudge):
-    def __init__(self, arg: str, mode: str | None = None, backend: str = "hf", batch_size: int | None = None,
-                 device: str | None = None, dtype: str = "auto", prefix_cache: bool = True, min_prefix: int = 16,
-                 pass_cost: int = 32):
+    def __init__(
+        self,
+        arg: str,
+        mode: str | None = None,
+        backend: str = "hf",
+        batch_size: int | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        prefix_cache: bool = True,
+        min_prefix: int = 16,
+        pass_cost: int = 32,
+    ):
         if not arg:
             raise JudgeError("hf judge needs a model: hf:PATH_OR_ID (a directory, hub id or .gguf file)")
         self.model_ref = arg if backend == "hf" else f"embedded:{arg}"
@@ -77,11 +87,12 @@ class HFJudge(LocalJudge):
             vocab = self.tok.get_vocab()
             per_label: list[list[int]] = []
             for lab in labels:
-                ids = {i for t, i in vocab.items()
-                       if self.tok.convert_tokens_to_string([t]).strip() == lab}
+                ids = {i for t, i in vocab.items() if self.tok.convert_tokens_to_string([t]).strip() == lab}
                 if not ids:
-                    raise JudgeError(f"{self.spec}: label {lab!r} is not a single token; logprob mode needs "
-                                     "single-token labels (use --mode generate)")
+                    raise JudgeError(
+                        f"{self.spec}: label {lab!r} is not a single token; logprob mode needs "
+                        "single-token labels (use --mode generate)"
+                    )
                 per_label.append(sorted(ids))
             self._label_ids[labels] = per_label
         return self._label_ids[labels]
@@ -171,8 +182,13 @@ class HFJudge(LocalJudge):
         positions = n + (mask.cumsum(-1) - 1).clamp(min=0)
         full_mask = torch.cat([torch.ones((rows, n), dtype=torch.long), mask], dim=1)
         dev = self.model.device
-        out = self._forward(input_ids=suffix.to(dev), attention_mask=full_mask.to(dev), position_ids=positions.to(dev),
-                            past_key_values=self._past(rows, keep=False), use_cache=True)
+        out = self._forward(
+            input_ids=suffix.to(dev),
+            attention_mask=full_mask.to(dev),
+            position_ids=positions.to(dev),
+            past_key_values=self._past(rows, keep=False),
+            use_cache=True,
+        )
         self.stats["prefix_passes"] += 1
         self.stats["tokens_reused"] += n * rows - computed
         return out.logits[:, -1, :]
@@ -211,16 +227,20 @@ class HFJudge(LocalJudge):
         dev = self.model.device
         kw: dict[str, Any] = {"input_ids": torch.tensor([tokens[n:]], device=dev), "use_cache": True}
         if n:
-            kw.update(past_key_values=self._past(1), position_ids=torch.arange(n, len(tokens), device=dev)[None],
-                      attention_mask=torch.ones((1, len(tokens)), dtype=torch.long, device=dev))
+            kw.update(
+                past_key_values=self._past(1),
+                position_ids=torch.arange(n, len(tokens), device=dev)[None],
+                attention_mask=torch.ones((1, len(tokens)), dtype=torch.long, device=dev),
+            )
         cache = self._forward(**kw).past_key_values
         return tokens, [(layer.keys, layer.values) for layer in cache.layers]
 
     def _generate(self, requests: list[Request]) -> list[Reply]:
         ids = [prompt_ids(self.tok, self.prompt_text(r)) for r in requests]
         temp = max(r.temperature for r in requests)
-        gen, width = generate_tokens(self.model, self.tok, ids, max(r.max_tokens for r in requests), temperature=temp,
-                                     top_p=0.95)
+        gen, width = generate_tokens(
+            self.model, self.tok, ids, max(r.max_tokens for r in requests), temperature=temp, top_p=0.95
+        )
         out = []
         for row, new in enumerate(gen[:, width:]):
             n_out = int((new != self.tok.pad_token_id).sum())
@@ -229,7 +249,7 @@ class HFJudge(LocalJudge):
         return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_only_class(base: type) -> type:
     """`base` (a full or sliding-window cache layer) whose update returns prefix + new states without keeping them."""
     import torch
@@ -259,8 +279,8 @@ def _left_pad(seqs: list[list[int]], pad_id: int | None) -> tuple[Any, Any]:
     input_ids = torch.full((len(seqs), width), pad_id if pad_id is not None else 0, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, x in enumerate(seqs):
-        input_ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
-        mask[i, width - len(x):] = 1
+        input_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+        mask[i, width - len(x) :] = 1
     return input_ids, mask
 
 
@@ -277,7 +297,7 @@ def _length_groups(lengths: list[int], pass_cost: int) -> list[list[int]]:
                 best[j], cut[j] = cost, i
     groups, j = [], len(sizes)
     while j:
-        groups.append(order[cut[j]:j])
+        groups.append(order[cut[j] : j])
         j = cut[j]
     return groups[::-1]
 
@@ -291,4 +311,3 @@ def _common_len(seqs: list[list[int]]) -> int:
             k += 1
         n = k
     return n
-

@@ -22,6 +22,7 @@ The score on the rubric's scale (0-5 by default) is lo + (hi - lo) * IFD for IFD
 `select --top-k K` keeps the K highest IFD among the rows below 1, Superfiltering's rule. The raw figures go to
 the ratings file's `ifd` column (rate/view.py), `ifd_ge_1` marking the rows the instruction does not help.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,7 +47,7 @@ LOGITS_BUDGET = 1 << 26
 _PLACEHOLDER = re.compile(r"\{(instruction|input)\}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _formats() -> tuple[str, str]:
     return builtin_text("ifd_input"), builtin_text("ifd_no_input")
 
@@ -76,8 +77,13 @@ def ifd_values(loss_conditioned: float, loss_response: float) -> dict[str, Any]:
     if not (math.isfinite(loss_conditioned) and math.isfinite(loss_response)) or loss_response <= 0:
         raise ValueError(f"losses {loss_conditioned!r} / {loss_response!r} give no IFD")
     ifd = loss_conditioned / loss_response
-    return {"ifd": ifd, "ppl_ratio": math.exp(loss_conditioned - loss_response),
-            "loss_conditioned": loss_conditioned, "loss_response": loss_response, "ifd_ge_1": ifd >= 1}
+    return {
+        "ifd": ifd,
+        "ppl_ratio": math.exp(loss_conditioned - loss_response),
+        "loss_conditioned": loss_conditioned,
+        "loss_response": loss_response,
+        "ifd_ge_1": ifd >= 1,
+    }
 
 
 def ifd_score(value: float, lo: float = 0.0, hi: float = 5.0) -> float:
@@ -100,11 +106,12 @@ def scale_of(labels: Sequence[str]) -> tuple[float, float]:
 @dataclass
 class Pair:
     """Token ids of one row: both passes are start + (prompt) + response, the same response tokens in each."""
+
     start: list[int]
     prompt: list[int]
     response: list[int]
-    cut_prompt: int = 0     # tokens cut from the prompt's end to fit the window
-    cut_response: int = 0   # tokens cut from the response's end
+    cut_prompt: int = 0  # tokens cut from the prompt's end to fit the window
+    cut_response: int = 0  # tokens cut from the response's end
 
     @property
     def conditioned(self) -> list[int]:
@@ -123,16 +130,21 @@ def build_pair(tok: Any, start: list[int], example: Example, max_length: int) ->
     room = max_length - len(start)
     keep_prompt = min(len(prompt), room - min(len(response), room // 2))
     keep_response = min(len(response), room - keep_prompt)
-    return Pair(list(start), list(prompt[:keep_prompt]), list(response[:keep_response]),
-                len(prompt) - keep_prompt, len(response) - keep_response)
+    return Pair(
+        list(start),
+        list(prompt[:keep_prompt]),
+        list(response[:keep_response]),
+        len(prompt) - keep_prompt,
+        len(response) - keep_response,
+    )
 
 
 def start_ids(tok: Any) -> list[int]:
     """The token(s) both passes start with: the BOS the tokenizer adds itself, else <|endoftext|>, else BOS/EOS."""
     plain = tok("a", add_special_tokens=False)["input_ids"]
     full = tok("a")["input_ids"]
-    if len(full) > len(plain) and full[len(full) - len(plain):] == plain:
-        return list(full[:len(full) - len(plain)])
+    if len(full) > len(plain) and full[len(full) - len(plain) :] == plain:
+        return list(full[: len(full) - len(plain)])
     vocab = tok.get_vocab()
     if START_TOKEN in vocab:
         return [vocab[START_TOKEN]]
@@ -159,13 +171,23 @@ class IFDJudge(LocalJudge):
     mode = "ifd"
     sort_by_length = True  # hf: rows are padded to the longest of a pass
 
-    def __init__(self, arg: str, mode: str | None = None, backend: str = "ifd", batch_size: int | None = None,
-                 device: str | None = None, dtype: str = "auto", context: int | None = None, ratio: str = "loss",
-                 gpu_memory_utilization: float = 0.85):
+    def __init__(
+        self,
+        arg: str,
+        mode: str | None = None,
+        backend: str = "ifd",
+        batch_size: int | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        context: int | None = None,
+        ratio: str = "loss",
+        gpu_memory_utilization: float = 0.85,
+    ):
         kind, _, name = arg.partition(":")
         if kind not in BACKENDS or not name:
-            raise JudgeError(f"ifd judge needs a model: ifd:embedded:NAME, ifd:hf:PATH_OR_ID or ifd:vllm:MODEL, "
-                             f"not ifd:{arg}")
+            raise JudgeError(
+                f"ifd judge needs a model: ifd:embedded:NAME, ifd:hf:PATH_OR_ID or ifd:vllm:MODEL, not ifd:{arg}"
+            )
         if mode not in (None, "ifd"):
             raise JudgeError(f"ifd:{arg} computes IFD (mode 'ifd'), not {mode!r}")
         if ratio not in RATIOS:
@@ -204,8 +226,9 @@ class IFDJudge(LocalJudge):
         try:
             from vllm import LLM
         except ImportError as e:
-            raise JudgeError(f"ifd:{self.arg} needs vLLM on a GPU machine: pip install 'alpagasus[vllm]' "
-                             "(or use ifd:hf:MODEL)") from e
+            raise JudgeError(
+                f"ifd:{self.arg} needs vLLM on a GPU machine: pip install 'alpagasus[vllm]' (or use ifd:hf:MODEL)"
+            ) from e
         from alpagasus.models import resolve_model
 
         # prompt log-probabilities come from the prefill: a prefix-cache hit would skip positions we need
@@ -251,16 +274,24 @@ class IFDJudge(LocalJudge):
         try:
             values = ifd_values(mean_nll(lp_conditioned), mean_nll(lp_alone))
         except ValueError as e:  # a degenerate row (a response the model predicts perfectly alone): not a score
-            return Reply(error=f"no IFD: {e}", retryable=False, model=self.model_ref, tokens_in=tokens,
-                         latency_s=per)
+            return Reply(error=f"no IFD: {e}", retryable=False, model=self.model_ref, tokens_in=tokens, latency_s=per)
         detail = {**values, "response_tokens": len(p.response), "prompt_tokens": len(p.prompt)}
         if p.cut_prompt or p.cut_response:
             detail["truncated"] = {"prompt": p.cut_prompt, "response": p.cut_response}
         value = values["ifd"] if self.ratio == "loss" else values["ppl_ratio"]
-        note = ("the instruction does not help predict the response (IFD >= 1): lowest score"
-                if values["ifd_ge_1"] else "the instruction helps (IFD < 1)")
-        return Reply(score=ifd_score(value, *scale_of(r.labels)), text=f"IFD {values['ifd']:.4f}: {note}",
-                     model=self.model_ref, tokens_in=tokens, latency_s=per, extra={"ifd": detail})
+        note = (
+            "the instruction does not help predict the response (IFD >= 1): lowest score"
+            if values["ifd_ge_1"]
+            else "the instruction helps (IFD < 1)"
+        )
+        return Reply(
+            score=ifd_score(value, *scale_of(r.labels)),
+            text=f"IFD {values['ifd']:.4f}: {note}",
+            model=self.model_ref,
+            tokens_in=tokens,
+            latency_s=per,
+            extra={"ifd": detail},
+        )
 
     def _hf_logprobs(self, seqs: list[list[int]], spans: list[int]) -> list[list[float]]:
         """Per-token log-probabilities of the last spans[i] tokens of each sequence: rows of similar length
@@ -270,8 +301,11 @@ class IFDJudge(LocalJudge):
 
         vocab = int(self.model.get_output_embeddings().weight.shape[0])
         cost = 32 if self.model.device.type == "cpu" else None  # CPU: a pass costs ~32 padded tokens
-        groups = _length_groups([len(s) for s in seqs], cost) if cost else [sorted(range(len(seqs)),
-                                                                                  key=lambda i: len(seqs[i]))]
+        groups = (
+            _length_groups([len(s) for s in seqs], cost)
+            if cost
+            else [sorted(range(len(seqs)), key=lambda i: len(seqs[i]))]
+        )
         out: list[list[float]] = [[] for _ in seqs]
         dev = self.model.device
         for group in groups:
@@ -285,7 +319,7 @@ class IFDJudge(LocalJudge):
                         n = spans[i]
                         if not n:  # an empty response (--rate-empty): nothing to score, _reply says so
                             continue
-                        lg = logits[row, keep - n - 1:keep - 1].float()
+                        lg = logits[row, keep - n - 1 : keep - 1].float()
                         target = torch.tensor(seqs[i][-n:], device=lg.device)
                         lp = lg.gather(-1, target[:, None]).squeeze(-1) - torch.logsumexp(lg, dim=-1)
                         out[i] = lp.tolist()

@@ -3,6 +3,7 @@
 Retries are the rating loop's, not the client's (max_retries=0), so every attempt is counted, capped and
 spaced by the server's Retry-After.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,9 +29,18 @@ class OpenAIJudge:
     min_label_mass = 0.5
     generate_fallback = True
 
-    def __init__(self, arg: str, mode: str | None = None, backend: str = "openai", base_url: str | None = None,
-                 api_key: str | None = None, concurrency: int | None = None, timeout: float = 120.0,
-                 top_logprobs: int = 20, context: int | None = None):
+    def __init__(
+        self,
+        arg: str,
+        mode: str | None = None,
+        backend: str = "openai",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int | None = None,
+        timeout: float = 120.0,
+        top_logprobs: int = 20,
+        context: int | None = None,
+    ):
         if not arg:
             raise JudgeError("openai judge needs a model name: openai:MODEL (e.g. openai:gpt-4o-mini)")
         self.model_name = arg
@@ -65,8 +75,10 @@ class OpenAIJudge:
 
             # one client per 8 requests in flight: the HTTP pool checks every open connection on every request,
             # so one pool of 64 connections costs more CPU per request than the rest of the pipeline
-            self.clients = [AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0,
-                                        timeout=self.timeout) for _ in range(max(1, -(-self.concurrency // self.per_client)))]
+            self.clients = [
+                AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout)
+                for _ in range(max(1, -(-self.concurrency // self.per_client)))
+            ]
             self.client, self._turn = self.clients[0], 0
 
     def close(self) -> None:
@@ -95,8 +107,9 @@ class OpenAIJudge:
     def body(self, r: Request) -> dict[str, Any]:
         """The chat-completions body for one request, as sent directly and as a line of a batch file. A request
         may override the judge's mode (a logprob reply with too little label mass is asked again in generate)."""
-        messages = ([{"role": "system", "content": r.system}] if r.system else []) + \
-                   [{"role": "user", "content": r.user}]
+        messages = ([{"role": "system", "content": r.system}] if r.system else []) + [
+            {"role": "user", "content": r.user}
+        ]
         kwargs: dict[str, Any] = {"model": self.model_name, "messages": messages, "temperature": r.temperature}
         if (r.mode or self.mode) == "logprob":
             kwargs.update(max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
@@ -116,26 +129,38 @@ class OpenAIJudge:
             resp = await self._next_client().post("/chat/completions", body=kwargs, cast_to=object)
         except openai.APIStatusError as e:
             # redacted whole, before http_error cuts it: a cut key's prefix would escape every pattern
-            return http_error(e.status_code, redact(str(e), [self.api_key]), _retry_after(e.response.headers),
-                              time.perf_counter() - t0)
+            return http_error(
+                e.status_code,
+                redact(str(e), [self.api_key]),
+                _retry_after(e.response.headers),
+                time.perf_counter() - t0,
+            )
         except (openai.APITimeoutError, openai.APIConnectionError) as e:
             cause = e.__cause__ or e
             latency = time.perf_counter() - t0
             unknown = unresolved(e)
             if unknown is not None:  # no retry can resolve a name that does not exist: stop now, not an outage
-                return Reply(error=f"the judge's host does not resolve ({unknown}): check --base-url "
-                                   f"({self.base_url})", latency_s=latency, retryable=False, fatal=True)
+                return Reply(
+                    error=f"the judge's host does not resolve ({unknown}): check --base-url ({self.base_url})",
+                    latency_s=latency,
+                    retryable=False,
+                    fatal=True,
+                )
             if type(cause).__name__ in NOT_SENT:  # refused / no route: the server is away, the run pauses
                 return Reply(error=f"connection: {type(cause).__name__}: {cause}", latency_s=latency, outage=True)
             # timed out or cut off after the request was sent: it may have reached the server (and be billed);
             # the loop logs it as an ambiguous attempt, charged to the item, and retries
             what = "timeout" if isinstance(e, openai.APITimeoutError) else "connection lost"
             # a timeout after the request was sent: the server took the connection, so it is busy, not away
-            return Reply(error=f"{what} (the request may have reached the server): {type(cause).__name__}: {cause}",
-                         latency_s=latency, extra={"ambiguous": True, "timeout": what == "timeout"})
+            return Reply(
+                error=f"{what} (the request may have reached the server): {type(cause).__name__}: {cause}",
+                latency_s=latency,
+                extra={"ambiguous": True, "timeout": what == "timeout"},
+            )
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # a 200 whose body is not JSON
-            return Reply(error=f"malformed response: {type(e).__name__}: {self._clip(e)}",
-                         latency_s=time.perf_counter() - t0)
+            return Reply(
+                error=f"malformed response: {type(e).__name__}: {self._clip(e)}", latency_s=time.perf_counter() - t0
+            )
         return self.reply(resp, r, time.perf_counter() - t0)
 
     def reply(self, resp: Any, r: Request, latency: float = 0.0) -> Reply:
@@ -143,8 +168,10 @@ class OpenAIJudge:
         try:
             return self._reply(resp, r, latency)
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # a 200 that is no completion
-            return Reply(error=f"malformed response: {type(e).__name__}: {self._clip(e)} ({self._clip(resp)!r})",
-                         latency_s=latency)
+            return Reply(
+                error=f"malformed response: {type(e).__name__}: {self._clip(e)} ({self._clip(resp)!r})",
+                latency_s=latency,
+            )
 
     def _clip(self, obj: Any, n: int = 200) -> str:
         """The first n characters of a server's text, redacted BEFORE the cut (a key cut in two escapes redact)."""
@@ -157,9 +184,13 @@ class OpenAIJudge:
         usage = resp.get("usage") or {}
         choice = choices[0]
         finish = choice.get("finish_reason")
-        reply = Reply(model=resp.get("model") or self.model_name, latency_s=latency,
-                      tokens_in=int(usage.get("prompt_tokens") or 0), tokens_out=int(usage.get("completion_tokens") or 0),
-                      extra={"finish_reason": finish} if finish not in (None, "stop") else None)
+        reply = Reply(
+            model=resp.get("model") or self.model_name,
+            latency_s=latency,
+            tokens_in=int(usage.get("prompt_tokens") or 0),
+            tokens_out=int(usage.get("completion_tokens") or 0),
+            extra={"finish_reason": finish} if finish not in (None, "stop") else None,
+        )
         if (r.mode or self.mode) == "generate":
             reply.text = choice["message"].get("content") or ""
             return reply
@@ -184,9 +215,13 @@ _NO_NAME = tuple(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if has
 
 def http_error(status: int, message: str, retry_after: float | None = None, latency: float = 0.0) -> Reply:
     """An HTTP error answer -> a Reply: 408/409/429/5xx are retried, other 4xx are not (a retry cannot fix them)."""
-    return Reply(error=f"HTTP {status}: {message[:300]}", retry_after=retry_after,
-                 retryable=status in (408, 409, 429) or status >= 500, latency_s=latency,
-                 extra={"http_status": status, "throttled": status == 429})
+    return Reply(
+        error=f"HTTP {status}: {message[:300]}",
+        retry_after=retry_after,
+        retryable=status in (408, 409, 429) or status >= 500,
+        latency_s=latency,
+        extra={"http_status": status, "throttled": status == 429},
+    )
 
 
 def _from_logprobs(reply: Reply, choice: dict, labels: tuple[str, ...]) -> Reply:

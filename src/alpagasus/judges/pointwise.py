@@ -14,6 +14,7 @@ predictor has flatter z and calls more ties). The answers tie unless one's odds 
 the other's (|z1 - z2| >= log(tie_odds)). The margin is a fixed odds ratio, not a number fitted to any file, so
 a retrained predictor keeps the same meaning. docs/compare.md gives what it measured.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,15 +67,23 @@ class PointwiseJudge(LocalJudge):
     batch_size = 128
     order_blind = True  # a verdict never depends on which answer came first
 
-    def __init__(self, arg: str, mode: str | None = None, backend: str = "pointwise",
-                 batch_size: int | None = None, tie_odds: float = TIE_ODDS):
+    def __init__(
+        self,
+        arg: str,
+        mode: str | None = None,
+        backend: str = "pointwise",
+        batch_size: int | None = None,
+        tie_odds: float = TIE_ODDS,
+    ):
         from alpagasus.judges.predictor import PredictorJudge
 
         if not arg:
             from alpagasus.predictors import shipped
 
-            raise JudgeError(f"pointwise judge needs a predictor: pointwise:NAME ({', '.join(shipped())}) or "
-                             "pointwise:FOLDER saved by `alpagasus distill`")
+            raise JudgeError(
+                f"pointwise judge needs a predictor: pointwise:NAME ({', '.join(shipped())}) or "
+                "pointwise:FOLDER saved by `alpagasus distill`"
+            )
         if mode not in MODES:
             raise JudgeError(f"pointwise:{arg} writes reviews (mode 'generate'), not {mode!r}")
         if not tie_odds >= 1.0:
@@ -121,8 +130,10 @@ class PointwiseJudge(LocalJudge):
         need = {"question", "answer_1", "answer_2"}
         missing = [r.key for r in requests if not r.fields or not need <= set(r.fields)]
         if missing:
-            raise JudgeError(f"pointwise:{self.arg} judges a question and two answers (compare), not a prompt: "
-                             f"request {missing[0]!r} carries no question/answer_1/answer_2")
+            raise JudgeError(
+                f"pointwise:{self.arg} judges a question and two answers (compare), not a prompt: "
+                f"request {missing[0]!r} carries no question/answer_1/answer_2"
+            )
         if not requests:
             return []
         self.load()
@@ -140,12 +151,16 @@ class PointwiseJudge(LocalJudge):
         z2 = self._z[content_id(f["question"], f["answer_2"])]
         s1, s2 = review_scores(z1, z2, self.margin)
         v = verdict(z1, z2, self.margin)
-        said = ("a tie: the difference is within the tie margin" if v == 0 else
-                f"Assistant {v}'s answer is better")
-        text = (f"{s1:g} {s2:g}\nPointwise judge (predictor {self.predictor_name}): each answer scored alone as the "
-                f"strong judge's log-odds of keeping it: Assistant 1 {z1:.3f}, Assistant 2 {z2:.3f}; difference "
-                f"{z1 - z2:+.3f}, tie margin {self.margin:.3f} (odds ratio {self.tie_odds:g}): {said}.")
-        extra: dict[str, Any] = {"log_odds_1": round(z1, 4), "log_odds_2": round(z2, 4),
-                                 "tie_margin": round(self.margin, 4)}
+        said = "a tie: the difference is within the tie margin" if v == 0 else f"Assistant {v}'s answer is better"
+        text = (
+            f"{s1:g} {s2:g}\nPointwise judge (predictor {self.predictor_name}): each answer scored alone as the "
+            f"strong judge's log-odds of keeping it: Assistant 1 {z1:.3f}, Assistant 2 {z2:.3f}; difference "
+            f"{z1 - z2:+.3f}, tie margin {self.margin:.3f} (odds ratio {self.tie_odds:g}): {said}."
+        )
+        extra: dict[str, Any] = {
+            "log_odds_1": round(z1, 4),
+            "log_odds_2": round(z2, 4),
+            "tie_margin": round(self.margin, 4),
+        }
         tokens = sum(len(f[k]) for k in ("question", "answer_1", "answer_2")) // 4
         return Reply(text=text, model=self.predictor_name, tokens_in=tokens, extra=extra)

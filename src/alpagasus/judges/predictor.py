@@ -4,6 +4,7 @@ It reads the example's fields (Request.example), not the prompt text, and rates 
 second-ish batch on CPU: MiniLM embeddings + a small head, no generation. Reply.score is on the paper's
 0-5 scale (see alpagasus.predictors.Predictor for the mapping); Reply.probs holds {"p_keep": P(keep)}.
 """
+
 from __future__ import annotations
 
 import threading
@@ -20,13 +21,14 @@ class PredictorJudge(LocalJudge):
     mode = "predict"
     batch_size = 256
 
-    def __init__(self, arg: str, mode: str | None = None, backend: str = "predictor",
-                 batch_size: int | None = None):
+    def __init__(self, arg: str, mode: str | None = None, backend: str = "predictor", batch_size: int | None = None):
         if not arg:
             from alpagasus.predictors import shipped
 
-            raise JudgeError(f"predictor judge needs a name or folder: predictor:NAME ({', '.join(shipped())}) "
-                             "or predictor:FOLDER saved by `alpagasus distill`")
+            raise JudgeError(
+                f"predictor judge needs a name or folder: predictor:NAME ({', '.join(shipped())}) "
+                "or predictor:FOLDER saved by `alpagasus distill`"
+            )
         if mode not in MODES:
             raise JudgeError(f"predictor:{arg}: a predictor only predicts (mode 'predict'), not {mode!r}")
         self.arg = arg
@@ -69,8 +71,7 @@ class PredictorJudge(LocalJudge):
     def score_sync(self, requests: list[Request]) -> list[Reply]:
         missing = [r.key for r in requests if r.example is None]
         if missing:
-            raise JudgeError(f"predictor:{self.arg} rates examples, not prompts: request {missing[0]!r} "
-                             "has no example")
+            raise JudgeError(f"predictor:{self.arg} rates examples, not prompts: request {missing[0]!r} has no example")
         if not requests:
             return []
         self.load()
@@ -80,6 +81,13 @@ class PredictorJudge(LocalJudge):
             scores, p_keep = self.predictor.predict(examples, self._encoder)
         per_row = (time.perf_counter() - start) / len(requests)
         name = self.predictor.name
-        return [Reply(score=float(s), probs={"p_keep": float(p)}, model=name,
-                      tokens_in=(len(e.instruction) + len(e.input) + len(e.output)) // 4, latency_s=per_row)
-                for s, p, e in zip(scores, p_keep, examples)]
+        return [
+            Reply(
+                score=float(s),
+                probs={"p_keep": float(p)},
+                model=name,
+                tokens_in=(len(e.instruction) + len(e.input) + len(e.output)) // 4,
+                latency_s=per_row,
+            )
+            for s, p, e in zip(scores, p_keep, examples)
+        ]

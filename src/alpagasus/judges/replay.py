@@ -18,6 +18,7 @@ table `alpagasus.data` reads (JSON, JSONL, CSV, Parquet) with instruction/input/
 
 load() reads the whole file once into a dict id -> score: these files hold at most ~1M rows (~50 MB of dict).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,13 +46,22 @@ class ReplayJudge(LocalJudge):
     mode = "predict"
     batch_size = 1024  # a dict lookup per request: big batches only save engine round trips
 
-    def __init__(self, arg: str, mode: str | None = None, backend: str = "replay", column: str | None = None,
-                 keep: float = 5.0, drop: float = 3.0, batch_size: int | None = None):
+    def __init__(
+        self,
+        arg: str,
+        mode: str | None = None,
+        backend: str = "replay",
+        column: str | None = None,
+        keep: float = 5.0,
+        drop: float = 3.0,
+        batch_size: int | None = None,
+    ):
         if not arg:
             raise JudgeError("replay judge needs a file: replay:FILE (a ratings file or a table with a score column)")
         if mode not in MODES:
-            raise JudgeError(f"replay:{arg}: a replay judge only replays recorded scores (mode 'predict'), "
-                             f"not {mode!r}")
+            raise JudgeError(
+                f"replay:{arg}: a replay judge only replays recorded scores (mode 'predict'), not {mode!r}"
+            )
         self.path = Path(arg)
         if not self.path.is_file():
             raise JudgeError(f"replay:{arg}: no such file {arg}")
@@ -126,15 +136,16 @@ class ReplayJudge(LocalJudge):
         except (DataError, OSError) as e:
             raise JudgeError(f"replay:{self.path}: {e}") from None
         if not seen_column:
-            raise JudgeError(f"replay:{self.path}: no {name!r} column in {self.path} (its columns: "
-                             f"{', '.join(map(str, columns or [])) or 'none'}); name one with column=")
+            raise JudgeError(
+                f"replay:{self.path}: no {name!r} column in {self.path} (its columns: "
+                f"{', '.join(map(str, columns or [])) or 'none'}); name one with column="
+            )
         return scores
 
     def score_sync(self, requests: list[Request]) -> list[Reply]:
         missing = [r.key for r in requests if r.example is None]
         if missing:
-            raise JudgeError(f"replay:{self.path} replays examples, not prompts: request {missing[0]!r} "
-                             "has no example")
+            raise JudgeError(f"replay:{self.path} replays examples, not prompts: request {missing[0]!r} has no example")
         self.load()
         assert self._scores is not None
         replies = []

@@ -4,6 +4,7 @@ Prompts are built exactly as for the transformers judge (chat template + the log
 agree on what the judge sees; prefix caching is on, so the long fixed rubric is computed once per batch.
 logprob mode reads the top-k log-probabilities of the first answer token (k=20 by default).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,22 +16,36 @@ from alpagasus.judges.hf_local import HFJudge
 from alpagasus.records import Reply, Request
 
 
-def label_probabilities(top: dict[int, float], candidates: list[list[int]], labels: tuple[str, ...]
-                        ) -> dict[str, float]:
+def label_probabilities(
+    top: dict[int, float], candidates: list[list[int]], labels: tuple[str, ...]
+) -> dict[str, float]:
     """Probability of each label (summed over the token ids that spell it) from {token id: logprob} of the
     answer's first token; labels absent from the top-k get 0."""
     return {lab: sum(math.exp(top[i]) for i in ids if i in top) for lab, ids in zip(labels, candidates)}
 
 
 class VLLMJudge(HFJudge):
-    def __init__(self, arg: str, mode: str | None = None, backend: str = "vllm", batch_size: int | None = None,
-                 top_logprobs: int = 20, gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None, **kw: Any):
+    def __init__(
+        self,
+        arg: str,
+        mode: str | None = None,
+        backend: str = "vllm",
+        batch_size: int | None = None,
+        top_logprobs: int = 20,
+        gpu_memory_utilization: float = 0.85,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        **kw: Any,
+    ):
         super().__init__(arg, mode=mode, backend="hf", batch_size=batch_size or 256, **kw)
         self.spec, self.model_ref = f"vllm:{arg}", arg
         self.top_logprobs = top_logprobs
-        self.engine_args = {"gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True,
-                            "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len}
+        self.engine_args = {
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "enable_prefix_caching": True,
+            "tensor_parallel_size": tensor_parallel_size,
+            "max_model_len": max_model_len,
+        }
 
     sort_by_length = False  # vLLM schedules by itself
 
@@ -69,8 +84,9 @@ class VLLMJudge(HFJudge):
         replies = []
         for r, out in zip(requests, outs):
             comp = out.outputs[0]
-            rep = Reply(model=self.model_ref, tokens_in=len(out.prompt_token_ids), tokens_out=len(comp.token_ids),
-                        latency_s=per)
+            rep = Reply(
+                model=self.model_ref, tokens_in=len(out.prompt_token_ids), tokens_out=len(comp.token_ids), latency_s=per
+            )
             if self.mode == "generate":
                 rep.text = comp.text
             else:

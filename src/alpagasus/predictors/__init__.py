@@ -4,6 +4,7 @@ A predictor folder holds `head.npz` (feature scaling, head weights, calibration:
 so loading a folder never runs code from it), `card.json` (settings, training data, metrics) and a README.
 Scoring needs numpy and the MiniLM encoder only; scikit-learn is needed to train, not to score.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,8 +85,13 @@ class Encoder:
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                       max_length=self.max_tokens, return_tensors="pt")
+                batch = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_tokens,
+                    return_tensors="pt",
+                )
                 hidden = self.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -107,18 +113,34 @@ def prompt_text(ex: Example) -> str:
     return ex.instruction if not ex.input.strip() else f"{ex.instruction}\n\n{ex.input}"
 
 
-CHEAP_FEATURES = ("log_chars_output", "log_words_output", "log_chars_instruction", "log_chars_input",
-                  "has_input", "log_lines_output")
+CHEAP_FEATURES = (
+    "log_chars_output",
+    "log_words_output",
+    "log_chars_instruction",
+    "log_chars_input",
+    "has_input",
+    "log_lines_output",
+)
 
 
 def cheap_features(examples: Sequence[Example]) -> Any:
     """Length features the embeddings miss (mean pooling forgets how long a text was)."""
     import numpy as np
 
-    return np.asarray([[
-        math.log1p(len(ex.output)), math.log1p(len(ex.output.split())), math.log1p(len(ex.instruction)),
-        math.log1p(len(ex.input)), float(bool(ex.input.strip())), math.log1p(ex.output.count("\n")),
-    ] for ex in examples], dtype=np.float32).reshape(len(examples), len(CHEAP_FEATURES))
+    return np.asarray(
+        [
+            [
+                math.log1p(len(ex.output)),
+                math.log1p(len(ex.output.split())),
+                math.log1p(len(ex.instruction)),
+                math.log1p(len(ex.input)),
+                float(bool(ex.input.strip())),
+                math.log1p(ex.output.count("\n")),
+            ]
+            for ex in examples
+        ],
+        dtype=np.float32,
+    ).reshape(len(examples), len(CHEAP_FEATURES))
 
 
 def featurize(examples: Sequence[Example], encoder: Encoder | None = None, feature_set: str = "embeddings") -> Any:
@@ -127,8 +149,13 @@ def featurize(examples: Sequence[Example], encoder: Encoder | None = None, featu
     import numpy as np
 
     enc = encoder or shared_encoder()
-    x = np.hstack([enc.encode([prompt_text(e) for e in examples]), enc.encode([e.output for e in examples]),
-                   cheap_features(examples)]).astype(np.float32)
+    x = np.hstack(
+        [
+            enc.encode([prompt_text(e) for e in examples]),
+            enc.encode([e.output for e in examples]),
+            cheap_features(examples),
+        ]
+    ).astype(np.float32)
     return with_hand(x, examples, feature_set)
 
 
@@ -239,7 +266,7 @@ class Predictor:
         return folder
 
     @classmethod
-    def load(cls, name_or_path: str | Path) -> "Predictor":
+    def load(cls, name_or_path: str | Path) -> Predictor:
         import numpy as np
 
         folder = predictor_dir(name_or_path)

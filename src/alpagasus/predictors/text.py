@@ -5,6 +5,7 @@ Both are plain Python + numpy, so scoring needs no scikit-learn. `Tfidf` reprodu
 TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True) transform exactly (the tests check it), so
 `distill` can fit the vocabulary with scikit-learn and ship it as arrays.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,22 @@ LIST_ITEM = re.compile(r"\s*(\d+[.)]|[-*\u2022])\s")
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 CODE = re.compile(r"```|def |\{|\};|</|import |print\(|=>|==")
 # Phrases with which an answer declines or says the task cannot be done (Alpaca has many of these).
-REFUSAL = ("i'm sorry", "i am sorry", "as an ai", "i cannot", "i can't", "not possible", "unable to",
-           "i don't have", "i do not have", "no input", "<noinput>", "n/a", "cannot be", "not able to")
+REFUSAL = (
+    "i'm sorry",
+    "i am sorry",
+    "as an ai",
+    "i cannot",
+    "i can't",
+    "not possible",
+    "unable to",
+    "i don't have",
+    "i do not have",
+    "no input",
+    "<noinput>",
+    "n/a",
+    "cannot be",
+    "not able to",
+)
 # Task kinds, read from the instruction: the strong judges' keep rates differ a lot between them.
 TASKS = {
     "asks_code": re.compile(r"code|program|function|python|sql|java|html|script"),
@@ -30,12 +45,35 @@ TASKS = {
     "asks_choice": re.compile(r"\b(classify|identify|categori[sz]e|which|select|choose)\b"),
 }
 HAND_FEATURES = (
-    "log_words_instruction", "log_words_input", "log_words_output", "log_lines_output", "log_list_items",
-    "has_list", "looks_like_code", "asks_code", "log_numbers_output", "log_numbers_prompt", "prompt_has_number",
-    "digit_share_output", "refusal_phrase", "output_words_in_prompt", "input_words_in_output",
-    "instruction_words_in_output", "type_token_ratio", "mean_word_length", "log_sentences",
-    "ends_with_punctuation", "instruction_is_question", "uppercase_share", "output_repeats_input",
-    "log_length_ratio", "starts_yes_no", "at_most_3_words", "asks_rewrite", "asks_math", "asks_creative",
+    "log_words_instruction",
+    "log_words_input",
+    "log_words_output",
+    "log_lines_output",
+    "log_list_items",
+    "has_list",
+    "looks_like_code",
+    "asks_code",
+    "log_numbers_output",
+    "log_numbers_prompt",
+    "prompt_has_number",
+    "digit_share_output",
+    "refusal_phrase",
+    "output_words_in_prompt",
+    "input_words_in_output",
+    "instruction_words_in_output",
+    "type_token_ratio",
+    "mean_word_length",
+    "log_sentences",
+    "ends_with_punctuation",
+    "instruction_is_question",
+    "uppercase_share",
+    "output_repeats_input",
+    "log_length_ratio",
+    "starts_yes_no",
+    "at_most_3_words",
+    "asks_rewrite",
+    "asks_math",
+    "asks_creative",
     "asks_choice",
 )
 
@@ -53,17 +91,36 @@ def _hand_row(ex: Example) -> list[float]:
     n_out, n_prompt = len(NUMBER.findall(out)), len(NUMBER.findall(ins + " " + inp))
     low, task = out.lower(), (ins + " " + inp).lower()
     return [
-        math.log1p(len(wi)), math.log1p(len(wp)), math.log1p(len(wo)), math.log1p(len(lines)), math.log1p(items),
-        float(items > 0), float(bool(CODE.search(out))), float(bool(TASKS["asks_code"].search(task))),
-        math.log1p(n_out), math.log1p(n_prompt), float(n_prompt > 0), sum(c.isdigit() for c in out) / max(1, len(out)),
-        float(any(r in low for r in REFUSAL)), len(so & (si | sp)) / max(1, len(so)),
-        len(so & sp) / len(sp) if sp else 0.0, len(so & si) / max(1, len(si)), len(so) / max(1, len(wo)),
-        sum(len(w) for w in wo) / max(1, len(wo)), math.log1p(out.count(". ") + out.count("! ") + out.count("? ")),
-        float(out.rstrip()[-1:] in ".!?"), float("?" in ins), sum(c.isupper() for c in out) / max(1, len(out)),
+        math.log1p(len(wi)),
+        math.log1p(len(wp)),
+        math.log1p(len(wo)),
+        math.log1p(len(lines)),
+        math.log1p(items),
+        float(items > 0),
+        float(bool(CODE.search(out))),
+        float(bool(TASKS["asks_code"].search(task))),
+        math.log1p(n_out),
+        math.log1p(n_prompt),
+        float(n_prompt > 0),
+        sum(c.isdigit() for c in out) / max(1, len(out)),
+        float(any(r in low for r in REFUSAL)),
+        len(so & (si | sp)) / max(1, len(so)),
+        len(so & sp) / len(sp) if sp else 0.0,
+        len(so & si) / max(1, len(si)),
+        len(so) / max(1, len(wo)),
+        sum(len(w) for w in wo) / max(1, len(wo)),
+        math.log1p(out.count(". ") + out.count("! ") + out.count("? ")),
+        float(out.rstrip()[-1:] in ".!?"),
+        float("?" in ins),
+        sum(c.isupper() for c in out) / max(1, len(out)),
         float(out.strip().lower() == inp.strip().lower()) if inp.strip() else 0.0,
-        math.log1p(len(out)) - math.log1p(len(inp) + len(ins)), float(bool(re.match(r"^(yes|no)\b", low))),
-        float(len(wo) <= 3), *(float(bool(TASKS[k].search(ins.lower()))) for k in
-                               ("asks_rewrite", "asks_math", "asks_creative", "asks_choice")),
+        math.log1p(len(out)) - math.log1p(len(inp) + len(ins)),
+        float(bool(re.match(r"^(yes|no)\b", low))),
+        float(len(wo) <= 3),
+        *(
+            float(bool(TASKS[k].search(ins.lower())))
+            for k in ("asks_rewrite", "asks_math", "asks_creative", "asks_choice")
+        ),
     ]
 
 
@@ -111,11 +168,13 @@ class Tfidf:
     def arrays(self, prefix: str) -> dict[str, Any]:
         import numpy as np
 
-        return {f"{prefix}_vocab": np.frombuffer("\n".join(self.vocab).encode("utf-8"), dtype=np.uint8),
-                f"{prefix}_idf": np.asarray(self.idf, dtype=np.float64),
-                f"{prefix}_w": np.asarray(self.weight, dtype=np.float64)}
+        return {
+            f"{prefix}_vocab": np.frombuffer("\n".join(self.vocab).encode("utf-8"), dtype=np.uint8),
+            f"{prefix}_idf": np.asarray(self.idf, dtype=np.float64),
+            f"{prefix}_w": np.asarray(self.weight, dtype=np.float64),
+        }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, Any], prefix: str) -> "Tfidf":
+    def from_arrays(cls, arrays: dict[str, Any], prefix: str) -> Tfidf:
         vocab = bytes(arrays[f"{prefix}_vocab"]).decode("utf-8").split("\n")
         return cls(vocab, arrays[f"{prefix}_idf"], arrays[f"{prefix}_w"])

@@ -1,12 +1,24 @@
 """Parsers for judge replies. A reply with no score, or one outside the scale, yields None with a reason:
 never 0, -1 or a clamped value."""
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-         "nine": 9, "ten": 10}
+WORDS = {
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+}
 NUM = r"(-?\d+(?:\.\d+)?|" + "|".join(WORDS) + r")"
 THINK = re.compile(r"<think>.*?(</think>|$)", re.S | re.I)
 # "4.5/5", "4 out of 5"
@@ -19,7 +31,7 @@ FIRST_NUMBER = re.compile(r"(?<![\w.])" + NUM + r"(?![\w])", re.I)
 class Parsed:
     score: float | None
     explanation: str
-    reason: str = ""          # why score is None
+    reason: str = ""  # why score is None
     extra: dict | None = None  # further values (a pairwise review's second score)
 
 
@@ -51,7 +63,7 @@ def parse_score(text: str | None, lo: float = 0, hi: float = 5) -> Parsed:
             return Parsed(None, body, value)
         if not lo <= value <= hi:
             return Parsed(None, body, f"score {value:g} outside the scale {lo:g}-{hi:g}")
-        rest = "\n".join(lines[i + 1:]).strip()
+        rest = "\n".join(lines[i + 1 :]).strip()
         return Parsed(value, rest or line.strip())
     return Parsed(None, body, "no score found")
 
@@ -82,15 +94,23 @@ def parse_pair_reply(text: str | None, lo: float = 1, hi: float = 10) -> Parsed:
     lines = body.splitlines()
     first = next((i for i, l in enumerate(lines) if l.strip()), 0)
     # the explanation follows the score line; a reply that names the scores inside prose is kept whole
-    rest = "\n".join(lines[first + 1:]).strip() if _pair_first_line(lines[first] if lines else "") else body
+    rest = "\n".join(lines[first + 1 :]).strip() if _pair_first_line(lines[first] if lines else "") else body
     return Parsed(scores[0], rest, extra={"score_2": scores[1]})
 
 
 _PN = r"(-?\d+(?:\.\d+)?)"
 _OUT_OF = r"(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?"
 # "8 7", "8, 7", "8.5 7", "Scores: 8 7", "8/10 7/10", "8 and 7" alone on the line
-PAIR_FIRST_LINE = re.compile(r"^\s*(?:(?:overall\s+)?scores?\s*[:=\-]?\s*)?" + _PN + _OUT_OF
-                             + r"(?:\s*[,;]\s*|\s+and\s+|\s+)" + _PN + _OUT_OF + r"\s*\.?\s*$", re.I)
+PAIR_FIRST_LINE = re.compile(
+    r"^\s*(?:(?:overall\s+)?scores?\s*[:=\-]?\s*)?"
+    + _PN
+    + _OUT_OF
+    + r"(?:\s*[,;]\s*|\s+and\s+|\s+)"
+    + _PN
+    + _OUT_OF
+    + r"\s*\.?\s*$",
+    re.I,
+)
 # "Assistant 1: 8", "Assistant 1 receives a score of 8 out of 10", "Assistant 2 (score 7/10)"
 PAIR_LABEL = re.compile(r"assistant\s*([12])\b([^\d\n]{0,40}?)" + _PN + _OUT_OF, re.I)
 # words between "Assistant N" and a number that make the number a score (not "provided 3 examples")

@@ -1,5 +1,6 @@
 """A rubric: what a judging run needs of its prompt besides the text. The version stored with every reply,
 the scale a score must fall in, and the parser of a written reply (a rating's score, a review's two)."""
+
 from __future__ import annotations
 
 import functools
@@ -17,13 +18,13 @@ class Rubric:
     parse: Callable[[str | None], Parsed]
 
     @classmethod
-    def rating(cls, template: Template) -> "Rubric":
+    def rating(cls, template: Template) -> Rubric:
         """One score per reply (the paper's rating prompt)."""
         lo, hi = template.scale
         return cls(template.version, template.scale, functools.partial(parse_score, lo=lo, hi=hi))
 
     @classmethod
-    def pairwise(cls, template: Template) -> "Rubric":
+    def pairwise(cls, template: Template) -> Rubric:
         """Two scores per reply, Assistant 1's first (the paper's review prompt); the second goes to `extra`."""
         lo, hi = template.scale
         return cls(template.version, template.scale, functools.partial(parse_pair_reply, lo=lo, hi=hi))

@@ -4,6 +4,7 @@ A template file has sections introduced by lines `<<<meta>>>`, `<<<system>>>`, `
 `<<<user>>>`. The user section runs to the end of the file, byte for byte, because the paper's prompt ends in
 " \\n\\n". Placeholders are `{instruction}`, `{input}`, `{output}` (and any other field of the record).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,15 @@ from typing import Any, Mapping
 
 SECTION = re.compile(r"^<<<(\w+)>>>\n", re.M)
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
-BUILTIN_RATING = {"accuracy": "rate_accuracy", "helpfulness": "rate_helpfulness",
-                  "accuracy-guarded": "rate_accuracy_guarded", "helpfulness-guarded": "rate_helpfulness_guarded",
-                  # the paper's words with the fixed rubric first and the data last (prefix caching; opt-in)
-                  "accuracy-prefix": "rate_accuracy_prefix", "helpfulness-prefix": "rate_helpfulness_prefix"}
+BUILTIN_RATING = {
+    "accuracy": "rate_accuracy",
+    "helpfulness": "rate_helpfulness",
+    "accuracy-guarded": "rate_accuracy_guarded",
+    "helpfulness-guarded": "rate_helpfulness_guarded",
+    # the paper's words with the fixed rubric first and the data last (prefix caching; opt-in)
+    "accuracy-prefix": "rate_accuracy_prefix",
+    "helpfulness-prefix": "rate_helpfulness_prefix",
+}
 
 
 class TemplateError(ValueError):
@@ -43,6 +49,7 @@ class Template:
 
     def render(self, values: Mapping[str, Any]) -> str:
         """Fill the user section in one pass, so text inside the data is never substituted again."""
+
         def sub(m: re.Match) -> str:
             key = m.group(1)
             return str(values[key]) if key in values else m.group(0)
@@ -71,8 +78,15 @@ def parse_template(text: str, name: str) -> Template:
     except ValueError:
         raise TemplateError(f"template {name}: bad scale {meta.get('scale')!r} (expected e.g. 0-5)") from None
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
-    return Template(name, sections.get("system", ""), sections["user"], f"{name}@{digest}", scale,
-                    sections.get("logprob_prefix", ""), meta)
+    return Template(
+        name,
+        sections.get("system", ""),
+        sections["user"],
+        f"{name}@{digest}",
+        scale,
+        sections.get("logprob_prefix", ""),
+        meta,
+    )
 
 
 def builtin_text(name: str) -> str:
@@ -90,10 +104,15 @@ def load_template(name_or_path: str, scale: str | None = None) -> Template:
         try:
             text = builtin_text(name)
         except FileNotFoundError:
-            raise TemplateError(f"no template {name_or_path!r}: not a file, and not one of "
-                                f"{', '.join(BUILTIN_RATING)}") from None
+            raise TemplateError(
+                f"no template {name_or_path!r}: not a file, and not one of {', '.join(BUILTIN_RATING)}"
+            ) from None
     if scale:
-        text = re.sub(r"(?m)^scale:.*$", f"scale: {scale}", text, count=1) if "scale:" in text else \
-            text.replace("<<<meta>>>\n", f"<<<meta>>>\nscale: {scale}\n", 1) if "<<<meta>>>" in text else \
-            f"<<<meta>>>\nscale: {scale}\n{text}"
+        text = (
+            re.sub(r"(?m)^scale:.*$", f"scale: {scale}", text, count=1)
+            if "scale:" in text
+            else text.replace("<<<meta>>>\n", f"<<<meta>>>\nscale: {scale}\n", 1)
+            if "<<<meta>>>" in text
+            else f"<<<meta>>>\nscale: {scale}\n{text}"
+        )
     return parse_template(text, name)

@@ -15,6 +15,7 @@
 
 Every strong-judge call goes through `ask_strong` (the sample, then the band; `--batch` there). See docs/cost.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,25 +45,26 @@ __all__ = ["CascadeOptions", "CascadeSummary", "Plan", "rate_cascade", "sample_s
 @dataclass
 class CascadeSummary:
     """What the cascade did and what it guarantees (`RateSummary.cascade`)."""
-    rows: int                          # rows the cascade decided (valid, unique, not empty)
-    sample: int                        # rated by the strong judge first
-    band: int                          # other rows rated by the strong judge (all of them when it gave up)
+
+    rows: int  # rows the cascade decided (valid, unique, not empty)
+    sample: int  # rated by the strong judge first
+    band: int  # other rows rated by the strong judge (all of them when it gave up)
     strong_rows: int
     calls_saved: int
     strong_fraction: float
-    start: str                         # the predictor used: shipped / distilled / combined ("" if none)
-    predictor: str | None              # the predictors' judge ids ("+" between two)
-    predictor_folder: str | None       # the distilled predictor's folder, where it is used
+    start: str  # the predictor used: shipped / distilled / combined ("" if none)
+    predictor: str | None  # the predictors' judge ids ("+" between two)
+    predictor_folder: str | None  # the distilled predictor's folder, where it is used
     predictor_requests: int
     decided: dict[str, int]
     lo: float
     hi: float
-    targets: tuple[float, float]       # recall, precision
+    targets: tuple[float, float]  # recall, precision
     confidence: float
-    recall_bound: float                # one-sided lower confidence bounds (1.0: exact)
+    recall_bound: float  # one-sided lower confidence bounds (1.0: exact)
     precision_bound: float
     certification_rows: int
-    auc: dict[str, float]              # each candidate's ROC-AUC on the sample's comparison rows
+    auc: dict[str, float]  # each candidate's ROC-AUC on the sample's comparison rows
     gave_up: bool
     note: str
 
@@ -71,23 +73,34 @@ class CascadeSummary:
         """The summary's wording: what holds, and with what confidence."""
         r, p = self.targets
         if not self.predictor:
-            return ("exact: every row was rated by the strong judge, so the kept set is the strong judge's own "
-                    "(recall = precision = 1)")
-        return (f"with {self.confidence:.0%} confidence, the kept set's recall >= {r} and precision >= {p} against "
-                f"the strong judge alone (lower bounds {self.recall_bound:.3f} and {self.precision_bound:.3f}, "
-                f"from {self.certification_rows} sample rows the band was not chosen on)")
+            return (
+                "exact: every row was rated by the strong judge, so the kept set is the strong judge's own "
+                "(recall = precision = 1)"
+            )
+        return (
+            f"with {self.confidence:.0%} confidence, the kept set's recall >= {r} and precision >= {p} against "
+            f"the strong judge alone (lower bounds {self.recall_bound:.3f} and {self.precision_bound:.3f}, "
+            f"from {self.certification_rows} sample rows the band was not chosen on)"
+        )
 
 
 class Source(Protocol):
     """rate/files.py's InputFile: fresh passes over the input, the last full pass's stats."""
+
     stats: ReadResult
     rate_empty: bool
 
     def examples(self, stats: ReadResult | None = None) -> Iterator[Example]: ...
 
 
-def ask_strong(examples: Iterable[Example], session: Session, template: Template, opts: RunOptions,
-               progress: ProgressFactory | None, total: int) -> RateSummary:
+def ask_strong(
+    examples: Iterable[Example],
+    session: Session,
+    template: Template,
+    opts: RunOptions,
+    progress: ProgressFactory | None,
+    total: int,
+) -> RateSummary:
     """Every strong-judge call of the cascade (the sample, then the band) goes through here: what the store
     already holds is not asked again. With `opts.batch` (`--batch`) `rate` sends them through the provider's
     Batch API (engine/batch.py): one batch for the sample, one for the band."""
@@ -99,15 +112,17 @@ def _rows(source: Source) -> Iterator[Example]:
     return (e for e in source.examples() if source.rate_empty or not e.empty_field)
 
 
-def _values(store: Store, ids: list[str], pred_ids: list[str], version: str,
-            scorer: Scorer) -> tuple[list[dict[str, Rating]], dict[str, float | None]]:
+def _values(
+    store: Store, ids: list[str], pred_ids: list[str], version: str, scorer: Scorer
+) -> tuple[list[dict[str, Rating]], dict[str, float | None]]:
     """Each predictor's stored ratings of these rows, and each row's combined value z (None if one is missing)."""
     got = [store.get_many(ids, p, version) for p in pred_ids]
     return got, {i: scorer.value([_score(g.get(i)) for g in got]) for i in ids}
 
 
-def _in_band(source: Source, store: Store, pred_ids: list[str], version: str, plan: Plan,
-             skip: set[str]) -> Iterator[Example]:
+def _in_band(
+    source: Source, store: Store, pred_ids: list[str], version: str, plan: Plan, skip: set[str]
+) -> Iterator[Example]:
     for batch in chunked((e for e in _rows(source) if e.id not in skip), 1000):
         _, z = _values(store, [e.id for e in batch], pred_ids, version, plan.scorer)
         yield from (e for e in batch if plan.decide(z[e.id]) == "band")
@@ -117,8 +132,16 @@ def _score(r: Rating | None) -> float | None:
     return r.score if r is not None and r.status == "ok" else None
 
 
-def _predict(source: Source, plan: Plan, template: Template, store: Store, opts: RunOptions,
-             progress: ProgressFactory | None, skip: set[str], total: int) -> tuple[list[str], RunCounts]:
+def _predict(
+    source: Source,
+    plan: Plan,
+    template: Template,
+    store: Store,
+    opts: RunOptions,
+    progress: ProgressFactory | None,
+    skip: set[str],
+    total: int,
+) -> tuple[list[str], RunCounts]:
     """Each predictor of the plan rates every row outside the sample (stored under its own id)."""
     from alpagasus import judges
 
@@ -128,16 +151,33 @@ def _predict(source: Source, plan: Plan, template: Template, store: Store, opts:
         pj = judges.get(spec)
         ids.append(pj.id)
         try:
-            counts.add(rate((e for e in _rows(source) if e.id not in skip), pj, template, store, local, progress,
-                            total=total, rate_empty=True).run)
+            counts.add(
+                rate(
+                    (e for e in _rows(source) if e.id not in skip),
+                    pj,
+                    template,
+                    store,
+                    local,
+                    progress,
+                    total=total,
+                    rate_empty=True,
+                ).run
+            )
         finally:
             pj.close()
     return ids, counts
 
 
-def rate_cascade(source: Source, template: Template, session: Session, opts: RunOptions, options: CascadeOptions,
-                 output: str | Path, progress: ProgressFactory | None = None,
-                 strong: Callable[..., RateSummary] = ask_strong) -> RateSummary:
+def rate_cascade(
+    source: Source,
+    template: Template,
+    session: Session,
+    opts: RunOptions,
+    options: CascadeOptions,
+    output: str | Path,
+    progress: ProgressFactory | None = None,
+    strong: Callable[..., RateSummary] = ask_strong,
+) -> RateSummary:
     """Rate with the strong judge on a sample and the band, the predictor elsewhere; write the ratings file.
     The summary's `run` holds the strong judge's counts, `cascade` the rest (see docs/cost.md)."""
     options.check()
@@ -150,17 +190,20 @@ def rate_cascade(source: Source, template: Template, session: Session, opts: Run
     ratings = store.get_many([e.id for e in sample], judge.id, version)
     missing = [e for e in sample if e.id not in ratings or ratings[e.id].status not in FINAL]
     if missing:
-        raise UserError(f"{len(missing)} of the {len(sample)} sample rows have no rating from {judge.id} (first: "
-                        f"row {missing[0].row}); run the same command again to ask for them")
+        raise UserError(
+            f"{len(missing)} of the {len(sample)} sample rows have no rating from {judge.id} (first: "
+            f"row {missing[0].row}); run the same command again to ask for them"
+        )
     plan = make_plan(store, judge.id, template, sample, ratings, n - len(sample), options)
     if plan.gave_up and options.stop:
-        raise UserError(f"the cascade cannot save: {plan.note}. Stopped after the sample: its {len(sample)} ratings "
-                        f"by {judge.id} are stored (run without --cascade to rate the rest; they are reused)")
+        raise UserError(
+            f"the cascade cannot save: {plan.note}. Stopped after the sample: its {len(sample)} ratings "
+            f"by {judge.id} are stored (run without --cascade to rate the rest; they are reused)"
+        )
     skip = {e.id for e in sample}
     pred_ids, predicted = _predict(source, plan, template, store, opts, progress, skip, n - len(sample))
     band_n = sum(1 for _ in _in_band(source, store, pred_ids, version, plan, skip))
-    second = strong(_in_band(source, store, pred_ids, version, plan, skip), session, template, opts, progress,
-                    band_n)
+    second = strong(_in_band(source, store, pred_ids, version, plan, skip), session, template, opts, progress, band_n)
     for part in (first, second):
         s.run.add(part.run)
         s.already_rated += part.already_rated
@@ -171,38 +214,75 @@ def rate_cascade(source: Source, template: Template, session: Session, opts: Run
     s.flagged, decided = _write(output, source, store, judge.id, pred_ids, version, plan, skip, options.threshold)
     strong_n = len(sample) + band_n
     s.cascade = CascadeSummary(
-        rows=n, sample=len(sample), band=band_n, strong_rows=strong_n, calls_saved=n - strong_n,
-        strong_fraction=strong_n / n if n else 0.0, start=plan.start if pred_ids else "",
-        predictor="+".join(pred_ids) or None, predictor_folder=plan.folder, predictor_requests=predicted.to_judge,
-        decided=decided, lo=plan.lo, hi=plan.hi, targets=(options.recall, options.precision),
-        confidence=plan.confidence, recall_bound=plan.recall_bound, precision_bound=plan.precision_bound,
-        certification_rows=plan.certification_rows, auc=plan.auc, gave_up=plan.gave_up, note=plan.note)
+        rows=n,
+        sample=len(sample),
+        band=band_n,
+        strong_rows=strong_n,
+        calls_saved=n - strong_n,
+        strong_fraction=strong_n / n if n else 0.0,
+        start=plan.start if pred_ids else "",
+        predictor="+".join(pred_ids) or None,
+        predictor_folder=plan.folder,
+        predictor_requests=predicted.to_judge,
+        decided=decided,
+        lo=plan.lo,
+        hi=plan.hi,
+        targets=(options.recall, options.precision),
+        confidence=plan.confidence,
+        recall_bound=plan.recall_bound,
+        precision_bound=plan.precision_bound,
+        certification_rows=plan.certification_rows,
+        auc=plan.auc,
+        gave_up=plan.gave_up,
+        note=plan.note,
+    )
     return s
 
 
-def _write(output: str | Path, source: Source, store: Store, strong_id: str, pred_ids: list[str], version: str,
-           plan: Plan, sample: set[str], threshold: float) -> tuple[int, dict[str, int]]:
+def _write(
+    output: str | Path,
+    source: Source,
+    store: Store,
+    strong_id: str,
+    pred_ids: list[str],
+    version: str,
+    plan: Plan,
+    sample: set[str],
+    threshold: float,
+) -> tuple[int, dict[str, int]]:
     """Write the ratings file; returns (rows flagged, rows per decision)."""
     flagged, decided = 0, {"strong": 0, "keep": 0, "drop": 0, "empty": 0, "error": 0}
 
     def rows() -> Iterator[dict]:
         nonlocal flagged
-        for row, how in cascade_rows(source.examples(), store, strong_id, pred_ids, version, plan, sample,
-                                     threshold, source.stats.invalid):
+        for row, how in cascade_rows(
+            source.examples(), store, strong_id, pred_ids, version, plan, sample, threshold, source.stats.invalid
+        ):
             flagged += bool(rating_field(row, "flags"))
             decided[how] = decided.get(how, 0) + 1
             yield row
+
     try:
         write_jsonl(output, rows())
     except (OSError, DataError) as e:
-        raise UserError(f"cannot write {output}: {e}. The ratings are safe in the store {store.path}: "
-                        "run the same command again to write the file") from e
+        raise UserError(
+            f"cannot write {output}: {e}. The ratings are safe in the store {store.path}: "
+            "run the same command again to write the file"
+        ) from e
     return flagged, decided
 
 
-def cascade_rows(examples: Iterable[Example], store: Store, strong_id: str, pred_ids: list[str], version: str,
-                 plan: Plan, sample: set[str], threshold: float,
-                 invalid: Iterable[InvalidRow] = ()) -> Iterator[tuple[dict, str]]:
+def cascade_rows(
+    examples: Iterable[Example],
+    store: Store,
+    strong_id: str,
+    pred_ids: list[str],
+    version: str,
+    plan: Plan,
+    sample: set[str],
+    threshold: float,
+    invalid: Iterable[InvalidRow] = (),
+) -> Iterator[tuple[dict, str]]:
     """(ratings-file row, how it was decided): the strong judge's final rating wherever the store holds one,
     else the predictor's decision, its score moved to the decided side of the threshold where needed."""
     for batch in chunked(examples, 1000):
@@ -212,12 +292,29 @@ def cascade_rows(examples: Iterable[Example], store: Store, strong_id: str, pred
         for e in batch:
             fields, r = e.fields(), strong.get(e.id)
             how = "strong" if r is not None and r.status in FINAL else "error"
-            rating = dict(id=e.id, row=e.row, score=None, status="error", judge=strong_id, prompt_version=version,
-                          model="", explanation="not rated (run interrupted?)", raw=None, probs=None,
-                          label_mass=None)
+            rating = dict(
+                id=e.id,
+                row=e.row,
+                score=None,
+                status="error",
+                judge=strong_id,
+                prompt_version=version,
+                model="",
+                explanation="not rated (run interrupted?)",
+                raw=None,
+                probs=None,
+                label_mass=None,
+            )
             if how == "strong":
-                rating.update(score=r.score, status=r.status, model=r.model, explanation=r.explanation,
-                              raw=r.raw, probs=r.probs, label_mass=(r.extra or {}).get("label_mass"))
+                rating.update(
+                    score=r.score,
+                    status=r.status,
+                    model=r.model,
+                    explanation=r.explanation,
+                    raw=r.raw,
+                    probs=r.probs,
+                    label_mass=(r.extra or {}).get("label_mass"),
+                )
             elif e.empty_field and r is None:
                 how = "empty"
                 rating.update(status="empty", explanation=f"the {e.empty_field} is empty: not sent to the judge")
@@ -226,13 +323,30 @@ def cascade_rows(examples: Iterable[Example], store: Store, strong_id: str, pred
                 score = sum(float(p.score) for p in ps) / len(ps)  # type: ignore[arg-type]
                 side = max(score, threshold) if how == "keep" else min(score, math.nextafter(threshold, -math.inf))
                 bound = f">= {plan.hi:.4g}" if how == "keep" else f"< {plan.lo:.4g}"
-                rating.update(score=side, status="ok", judge="+".join(pred_ids), model=ps[0].model,
-                              probs=ps[0].probs, explanation=f"cascade: the {plan.start} predictor's value "
-                              f"{z[e.id]:.4g} {bound}: {how}")
+                rating.update(
+                    score=side,
+                    status="ok",
+                    judge="+".join(pred_ids),
+                    model=ps[0].model,
+                    probs=ps[0].probs,
+                    explanation=f"cascade: the {plan.start} predictor's value {z[e.id]:.4g} {bound}: {how}",
+                )
             else:
                 how = "error"
             yield with_rating(fields, {**rating, "flags": flags(fields)}), how
     for bad in invalid:
-        yield ({"id": None, "row": bad.row, "field": bad.field, "score": None, "status": "invalid_input",
-                "judge": strong_id, "prompt_version": version, "explanation": bad.reason, "raw": None,
-                "flags": []}, "invalid")
+        yield (
+            {
+                "id": None,
+                "row": bad.row,
+                "field": bad.field,
+                "score": None,
+                "status": "invalid_input",
+                "judge": strong_id,
+                "prompt_version": version,
+                "explanation": bad.reason,
+                "raw": None,
+                "flags": [],
+            },
+            "invalid",
+        )

@@ -18,14 +18,15 @@ bounds at the full confidence, and stops at the first band that fails (fixed-seq
 recall AND precision needs both bounds, an intersection-union test). The chance that the band it returns
 misses either target is then at most 1 - confidence. See docs/cost.md.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any
 
-STEPS = 20      # steps of the path from the trivial band to the development part's choice
-EXTEND = 1.5    # the path goes this far past that choice (a narrower band may still certify)
+STEPS = 20  # steps of the path from the trivial band to the development part's choice
+EXTEND = 1.5  # the path goes this far past that choice (a narrower band may still certify)
 
 
 def lower_bound(k: int, n: int, confidence: float) -> float:
@@ -56,8 +57,10 @@ def _upper_tail(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 1.0
     lp, lq = math.log(p), math.log1p(-p)
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
-            for i in range(k, n + 1)]
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+        for i in range(k, n + 1)
+    ]
     top = max(logs)
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
@@ -65,17 +68,18 @@ def _upper_tail(k: int, n: int, p: float) -> float:
 @dataclass(frozen=True)
 class Certificate:
     """The band certified on the certification rows, and what they showed."""
+
     lo: float
     hi: float
-    recall_bound: float        # one-sided lower confidence bounds (1.0 where exact: lo = -inf, hi = +inf)
+    recall_bound: float  # one-sided lower confidence bounds (1.0 where exact: lo = -inf, hi = +inf)
     precision_bound: float
     confidence: float
-    kept: int                  # certification rows the judge kept
-    missed: int                # ... of which below lo
-    final_kept: int            # certification rows the final set keeps (judge-kept >= lo, or >= hi)
-    false_keeps: int           # ... of which the judge dropped
-    band_fraction: float       # share of the certification rows inside the band (sent to the judge)
-    step: int                  # how far along the path it got (0: the trivial band)
+    kept: int  # certification rows the judge kept
+    missed: int  # ... of which below lo
+    final_kept: int  # certification rows the final set keeps (judge-kept >= lo, or >= hi)
+    false_keeps: int  # ... of which the judge dropped
+    band_fraction: float  # share of the certification rows inside the band (sent to the judge)
+    step: int  # how far along the path it got (0: the trivial band)
     steps: int
 
     @property
@@ -102,8 +106,9 @@ def bounds(scores: Any, keep: Any, lo: float, hi: float, confidence: float) -> t
     return r, p
 
 
-def certify(path: list[tuple[float, float]], scores: Any, keep: Any, recall: float, precision: float,
-            confidence: float) -> Certificate:
+def certify(
+    path: list[tuple[float, float]], scores: Any, keep: Any, recall: float, precision: float, confidence: float
+) -> Certificate:
     """Walk `path` (the trivial band first) on the certification rows; the last band whose lower bounds both
     meet the targets before the first that does not."""
     import numpy as np
@@ -122,8 +127,9 @@ def certify(path: list[tuple[float, float]], scores: Any, keep: Any, recall: flo
     return Certificate(lo, hi, r, p, confidence, kept, missed, final, fk, band, step, len(path) - 1)
 
 
-def band_path(scores: Any, keep: Any, recall: float, precision: float, steps: int = STEPS,
-              extend: float = EXTEND) -> list[tuple[float, float]]:
+def band_path(
+    scores: Any, keep: Any, recall: float, precision: float, steps: int = STEPS, extend: float = EXTEND
+) -> list[tuple[float, float]]:
     """Bands from the development rows alone, the most cautious first: the trivial band (-inf, +inf); steps
     (in shares of rows) towards the narrowest band that errs on none of these rows; then the narrowest bands
     meeting targets relaxed in `steps` steps from 1 to the targets, and on past them up to `extend` times as
@@ -137,8 +143,9 @@ def band_path(scores: Any, keep: Any, recall: float, precision: float, steps: in
         return path
     lo, hi = choose_band(scores, keep, 0, 1.0, 1.0)
     drop, top = int((s < lo).sum()), int((s >= hi).sum())  # rows it drops / keeps on the predictor's word
-    bands = [(_cut_value(s, n - round(drop * j / steps)), _cut_value(s, round(top * j / steps)))
-             for j in range(1, steps + 1)]
+    bands = [
+        (_cut_value(s, n - round(drop * j / steps)), _cut_value(s, round(top * j / steps))) for j in range(1, steps + 1)
+    ]
     for j in range(1, int(steps * extend) + 1):
         bands.append(choose_band(scores, keep, 0, 1 - (1 - recall) * j / steps, 1 - (1 - precision) * j / steps))
     for lo, hi in bands:
@@ -176,11 +183,11 @@ def choose_band(scores: Any, keep: Any, n_rest: int, recall: float, precision: f
         return math.inf, math.inf
     order = np.argsort(-s, kind="stable")
     ss, ys = s[order], y[order]
-    tp = np.concatenate([[0], np.cumsum(ys)])         # kept by the judge among the top m rows
-    fp = np.concatenate([[0], np.cumsum(~ys)])        # dropped by it among the top k rows
+    tp = np.concatenate([[0], np.cumsum(ys)])  # kept by the judge among the top m rows
+    fp = np.concatenate([[0], np.cumsum(~ys)])  # dropped by it among the top k rows
     m_all = np.arange(n + 1)
     cut = (m_all == 0) | (m_all == n)
-    cut[1:n] = ss[:-1] > ss[1:]                       # a cut between two equal scores is no cut
+    cut[1:n] = ss[:-1] > ss[1:]  # a cut between two equal scores is no cut
     f, pos = (n_rest / n, int(ys.sum())) if n_rest else (1.0, 0)
     tp_est = pos + f * tp
     fn_est = f * (int(ys.sum()) - tp)
@@ -190,7 +197,7 @@ def choose_band(scores: Any, keep: Any, n_rest: int, recall: float, precision: f
     k = cuts[np.maximum(0, np.searchsorted(fp[cuts], budget, side="right") - 1)]
     k = np.minimum(k, m_all)
     width = np.where(ok_m, m_all - k, n + 1)
-    best = int(np.lexsort((-m_all, width))[0])        # narrowest; then the one keeping the most candidates
+    best = int(np.lexsort((-m_all, width))[0])  # narrowest; then the one keeping the most candidates
     return _cut_value(ss, best), _cut_value(ss, int(k[best]))
 
 

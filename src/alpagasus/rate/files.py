@@ -1,6 +1,7 @@
 """`rate_file`: a dataset file in, a ratings file out (a view of the store). The file is streamed, so memory
 does not grow with it: one pass validates it and counts what is left to rate before any request, one rates,
 one writes the ratings file."""
+
 from __future__ import annotations
 
 import itertools
@@ -21,14 +22,31 @@ from alpagasus.rate.view import RatingsView, output_rows
 from alpagasus.records import Example, rating_field
 
 
-def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None, mode: str | None = None,
-              dimension: str = "accuracy", prompt: str | None = None, scale: str | None = None,
-              judge_options: Mapping[str, Any] | None = None, options: RunOptions | None = None,
-              store_path: str | Path | None = None, field_map: Iterable[str] | dict | None = None,
-              skip_invalid: bool = False, limit: int | None = None, sample: int | None = None, seed: int = 0,
-              dry_run: bool = False, wait: bool = False, ray: str | None = None, rate_empty: bool = False,
-              progress: ProgressFactory | None = None, cascade: Any = None,
-              max_row_bytes: int | None = MAX_ROW_BYTES) -> RateSummary | dict:
+def rate_file(
+    input: str | Path,
+    output: str | Path,
+    *,
+    judge: str | None = None,
+    mode: str | None = None,
+    dimension: str = "accuracy",
+    prompt: str | None = None,
+    scale: str | None = None,
+    judge_options: Mapping[str, Any] | None = None,
+    options: RunOptions | None = None,
+    store_path: str | Path | None = None,
+    field_map: Iterable[str] | dict | None = None,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    dry_run: bool = False,
+    wait: bool = False,
+    ray: str | None = None,
+    rate_empty: bool = False,
+    progress: ProgressFactory | None = None,
+    cascade: Any = None,
+    max_row_bytes: int | None = MAX_ROW_BYTES,
+) -> RateSummary | dict:
     """Rate a dataset file and write the ratings file; returns the summary (a dict of what would be sent with
     `dry_run`). `judge_options` go to the judge (base_url, concurrency, batch_size, device, context, timeout...;
     one it does not take is an error), `options` to the run (prices, max_tokens, attempts...). `ray`: rate on
@@ -50,8 +68,9 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
         raise UserError(str(e)) from e
     opts = options or RunOptions()
     spec = judge or judges.default_rating_judge(dimension, prompt, scale, mode)
-    with judging_session(spec, mode=mode, judge_options=judge_options, store_path=store_path, lock=not dry_run,
-                         wait=wait) as session:
+    with judging_session(
+        spec, mode=mode, judge_options=judge_options, store_path=store_path, lock=not dry_run, wait=wait
+    ) as session:
         if opts.batch:  # before anything is read or sent: the judge must speak the Batch API
             from alpagasus.engine.batch import check_batchable
 
@@ -65,20 +84,33 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
 
             if ray is not None:
                 raise UserError("--cascade and --ray cannot be combined yet")
-            return rate_cascade(source, template, session, opts,
-                                cascade if isinstance(cascade, CascadeOptions) else CascadeOptions(seed=seed),
-                                output, progress)
-        view = RatingsView(input, output, session.store, session.judge.id, template.version,
-                           [source.fmap, skip_invalid, limit, sample, seed, opts.retry_unparsed, rate_empty,
-                            max_row_bytes])
+            return rate_cascade(
+                source,
+                template,
+                session,
+                opts,
+                cascade if isinstance(cascade, CascadeOptions) else CascadeOptions(seed=seed),
+                output,
+                progress,
+            )
+        view = RatingsView(
+            input,
+            output,
+            session.store,
+            session.judge.id,
+            template.version,
+            [source.fmap, skip_invalid, limit, sample, seed, opts.retry_unparsed, rate_empty, max_row_bytes],
+        )
         done_before = view.unchanged()
         if done_before is not None:  # the same command already finished: nothing to read, nothing to ask
             return done_before
         summary = _rate(source, template, session, opts, spec, judge_options, ray, progress)
         summary.flagged = _write(output, source, session, template, summary)
         if summary.invalid and not summary.unique:  # --skip-invalid with nothing valid: not a success
-            raise UserError(f"nothing was rated: all {len(summary.invalid)} rows of {input} are invalid (first: "
-                            f"{summary.invalid[0]}); {output} lists them with status invalid_input")
+            raise UserError(
+                f"nothing was rated: all {len(summary.invalid)} rows of {input} are invalid (first: "
+                f"{summary.invalid[0]}); {output} lists them with status invalid_input"
+            )
         if summary.run.error == 0:  # every example has its final rating: remember it, a rerun is then free
             view.remember(summary)
     return summary
@@ -87,6 +119,7 @@ def rate_file(input: str | Path, output: str | Path, *, judge: str | None = None
 @dataclass
 class InputFile:
     """The dataset as passes over it: validated, deduplicated, sampled, limited. `stats` of the last full pass."""
+
     path: str | Path
     field_map: Iterable[str] | dict | None
     skip_invalid: bool
@@ -103,21 +136,34 @@ class InputFile:
 
     def examples(self, stats: ReadResult | None = None) -> Iterator[Example]:
         """A fresh pass over the input."""
-        it: Iterator[Example] = stream_examples(self.path, self.fmap, self.skip_invalid, stats, allow_empty=True,
-                                                max_row_bytes=self.max_row_bytes)
+        it: Iterator[Example] = stream_examples(
+            self.path, self.fmap, self.skip_invalid, stats, allow_empty=True, max_row_bytes=self.max_row_bytes
+        )
         if self.chosen is not None:
             it = (e for i, e in enumerate(it) if i in self.chosen)
         return itertools.islice(it, self.limit) if self.limit is not None else it
 
     def _sample(self) -> set[int]:
         """Positions (among unique valid examples) of a seeded random sample: one counting pass."""
-        n = sum(1 for _ in stream_examples(self.path, self.fmap, skip_invalid=True, allow_empty=True,
-                                           max_row_bytes=self.max_row_bytes))
+        n = sum(
+            1
+            for _ in stream_examples(
+                self.path, self.fmap, skip_invalid=True, allow_empty=True, max_row_bytes=self.max_row_bytes
+            )
+        )
         return set(random.Random(self.seed).sample(range(n), min(self.sample or 0, n)))
 
 
-def _rate(source: InputFile, template: Template, session: Session, opts: RunOptions, spec: str,
-          judge_options: Mapping[str, Any] | None, ray: str | None, progress: ProgressFactory | None) -> RateSummary:
+def _rate(
+    source: InputFile,
+    template: Template,
+    session: Session,
+    opts: RunOptions,
+    spec: str,
+    judge_options: Mapping[str, Any] | None,
+    ray: str | None,
+    progress: ProgressFactory | None,
+) -> RateSummary:
     """Pass 1 validates and counts every row before a single request is paid for; pass 2 rates what is left."""
     judge, store = session.judge, session.store
     counter = Pending(store, judge.id, template.version, opts.retry_unparsed, rate_empty=source.rate_empty)
@@ -128,21 +174,29 @@ def _rate(source: InputFile, template: Template, session: Session, opts: RunOpti
             from alpagasus.rate.ray import rate_on_ray
 
             options = {k: v for k, v in (judge_options or {}).items() if v is not None}
-            got = rate_on_ray(source.examples(), judge=judge, judge_spec=spec, judge_options=options,
-                              template=template, store=store, options=opts,
-                              address=None if ray in ("", "local") else ray, rate_empty=source.rate_empty,
-                              progress=progress("rating on Ray", left) if progress else None)
+            got = rate_on_ray(
+                source.examples(),
+                judge=judge,
+                judge_spec=spec,
+                judge_options=options,
+                template=template,
+                store=store,
+                options=opts,
+                address=None if ray in ("", "local") else ray,
+                rate_empty=source.rate_empty,
+                progress=progress("rating on Ray", left) if progress else None,
+            )
         else:
-            got = rate(source.examples(), judge, template, store, opts, progress, total=left,
-                       rate_empty=source.rate_empty)
+            got = rate(
+                source.examples(), judge, template, store, opts, progress, total=left, rate_empty=source.rate_empty
+            )
     else:  # nothing left: the judge is never loaded
         got = RateSummary(judge=judge.id, prompt_version=template.version, already_rated=counter.already)
     got.rows, got.duplicates, got.invalid, got.empty = stats.rows, stats.duplicates, stats.invalid, counter.empty
     return got
 
 
-def _write(output: str | Path, source: InputFile, session: Session, template: Template,
-           summary: RateSummary) -> int:
+def _write(output: str | Path, source: InputFile, session: Session, template: Template, summary: RateSummary) -> int:
     """Write the ratings file; returns how many rows carry injection flags."""
     flagged = 0
 
@@ -151,21 +205,33 @@ def _write(output: str | Path, source: InputFile, session: Session, template: Te
         for row in rows:
             flagged += bool(rating_field(row, "flags"))
             yield row
+
     try:
-        write_jsonl(output, counted(output_rows(source.examples(), session.store, session.judge.id,
-                                                template.version, summary.invalid)))
+        write_jsonl(
+            output,
+            counted(output_rows(source.examples(), session.store, session.judge.id, template.version, summary.invalid)),
+        )
     except (OSError, DataError) as e:
-        raise UserError(f"cannot write {output}: {e}. The ratings are safe in the store {session.store.path}: "
-                        "run the same command again to write the file") from e
+        raise UserError(
+            f"cannot write {output}: {e}. The ratings are safe in the store {session.store.path}: "
+            "run the same command again to write the file"
+        ) from e
     return flagged
 
 
 def _dry_run(source: InputFile, template: Template, session: Session, opts: RunOptions) -> dict:
     stats = ReadResult()
-    pending = Pending(session.store, session.judge.id, template.version, opts.retry_unparsed,
-                      rate_empty=source.rate_empty)
-    est = estimate(pending(source.examples(stats)), template, session.judge.mode, lambda t: max(1, len(t) // 4),
-                   opts)
-    return {"judge": session.judge.id, "prompt_version": template.version,
-            "examples": pending.already + est["requests"], "already_rated": pending.already, **est,
-            "invalid_rows": len(stats.invalid), "duplicates": stats.duplicates, "empty": pending.empty}
+    pending = Pending(
+        session.store, session.judge.id, template.version, opts.retry_unparsed, rate_empty=source.rate_empty
+    )
+    est = estimate(pending(source.examples(stats)), template, session.judge.mode, lambda t: max(1, len(t) // 4), opts)
+    return {
+        "judge": session.judge.id,
+        "prompt_version": template.version,
+        "examples": pending.already + est["requests"],
+        "already_rated": pending.already,
+        **est,
+        "invalid_rows": len(stats.invalid),
+        "duplicates": stats.duplicates,
+        "empty": pending.empty,
+    }

@@ -7,6 +7,7 @@ row of `alpagasus rate` output carries a `flags` list (empty when clean) so such
 or rated again with a guarded prompt (`--dimension accuracy-guarded`). Patterns are kept narrow: they flag none
 of the 12,225 real Alpaca and Dolly rows in shared/data (tests/test_reliability.py checks 2,000 of them).
 """
+
 from __future__ import annotations
 
 import re
@@ -17,34 +18,45 @@ _W = r"(?:\W+\w+){0,4}?\W+"  # up to four words in between
 
 PATTERNS: dict[str, list[re.Pattern]] = {
     # instructions to the judge: override its prompt, or ask for a score
-    "injection": [re.compile(p, re.I) for p in (
-        r"\b(?:ignore|disregard|forget|override)" + _W + r"(?:previous|prior|above|earlier|preceding|system|all)"
-        r"(?:\W+\w+){0,3}?\W+(?:instructions?|prompts?|rules|directions|guidelines|context)\b",
-        r"\b(?:rate|score|grade|mark)\s+(?:this|it|me|the\s+(?:above\s+)?(?:response|answer|output))\s+"
-        r"(?:response\s+|answer\s+|output\s+|example\s+)?(?:as\s+|at\s+|an?\s+|with\s+an?\s+)?"
-        r"(?:[0-9](?:\.\d+)?|10|five|ten|perfect(?:ly)?|the\s+(?:highest|maximum|top)|highly|full\s+marks)"
-        r"(?![\w.]*\s*(?:stars?|points|on\s+a\s+scale))",
-        r"\b(?:give|assign|award)\s+(?:this|it|the\s+(?:response|answer|output))\s+(?:a\s+)?"
-        r"(?:(?:score|rating|grade|mark)\s+of\b|perfect\s+(?:score|rating)|full\s+marks)",
-        r"\byou\s+(?:must|should|will|have\s+to)\s+(?:rate|score|grade)\s+(?:this|it|the\s+(?:response|answer))",
-        r"\bnew\s+(?:system\s+)?instructions?\s*:",
-        r"\b(?:the\s+)?(?:correct|right|true|final|expected)\s+(?:score|rating|grade)\s+(?:is|should\s+be|=)\s*"
-        r"(?:[0-9]|10|five|ten)\b",
-        r"\b(?:note|message)\s+(?:to|for)\s+(?:the\s+)?(?:judge|evaluator|grader|rater|reviewer|AI)\b",
-    )],
+    "injection": [
+        re.compile(p, re.I)
+        for p in (
+            r"\b(?:ignore|disregard|forget|override)" + _W + r"(?:previous|prior|above|earlier|preceding|system|all)"
+            r"(?:\W+\w+){0,3}?\W+(?:instructions?|prompts?|rules|directions|guidelines|context)\b",
+            r"\b(?:rate|score|grade|mark)\s+(?:this|it|me|the\s+(?:above\s+)?(?:response|answer|output))\s+"
+            r"(?:response\s+|answer\s+|output\s+|example\s+)?(?:as\s+|at\s+|an?\s+|with\s+an?\s+)?"
+            r"(?:[0-9](?:\.\d+)?|10|five|ten|perfect(?:ly)?|the\s+(?:highest|maximum|top)|highly|full\s+marks)"
+            r"(?![\w.]*\s*(?:stars?|points|on\s+a\s+scale))",
+            r"\b(?:give|assign|award)\s+(?:this|it|the\s+(?:response|answer|output))\s+(?:a\s+)?"
+            r"(?:(?:score|rating|grade|mark)\s+of\b|perfect\s+(?:score|rating)|full\s+marks)",
+            r"\byou\s+(?:must|should|will|have\s+to)\s+(?:rate|score|grade)\s+(?:this|it|the\s+(?:response|answer))",
+            r"\bnew\s+(?:system\s+)?instructions?\s*:",
+            r"\b(?:the\s+)?(?:correct|right|true|final|expected)\s+(?:score|rating|grade)\s+(?:is|should\s+be|=)\s*"
+            r"(?:[0-9]|10|five|ten)\b",
+            r"\b(?:note|message)\s+(?:to|for)\s+(?:the\s+)?(?:judge|evaluator|grader|rater|reviewer|AI)\b",
+        )
+    ],
     # a line that looks like the judge's own verdict
-    "fake_score": [re.compile(p, re.I | re.M) for p in (
-        r"^[\s*#>_\-]*(?:score|rating|grade|final score|overall score)[\s*_]*[:=]\s*[*_]*\s*-?(?:10|\d)(?:\.\d+)?"
-        r"\s*(?:/\s*(?:5|10)|out of (?:5|10))?[\s*_.]*$",
-        r"^[\s*#>_\-]*(?:score|rating)[\s*_]*[:=]?\s*(?:[0-5](?:\.\d+)?)\s*(?:/|out of)\s*5\b",
-    )],
+    "fake_score": [
+        re.compile(p, re.I | re.M)
+        for p in (
+            r"^[\s*#>_\-]*(?:score|rating|grade|final score|overall score)[\s*_]*[:=]\s*[*_]*\s*-?(?:10|\d)(?:\.\d+)?"
+            r"\s*(?:/\s*(?:5|10)|out of (?:5|10))?[\s*_.]*$",
+            r"^[\s*#>_\-]*(?:score|rating)[\s*_]*[:=]?\s*(?:[0-5](?:\.\d+)?)\s*(?:/|out of)\s*5\b",
+        )
+    ],
     # markup of prompts and chat templates: the data pretends to open a new section of the judge's prompt
-    "role_marker": [re.compile(p, re.I | re.M) for p in (
-        r"#{2,}\s*(?:instruction|input|response|system|assistant|user|human)\s*:",
-        r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id)\|>",
-        r"\[/?(?:system|INST|SYS)\]", r"<</?SYS>>",
-        r"^\s*system\s*:", r"</?(?:data|instruction|response|system)>",
-    )],
+    "role_marker": [
+        re.compile(p, re.I | re.M)
+        for p in (
+            r"#{2,}\s*(?:instruction|input|response|system|assistant|user|human)\s*:",
+            r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id)\|>",
+            r"\[/?(?:system|INST|SYS)\]",
+            r"<</?SYS>>",
+            r"^\s*system\s*:",
+            r"</?(?:data|instruction|response|system)>",
+        )
+    ],
 }
 
 
@@ -53,10 +65,15 @@ PATTERNS: dict[str, list[re.Pattern]] = {
 # and runs for every row of every ratings file (a million-row file: minutes otherwise).
 _SCORE = {"score", "rating", "grade"}
 NEEDS: dict[str, list[tuple[set[str], ...] | str]] = {
-    "injection": [({"ignore", "disregard", "forget", "override"},), ({"rate", "score", "grade", "mark"},),
-                  ({"give", "assign", "award"},), ({"you"}, {"rate", "score", "grade"}),
-                  ({"new"}, {"instruction", "instructions"}), (_SCORE,),
-                  ({"note", "message"}, {"judge", "evaluator", "grader", "rater", "reviewer", "ai"})],
+    "injection": [
+        ({"ignore", "disregard", "forget", "override"},),
+        ({"rate", "score", "grade", "mark"},),
+        ({"give", "assign", "award"},),
+        ({"you"}, {"rate", "score", "grade"}),
+        ({"new"}, {"instruction", "instructions"}),
+        (_SCORE,),
+        ({"note", "message"}, {"judge", "evaluator", "grader", "rater", "reviewer", "ai"}),
+    ],
     "fake_score": [(_SCORE,), ({"score", "rating"},)],
     "role_marker": ["##", "<|", "[", "<<", ({"system"},), "<"],
 }
@@ -71,8 +88,11 @@ def flags(fields: Mapping[str, Any]) -> list[str]:
     def may(need: tuple[set[str], ...] | str) -> bool:
         return need in text if isinstance(need, str) else all(words & group for group in need)
 
-    return [kind for kind, pats in PATTERNS.items()
-            if any(may(need) and p.search(text) for need, p in zip(NEEDS[kind], pats))]
+    return [
+        kind
+        for kind, pats in PATTERNS.items()
+        if any(may(need) and p.search(text) for need, p in zip(NEEDS[kind], pats))
+    ]
 
 
 def explain(fields: Mapping[str, Any]) -> list[tuple[str, str, str]]:

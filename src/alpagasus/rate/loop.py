@@ -2,6 +2,7 @@
 it returns. Examples already in the store are never requested again, and when nothing is left the judge is not
 even loaded. Replies without a score are asked again (bounded), then stored as `unparsed`.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -22,17 +23,18 @@ from alpagasus.store import Store
 class RateSummary:
     """What rating did. This layer's own counts (the input's rows, what the store already held, flagged rows)
     beside the judging run's (`run`, written by the engine only)."""
+
     judge: str = ""
     prompt_version: str = ""
-    rows: int = 0                  # rows read from the input
+    rows: int = 0  # rows read from the input
     duplicates: int = 0
     invalid: list[InvalidRow] = field(default_factory=list)
-    already_rated: int = 0         # found in the store: not requested again
-    empty: int = 0                 # empty instruction or output: not sent (unless rate_empty), never selected
-    flagged: int = 0               # rows flagged as possible prompt injection (see rate/injection.py)
+    already_rated: int = 0  # found in the store: not requested again
+    empty: int = 0  # empty instruction or output: not sent (unless rate_empty), never selected
+    flagged: int = 0  # rows flagged as possible prompt injection (see rate/injection.py)
     run: RunCounts = field(default_factory=RunCounts)
-    note: str = ""                 # e.g. "nothing to do: ..." when a rerun finds the ratings file up to date
-    cascade: dict | None = None    # --cascade: sample, band, calls saved, estimates (see rate/cascade.py)
+    note: str = ""  # e.g. "nothing to do: ..." when a rerun finds the ratings file up to date
+    cascade: dict | None = None  # --cascade: sample, band, calls saved, estimates (see rate/cascade.py)
 
     @property
     def unique(self) -> int:
@@ -45,9 +47,14 @@ def build_request(example: Example, template: Template, mode: str) -> Request:
     fence = template.meta.get("fence")  # guarded templates: the data cannot close the tags that delimit it
     if fence:
         values = {k: neutralize_tags(v, fence.split(",")) if isinstance(v, str) else v for k, v in values.items()}
-    return Request(key=example.id, system=template.system, user=template.render(values),
-                   assistant_prefix=template.logprob_prefix if mode == "logprob" else "",
-                   labels=template.labels, example=example)
+    return Request(
+        key=example.id,
+        system=template.system,
+        user=template.render(values),
+        assistant_prefix=template.logprob_prefix if mode == "logprob" else "",
+        labels=template.labels,
+        example=example,
+    )
 
 
 def neutralize_tags(text: str, tags: list[str]) -> str:
@@ -61,8 +68,15 @@ class Pending:
     (the store is asked a chunk at a time; `already` counts the others) and, unless `rate_empty`, not empty
     (`empty` counts those: an empty output is bad data to filter out, not worth a request)."""
 
-    def __init__(self, store: Store, judge_id: str, prompt_version: str, retry_unparsed: bool = False,
-                 chunk: int = 2000, rate_empty: bool = False):
+    def __init__(
+        self,
+        store: Store,
+        judge_id: str,
+        prompt_version: str,
+        retry_unparsed: bool = False,
+        chunk: int = 2000,
+        rate_empty: bool = False,
+    ):
         self.store, self.judge_id, self.version = store, judge_id, prompt_version
         self.final, self.chunk, self.already = final_statuses(retry_unparsed), chunk, 0
         self.rate_empty, self.empty = rate_empty, 0
@@ -82,9 +96,16 @@ class Pending:
             yield from self.split(batch)
 
 
-def rate(examples: Iterable[Example], judge: Judge, template: Template, store: Store,
-         options: RunOptions | None = None, progress: ProgressFactory | None = None,
-         total: int | None = None, rate_empty: bool = False) -> RateSummary:
+def rate(
+    examples: Iterable[Example],
+    judge: Judge,
+    template: Template,
+    store: Store,
+    options: RunOptions | None = None,
+    progress: ProgressFactory | None = None,
+    total: int | None = None,
+    rate_empty: bool = False,
+) -> RateSummary:
     """Rate `examples` (already deduplicated; a list or a stream) with `judge` into `store`. Library entry
     point; `rate_file` does the same for a file. `progress("rating", total)` is called once there is work,
     with `total` when the caller knows how many examples are left. Examples with an empty instruction or
@@ -92,9 +113,16 @@ def rate(examples: Iterable[Example], judge: Judge, template: Template, store: S
     return run_sync(rate_async(examples, judge, template, store, options, progress, total, rate_empty), judge)
 
 
-async def rate_async(examples: Iterable[Example], judge: Judge, template: Template, store: Store,
-                     options: RunOptions | None = None, progress: ProgressFactory | None = None,
-                     total: int | None = None, rate_empty: bool = False) -> RateSummary:
+async def rate_async(
+    examples: Iterable[Example],
+    judge: Judge,
+    template: Template,
+    store: Store,
+    options: RunOptions | None = None,
+    progress: ProgressFactory | None = None,
+    total: int | None = None,
+    rate_empty: bool = False,
+) -> RateSummary:
     opts = options or RunOptions()
     pending = Pending(store, judge.id, template.version, opts.retry_unparsed, rate_empty=rate_empty)
     todo = pending(examples)
@@ -114,8 +142,14 @@ async def rate_async(examples: Iterable[Example], judge: Judge, template: Templa
     return s
 
 
-def estimate(examples: Iterable[Example], template: Template, mode: str, count_tokens: Callable[[str], int],
-             opts: RunOptions, out_tokens: int = 120) -> dict:
+def estimate(
+    examples: Iterable[Example],
+    template: Template,
+    mode: str,
+    count_tokens: Callable[[str], int],
+    opts: RunOptions,
+    out_tokens: int = 120,
+) -> dict:
     """What a run would send: requests, tokens and cost (for --dry-run; nothing is sent)."""
     n = tin = 0
     for e in examples:

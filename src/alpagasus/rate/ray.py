@@ -9,6 +9,7 @@ committing each block as it arrives. A killed worker loses only its block in fli
 and runs the block again, and the driver drops results for ids it already stored. Rows lost in transit (a read
 task dying with its node) are sent again in a sweep pass. Ray is imported only here, only when used.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,8 @@ from alpagasus.redact import SECRET_KEYS
 from alpagasus.store import Store
 
 __all__ = ["rate_on_ray", "RayRateError"]
-WINDOW = 4096      # examples checked against the store per query
-SWEEPS = 2         # extra passes for rows lost in transit, before giving up (resumably)
+WINDOW = 4096  # examples checked against the store per query
+SWEEPS = 2  # extra passes for rows lost in transit, before giving up (resumably)
 SECRET_ENV = "ALPAGASUS_SECRET_"  # + an option's name: a judge's key, set in the Ray workers' environment
 
 
@@ -44,11 +45,24 @@ class RayRateError(JudgeError):
     """Ray is missing or unreachable, or the Ray job failed. What was rated is stored; a rerun resumes."""
 
 
-def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, judge_options: dict[str, Any],
-                template: Template, store: Store, options: RunOptions,
-                address: str | None = None, progress: Progress | None = None, rate_empty: bool = False,
-                block_rows: int | None = None, actors: int | None = None, num_cpus: float | None = None,
-                num_gpus: float | None = None, runtime_env: dict | None = None) -> RateSummary:
+def rate_on_ray(
+    examples: Iterable[Example],
+    *,
+    judge: Judge,
+    judge_spec: str,
+    judge_options: dict[str, Any],
+    template: Template,
+    store: Store,
+    options: RunOptions,
+    address: str | None = None,
+    progress: Progress | None = None,
+    rate_empty: bool = False,
+    block_rows: int | None = None,
+    actors: int | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    runtime_env: dict | None = None,
+) -> RateSummary:
     """Rate `examples` (deduplicated) on Ray, with the statuses, store and resume semantics of `rate.rate`.
 
     `address`: None/"" starts a local cluster (or uses the one `ray.init` already started in this process),
@@ -73,13 +87,27 @@ def rate_on_ray(examples: Iterable[Example], *, judge: Judge, judge_spec: str, j
             num_gpus = (1 if gpu else 0) if num_gpus is None else num_gpus
             num_cpus = (0 if gpu else 1) if num_cpus is None else num_cpus
             res = ray.cluster_resources()
-            actors = actors or max(1, int(res.get("GPU", 0) // num_gpus if num_gpus
-                                          else res.get("CPU", 1) // max(num_cpus, 1)))
+            actors = actors or max(
+                1, int(res.get("GPU", 0) // num_gpus if num_gpus else res.get("CPU", 1) // max(num_cpus, 1))
+            )
             public, env = split_secrets(judge_options)  # keys travel in the actors' environment, not their args
-            worker = dict(judge_spec=judge_spec, mode=judge.mode, judge_options=public, judge_id=judge.id,
-                          template=template, options=options)
-            run = _Run(ray, store, options, s, progress, worker, dict(actors=actors, num_cpus=num_cpus,
-                                                                      num_gpus=num_gpus or None, env=env))
+            worker = dict(
+                judge_spec=judge_spec,
+                mode=judge.mode,
+                judge_options=public,
+                judge_id=judge.id,
+                template=template,
+                options=options,
+            )
+            run = _Run(
+                ray,
+                store,
+                options,
+                s,
+                progress,
+                worker,
+                dict(actors=actors, num_cpus=num_cpus, num_gpus=num_gpus or None, env=env),
+            )
             run.all(itertools.chain([first], blocks), block_rows)
         finally:
             if started:
@@ -99,7 +127,7 @@ def split_secrets(judge_options: dict[str, Any]) -> tuple[dict[str, Any], dict[s
 
 def secret_options() -> dict[str, str]:
     """In a worker: the judge options `split_secrets` sent through the environment."""
-    return {k[len(SECRET_ENV):].lower(): v for k, v in os.environ.items() if k.startswith(SECRET_ENV)}
+    return {k[len(SECRET_ENV) :].lower(): v for k, v in os.environ.items() if k.startswith(SECRET_ENV)}
 
 
 def _connect(address: str | None, runtime_env: dict | None) -> tuple[Any, bool]:
@@ -118,8 +146,9 @@ def _connect(address: str | None, runtime_env: dict | None) -> tuple[Any, bool]:
     return ray, True
 
 
-def _pending_blocks(examples: Iterable[Example], pending: Pending, block_rows: int,
-                    s: RunCounts) -> Iterator[list[Example]]:
+def _pending_blocks(
+    examples: Iterable[Example], pending: Pending, block_rows: int, s: RunCounts
+) -> Iterator[list[Example]]:
     """Full blocks of the examples not yet rated for good, checked against the store a window at a time."""
     buf: list[Example] = []
     for window in chunked(examples, WINDOW):
@@ -141,7 +170,7 @@ class _Run:
         self.worker, self.pool = worker, pool
         self.final = options.final_statuses()
         self.outstanding: dict[str, Example] = {}  # sent to the cluster, not stored yet
-        self.max_blocks = 2 * pool["actors"] + 2    # out in the cluster at once: every actor has its next block
+        self.max_blocks = 2 * pool["actors"] + 2  # out in the cluster at once: every actor has its next block
         self.cond = threading.Condition(threading.RLock())  # RLock: the SIGINT handler may take it re-entrantly
         self.stopping = self.interrupted = False
         self.feed_error: BaseException | None = None
@@ -160,8 +189,10 @@ class _Run:
                 lost = list(self.outstanding.values())  # sent, never came back: a read task died with them
                 self.outstanding.clear()
                 blocks = chunked(lost, block_rows)
-            raise RayRateError(f"{len(lost)} rows were lost in transit {SWEEPS + 1} times (is the cluster losing "
-                               "nodes?); everything else is stored: run the same command again to resume")
+            raise RayRateError(
+                f"{len(lost)} rows were lost in transit {SWEEPS + 1} times (is the cluster losing "
+                "nodes?); everything else is stored: run the same command again to resume"
+            )
 
     def _pass(self, blocks: Iterator[list[Example]], block_rows: int) -> None:
         ray = self.ray
@@ -188,8 +219,10 @@ class _Run:
             while cause is not None:  # the deepest message's last line: the root cause, not pages of traceback
                 why = ([x.strip() for x in str(cause).splitlines() if x.strip()] or [why])[-1]
                 cause = cause.__cause__
-            raise RayRateError(f"the Ray job failed: {why[:400]}. Everything rated so far is stored: fix the cause "
-                               "and run the same command again to resume") from e
+            raise RayRateError(
+                f"the Ray job failed: {why[:400]}. Everything rated so far is stored: fix the cause "
+                "and run the same command again to resume"
+            ) from e
         finally:
             with self.cond:
                 self.stopping = True
@@ -213,11 +246,16 @@ class _Run:
         ctx.target_max_block_size, ctx.enable_progress_bars = 1, False
         try:  # the dataset keeps a copy of the context taken here
             ds = data.read_datasource(_feed_source(feed), num_cpus=0, override_num_blocks=1)
-            return ds.map_batches(_BlockRater, batch_size=1, batch_format="numpy",
-                                  fn_constructor_kwargs={**self.worker, "feed": feed},
-                                  compute=data.ActorPoolStrategy(size=self.pool["actors"]),
-                                  num_cpus=self.pool["num_cpus"], num_gpus=self.pool["num_gpus"],
-                                  runtime_env={"env_vars": self.pool["env"]} if self.pool["env"] else None)
+            return ds.map_batches(
+                _BlockRater,
+                batch_size=1,
+                batch_format="numpy",
+                fn_constructor_kwargs={**self.worker, "feed": feed},
+                compute=data.ActorPoolStrategy(size=self.pool["actors"]),
+                num_cpus=self.pool["num_cpus"],
+                num_gpus=self.pool["num_gpus"],
+                runtime_env={"env_vars": self.pool["env"]} if self.pool["env"] else None,
+            )
         finally:
             ctx.target_max_block_size, ctx.enable_progress_bars = saved
 
@@ -267,7 +305,8 @@ class _Run:
         if res["error"]:
             kind, msg = res["error"]
             raise (OutageError if kind == "outage" else RayRateError)(
-                f"{msg} (on a Ray worker); everything rated so far is stored: run the same command again to resume")
+                f"{msg} (on a Ray worker); everything rated so far is stored: run the same command again to resume"
+            )
 
     @contextlib.contextmanager
     def _sigint(self) -> Iterator[None]:
@@ -338,29 +377,42 @@ def _feed_source(feed: Any) -> Any:
         def estimate_inmemory_data_size(self) -> None:
             return None
 
-        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                           data_context: Any = None) -> list:
+        def get_read_tasks(
+            self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+        ) -> list:
             def read() -> Iterator[Any]:
                 import pyarrow as pa
                 import ray
 
                 while (item := ray.get(feed.take.remote())) is not None:
                     yield pa.table({"rows": pa.array([item], type=pa.binary())})
+
             return [ReadTask(read, BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None))]
+
     return FeedSource()
 
 
 class _BlockRater:
     """A Ray Data map actor: builds and loads its own judge once, then rates one block per call."""
 
-    def __init__(self, judge_spec: str, mode: str, judge_options: dict, judge_id: str, template: Template,
-                 options: RunOptions, feed: Any):
+    def __init__(
+        self,
+        judge_spec: str,
+        mode: str,
+        judge_options: dict,
+        judge_id: str,
+        template: Template,
+        options: RunOptions,
+        feed: Any,
+    ):
         from alpagasus import judges
 
         self.judge = judges.get(judge_spec, mode=mode, **judge_options, **secret_options())
         if self.judge.id != judge_id:  # ratings are stored under this id: a different model would never resume
-            raise JudgeError(f"this worker's judge is {self.judge.id}, the driver's {judge_id}: install the "
-                             "same alpagasus and models on every node")
+            raise JudgeError(
+                f"this worker's judge is {self.judge.id}, the driver's {judge_id}: install the "
+                "same alpagasus and models on every node"
+            )
         self.judge.load()
         self.template, self.opts, self.feed = template, options, feed
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: API clients keep their connections
@@ -385,8 +437,15 @@ class _BlockRater:
             examples = []
         items = [Item(e.id, build_request(e, t, j.mode)) for e in examples]
         try:
-            counts = self.loop.run_until_complete(run_items(items, j, sink, Rubric.rating(t),  # type: ignore[arg-type]
-                                                            self.opts))
+            counts = self.loop.run_until_complete(
+                run_items(
+                    items,
+                    j,
+                    sink,
+                    Rubric.rating(t),  # type: ignore[arg-type]
+                    self.opts,
+                )
+            )
         except OutageError as e:  # the judge stayed away: return what was rated; the driver stops resumably
             error = ("outage", str(e))
         except Exception as e:

@@ -14,6 +14,7 @@ The candidate whose scores rank the comparison rows best (ROC-AUC against the ju
 Scores are compared and combined on the logit scale: z = logit(score / 5), which orders rows as the
 predictor's 0-5 score does.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,6 +39,7 @@ def shipped_for(template_name: str) -> str | None:
 class Split:
     """Positions in the sample: the distilled predictor's training rows, the comparison rows, the
     certification rows."""
+
     train: Any
     choose: Any
     cal: Any
@@ -60,7 +62,7 @@ def split_sample(keep: Any, certify: float, seed: int) -> Split:
         idx = rng.permutation(np.where(y == cls)[0])
         n_cal = round(certify * len(idx))
         n_train = round(TRAIN_SHARE * (len(idx) - n_cal))
-        for part, chunk in zip(parts, (idx[n_cal:n_cal + n_train], idx[n_cal + n_train:], idx[:n_cal])):
+        for part, chunk in zip(parts, (idx[n_cal : n_cal + n_train], idx[n_cal + n_train :], idx[:n_cal])):
             part.extend(int(i) for i in chunk)
     train, choose, cal = (np.sort(np.asarray(p, dtype=np.int64)) for p in parts)
     return Split(train, choose, cal)
@@ -78,8 +80,9 @@ def logit(score: Any) -> Any:
 class Scorer:
     """How the band's value of a row is made from its predictors' stored 0-5 scores:
     z = sum(weight_i * (logit(score_i / 5) - offset_i))."""
-    start: str                       # "shipped", "distilled" or "combined"
-    predictors: tuple[str, ...]      # judge specs, in the order of the weights
+
+    start: str  # "shipped", "distilled" or "combined"
+    predictors: tuple[str, ...]  # judge specs, in the order of the weights
     weights: tuple[float, ...]
     offsets: tuple[float, ...]
 
@@ -97,9 +100,10 @@ class Scorer:
 @dataclass
 class Start:
     """The chosen candidate: its scorer, the rows its band path is built on, and each candidate's ROC-AUC."""
+
     scorer: Scorer
-    z: Any                           # z of every sample row (train rows of a distilled start: not used)
-    path_rows: Any                   # positions whose z and decisions build the band path
+    z: Any  # z of every sample row (train rows of a distilled start: not used)
+    path_rows: Any  # positions whose z and decisions build the band path
     auc: dict[str, float]
 
 
@@ -111,8 +115,9 @@ def _auc(keep: Any, z: Any) -> float:
     return float(roc_auc_score(y, z)) if 0 < y.sum() < len(y) else math.nan
 
 
-def choose_start(keep: Any, split: Split, shipped: tuple[str, Any] | None,
-                 distilled: tuple[str, Any] | None) -> Start | None:
+def choose_start(
+    keep: Any, split: Split, shipped: tuple[str, Any] | None, distilled: tuple[str, Any] | None
+) -> Start | None:
     """The candidate ranking the comparison rows best. `shipped` / `distilled`: (judge spec, 0-5 scores of
     every sample row) or None where there is none (no shipped predictor for the dimension; too few rows to
     distil). None when neither exists."""
@@ -140,8 +145,9 @@ def choose_start(keep: Any, split: Split, shipped: tuple[str, Any] | None,
     return Start(sc, np.asarray(z, dtype=float), rows, auc)
 
 
-def distil(examples: list[Example], scores: Any, threshold: float, seed: int, feature_set: str, x: Any,
-           name: str) -> Any:
+def distil(
+    examples: list[Example], scores: Any, threshold: float, seed: int, feature_set: str, x: Any, name: str
+) -> Any:
     """A predictor fitted on these rows (distill's recipe, head chosen by cross-validation); raises
     DistillError when a class is too small."""
     import numpy as np
@@ -150,8 +156,16 @@ def distil(examples: list[Example], scores: Any, threshold: float, seed: int, fe
 
     value = np.asarray(scores, dtype=np.float64)
     n = len(examples)
-    ls = LabelSet(name, "score", threshold, list(examples), (value >= threshold).astype(np.int64), value,
-                  np.ones(n), np.ones(n, dtype=bool))
+    ls = LabelSet(
+        name,
+        "score",
+        threshold,
+        list(examples),
+        (value >= threshold).astype(np.int64),
+        value,
+        np.ones(n),
+        np.ones(n, dtype=bool),
+    )
     return fit_predictor(ls, holdout=0.0, seed=seed, features=x, name=name, feature_set=feature_set)
 
 

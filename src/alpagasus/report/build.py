@@ -4,6 +4,7 @@ directory out: index.html (plots embedded), the PNGs and summary.json.
 Memory stays flat in the file's size: one streaming pass per file keeps flat columns (`report.scan`), and one
 more pass over the first file reads back only the rows the page shows (examples per bin, the most disagreeing
 rows), by line number."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,21 +14,37 @@ from alpagasus.data import write_json
 from alpagasus.report.html import write_page
 from alpagasus.report.ratings import ReportError
 from alpagasus.report.scan import scan_file
-from alpagasus.report.stats import (DEFAULT_KEYWORDS, agreement_of, example_lines, fill_instructions, label,
-                                    summarize_scan)
+from alpagasus.report.stats import (
+    DEFAULT_KEYWORDS,
+    agreement_of,
+    example_lines,
+    fill_instructions,
+    label,
+    summarize_scan,
+)
 
 
-def build_report(ratings_path: str | Path, out_dir: str | Path, keywords: Sequence[str] = DEFAULT_KEYWORDS,
-                 compare: str | Path | None = None, threshold: float = 4.5, examples_per_bin: int = 3,
-                 selections: Sequence[str | Path] = (), store: str | Path | None = None) -> dict:
+def build_report(
+    ratings_path: str | Path,
+    out_dir: str | Path,
+    keywords: Sequence[str] = DEFAULT_KEYWORDS,
+    compare: str | Path | None = None,
+    threshold: float = 4.5,
+    examples_per_bin: int = 3,
+    selections: Sequence[str | Path] = (),
+    store: str | Path | None = None,
+) -> dict:
     """Write OUT_DIR/index.html (plots embedded), the PNGs and summary.json; return the summary.
     `selections`: sidecars of `alpagasus select` runs on this file (report.selections), compared side by side."""
     keywords = [k for k in keywords if k]
     if not keywords:
         raise ReportError("--keywords: give at least one non-empty keyword")
     scan = scan_file(ratings_path, keywords, ids=compare is not None)
-    summary: dict[str, Any] = {"ratings": str(ratings_path), "label": label(ratings_path, scan.judge),
-                               **summarize_scan(scan, threshold)}
+    summary: dict[str, Any] = {
+        "ratings": str(ratings_path),
+        "label": label(ratings_path, scan.judge),
+        **summarize_scan(scan, threshold),
+    }
     from alpagasus.judgecheck.cards import rating_notes  # the judge's card and a reading of its length preference
 
     summary["judge_note"], summary["length"]["reading"] = rating_notes(scan.judge.get("judge"), summary["length"])
@@ -35,8 +52,7 @@ def build_report(ratings_path: str | Path, out_dir: str | Path, keywords: Sequen
     if compare is not None:
         other = scan_file(compare, ids=True)  # only its ids, scores and judge are used
         agr, worst = agreement_of(scan, other, threshold)
-        summary["agreement"] = {"a": summary["label"], "b": label(compare, other.judge), "compare": str(compare),
-                                **agr}
+        summary["agreement"] = {"a": summary["label"], "b": label(compare, other.judge), "compare": str(compare), **agr}
         del other  # its id table is the largest thing held, and the page does not need it
     chosen = example_lines(scan, examples_per_bin)
     rows = scan.rows_at([line for lines in chosen.values() for line in lines] + worst)  # the second pass

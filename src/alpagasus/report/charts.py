@@ -1,5 +1,6 @@
 """The ratings report's charts, each returned as PNG bytes (the page embeds them and writes them beside it):
 score bins, rows kept per threshold, keyword rows against the rest, score against length, A against B."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -28,7 +29,9 @@ def plot_kept(summary: dict[str, Any]) -> bytes:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ths = [float(t) for t in summary["kept_at"]]
     ax.step(ths, list(summary["kept_at"].values()), where="post", color=BLUE)
-    ax.axvline(summary["threshold"], color=GREY, linestyle="--", linewidth=1, label=f"--threshold {summary['threshold']:g}")
+    ax.axvline(
+        summary["threshold"], color=GREY, linestyle="--", linewidth=1, label=f"--threshold {summary['threshold']:g}"
+    )
     ax.set_xlabel("threshold (keep score ≥ t)")
     ax.set_ylabel("rows kept")
     ax.set_title("Rows each threshold keeps")
@@ -36,8 +39,13 @@ def plot_kept(summary: dict[str, Any]) -> bytes:
     kw = summary["keywords"]
     for group, name, color in ((kw, "with a keyword", ORANGE), (kw["rest"], "the rest", BLUE)):
         if group["rated"]:
-            ax2.step(ths, [100 * v / group["rated"] for v in group["kept_at"].values()], where="post", color=color,
-                     label=f"{name} ({group['rated']} rated)")
+            ax2.step(
+                ths,
+                [100 * v / group["rated"] for v in group["kept_at"].values()],
+                where="post",
+                color=color,
+                label=f"{name} ({group['rated']} rated)",
+            )
     ax2.axvline(summary["threshold"], color=GREY, linestyle="--", linewidth=1)
     ax2.set_xlabel("threshold")
     ax2.set_ylabel("% of the group's rated rows kept")
@@ -54,8 +62,13 @@ def plot_keyword_bins(kw: dict[str, Any]) -> bytes:
     x = range(len(BINS))
     for k, (group, name, color) in enumerate(((kw, "with a keyword", ORANGE), (kw["rest"], "the rest", BLUE))):
         total = group["rated"] or 1
-        bars = ax.bar([i + (k - 0.5) * 0.4 for i in x], [100 * group["bins"][b] / total for b in BINS], width=0.4,
-                      color=color, label=f"{name} ({group['rated']} rated)")
+        bars = ax.bar(
+            [i + (k - 0.5) * 0.4 for i in x],
+            [100 * group["bins"][b] / total for b in BINS],
+            width=0.4,
+            color=color,
+            label=f"{name} ({group['rated']} rated)",
+        )
         ax.bar_label(bars, labels=[str(group["bins"][b]) for b in BINS], padding=1, fontsize=8)
     ax.set_xticks(list(x), BINS)
     ax.set_xlabel("score bin (bar labels: rows)")

@@ -2,6 +2,7 @@
 so a page is one self-contained file), escaped text, numbers and tables. Shared by the ratings report,
 `compare`'s charts and the run's final report. matplotlib is imported inside the functions (Agg backend: no
 display needed), so importing this module costs nothing."""
+
 from __future__ import annotations
 
 import base64
@@ -91,8 +92,10 @@ def table(tid: str | None, head: Sequence[str], body: Sequence[Sequence[Any]]) -
     """An HTML table; header cells are escaped here, body cells must be escaped by the caller (they may hold
     markup). Numbers are right-aligned."""
     th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    rows = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if _numeric(c) else f"<td>{c}</td>" for c in r)
-                   + "</tr>" for r in body)
+    rows = "".join(
+        "<tr>" + "".join(f'<td class="num">{c}</td>' if _numeric(c) else f"<td>{c}</td>" for c in r) + "</tr>"
+        for r in body
+    )
     ident = f' id="{escape(tid)}"' if tid else ""
     return f"<table{ident}><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>"
 

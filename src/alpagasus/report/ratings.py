@@ -3,6 +3,7 @@ mean something, and what a row is to the report (rated or not, its text fields).
 
 The report never holds the file: `iter_ratings` streams checked rows for one pass that keeps compact columns
 (`report.scan`), and `read_lines` re-reads only the few rows the page shows, by line number."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from typing import Any, Iterable, Iterator
 from alpagasus.data import DataError, iter_objects
 from alpagasus.records import rating_view
 
-EXAMPLE_FIELDS = ("instruction", "input", "output")   # an example's text, as rated
+EXAMPLE_FIELDS = ("instruction", "input", "output")  # an example's text, as rated
 
 
 class ReportError(ValueError):
@@ -33,7 +34,7 @@ def iter_ratings(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, row
     except DataError as e:  # a malformed line or a non-object; the report counts JSONL rows as lines
         msg, row_ = str(e), f"{path}, row "
-        raise ReportError(f"{path}, line {msg[len(row_):]}" if msg.startswith(row_) else msg) from None
+        raise ReportError(f"{path}, line {msg[len(row_) :]}" if msg.startswith(row_) else msg) from None
 
 
 def load_ratings(path: str | Path) -> list[dict[str, Any]]:

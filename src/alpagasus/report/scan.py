@@ -5,6 +5,7 @@ keyword bit and a line number per rated row (about 25 bytes), counters, and a bo
 first problems and flagged rows the page lists). Rows shown as examples or as the largest disagreements are
 read again by line number afterwards (`Scan.rows_at`), so a 200k-row file never sits in memory.
 """
+
 from __future__ import annotations
 
 from array import array
@@ -14,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 from alpagasus.report.ratings import EXAMPLE_FIELDS, file_signature, is_rated, iter_ratings, read_lines
 
-SHOWN = 50                                           # rows the page lists per problem status, and flagged rows
+SHOWN = 50  # rows the page lists per problem status, and flagged rows
 PROBLEM_STATUSES = ("unparsed", "error", "invalid_input", "empty")
 
 
@@ -44,21 +45,21 @@ class Scan:
         self.total = 0
         self.status: Counter[str] = Counter()
         self.flagged = 0
-        self.judge: dict[str, Any] = {}                # judge and prompt_version of the first row naming a judge
+        self.judge: dict[str, Any] = {}  # judge and prompt_version of the first row naming a judge
         self.scores = array("d")
         self.lengths = array("q")
         self.kw = bytearray()
         self.lines = array("q")
-        self.masses = array("d")                       # label_mass of logprob replies (any status), if given
-        self.text_rows = 0                             # rows with text: every status but invalid_input
-        self.keyword_rows = 0                          # ... of which mention a keyword
+        self.masses = array("d")  # label_mass of logprob replies (any status), if given
+        self.text_rows = 0  # rows with text: every status but invalid_input
+        self.keyword_rows = 0  # ... of which mention a keyword
         self.per_keyword = [0] * len(self.keywords)
         self.problems: dict[str, list[dict[str, Any]]] = {s: [] for s in PROBLEM_STATUSES}
         self.flagged_rows: list[dict[str, Any]] = []
         self.ids: dict[Any, int] | None = {} if ids else None
         self.id_score = array("d")
         self.id_line = array("q")
-        self._path: Path | None = None                 # where rows_at reads rows again ...
+        self._path: Path | None = None  # where rows_at reads rows again ...
         self._signature = (0, 0)
         self._rows: Sequence[dict[str, Any]] | None = None  # ... or the rows, when they were given in memory
 

@@ -7,6 +7,7 @@ Embeddings come from the store the selection used (or the default store) and are
 Memory: one streaming pass over the ratings file keeps each row's id, score and length (flat columns); the map
 shows a sample of at most MAP_ROWS rows, and redundancy of a selection larger than REDUNDANCY_ROWS is measured
 on a fixed sample of that many of its rows."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from array import array
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from alpagasus.report.figures import escape, fmt, img_tag, pyplot, png_bytes, table, write_png
+from alpagasus.report.figures import escape, fmt, img_tag, png_bytes, pyplot, table, write_png
 from alpagasus.report.ratings import ReportError, iter_ratings
 
 MAP_ROWS = 3000
@@ -31,8 +32,9 @@ def read_selection(path: str | Path) -> dict[str, Any]:
     try:
         sel = json.loads(p.read_text("utf-8"))
     except (OSError, ValueError) as e:
-        raise ReportError(f"{path}: cannot read the selection ({e}); `alpagasus select` writes "
-                          f"NAME.selection.json beside its output") from e
+        raise ReportError(
+            f"{path}: cannot read the selection ({e}); `alpagasus select` writes NAME.selection.json beside its output"
+        ) from e
     if not isinstance(sel, dict) or not isinstance(sel.get("kept_ids"), list):
         raise ReportError(f"{p}, field 'kept_ids': missing (is this a sidecar written by `alpagasus select`?)")
     sel["path"] = str(p)
@@ -48,8 +50,12 @@ def selection_name(sel: dict[str, Any]) -> str:
     return name
 
 
-def summarize_selections(ratings: str | Path, paths: Sequence[str | Path], store: str | Path | None = None,
-                         encode: Callable[[list[str]], Any] | None = None) -> tuple[list[dict], dict]:
+def summarize_selections(
+    ratings: str | Path,
+    paths: Sequence[str | Path],
+    store: str | Path | None = None,
+    encode: Callable[[list[str]], Any] | None = None,
+) -> tuple[list[dict], dict]:
     """(one summary per selection, the map's data). Selections of another ratings file are refused."""
     import numpy as np
 
@@ -80,20 +86,35 @@ def summarize_selections(ratings: str | Path, paths: Sequence[str | Path], store
 
     for s, pos, red_pos in per_sel:
         sc = [scores[i] for i in pos if not math.isnan(scores[i])]
-        out.append({"name": selection_name(s), "path": s["path"], "size": len(pos),
-                    "mean_score": float(np.mean(sc)) if sc else None,
-                    "mean_length": float(np.mean([lengths[i] for i in pos])) if pos else None,
-                    "redundancy": redundancy(np.stack([vectors[ids[i]] for i in red_pos])) if len(red_pos) > 1
-                    else None, "redundancy_rows": len(red_pos),
-                    "duplicates": len(s.get("duplicates") or []), "diverse": s.get("diverse"),
-                    "duplicate_list": (s.get("duplicates") or [])[:200]})
-    map_data = {"points": np.stack([vectors[ids[i]] for i in sample]) if sample else None,
-                "kept": [[ids[i] in kept for i in sample] for kept in kept_sets]}
+        out.append(
+            {
+                "name": selection_name(s),
+                "path": s["path"],
+                "size": len(pos),
+                "mean_score": float(np.mean(sc)) if sc else None,
+                "mean_length": float(np.mean([lengths[i] for i in pos])) if pos else None,
+                "redundancy": redundancy(np.stack([vectors[ids[i]] for i in red_pos])) if len(red_pos) > 1 else None,
+                "redundancy_rows": len(red_pos),
+                "duplicates": len(s.get("duplicates") or []),
+                "diverse": s.get("diverse"),
+                "duplicate_list": (s.get("duplicates") or [])[:200],
+            }
+        )
+    map_data = {
+        "points": np.stack([vectors[ids[i]] for i in sample]) if sample else None,
+        "kept": [[ids[i] in kept for i in sample] for kept in kept_sets],
+    }
     return out, map_data
 
 
-def _vectors(ratings: str | Path, ids: list[str], wanted: set[int], sels: list[dict], store: str | Path | None,
-             encode: Callable | None) -> dict[str, Any]:
+def _vectors(
+    ratings: str | Path,
+    ids: list[str],
+    wanted: set[int],
+    sels: list[dict],
+    store: str | Path | None,
+    encode: Callable | None,
+) -> dict[str, Any]:
     from alpagasus.paths import default_store
     from alpagasus.select.embed import Embedder, embedding_text, load_vectors
     from alpagasus.store import opened
@@ -102,8 +123,9 @@ def _vectors(ratings: str | Path, ids: list[str], wanted: set[int], sels: list[d
     store_path = Path(store or used or default_store())
     with opened(store_path) as st:  # checked like rate's: a damaged or newer store is a UserError
         emb = Embedder(st, encode)
-        emb.ensure((ids[i], embedding_text(row)) for i, (_, row) in enumerate(iter_ratings(ratings))
-                   if i in wanted and ids[i])
+        emb.ensure(
+            (ids[i], embedding_text(row)) for i, (_, row) in enumerate(iter_ratings(ratings)) if i in wanted and ids[i]
+        )
         return load_vectors(st, [ids[i] for i in wanted], emb.encoder)
 
 
@@ -134,21 +156,47 @@ def selections_html(out: Path, s: dict[str, Any], map_png: bytes | None) -> str:
     sels = s.get("selections")
     if not sels:
         return ""
-    body = [[escape(x["name"]), fmt(x["size"]), fmt(x["mean_score"], 3), fmt(x["mean_length"], 0),
-             fmt(x["redundancy"], 3), fmt(x["duplicates"])] for x in sels]
-    parts = ["<h2>Selections</h2><p>Redundancy: mean cosine similarity of each kept row to its nearest other "
-             "kept row (all-MiniLM-L6-v2 over the whole example); lower is more diverse.</p>",
-             table("selections", ["selection", "rows", "mean score", "mean response length", "redundancy",
-                                  "near-duplicates removed"], body)]
+    body = [
+        [
+            escape(x["name"]),
+            fmt(x["size"]),
+            fmt(x["mean_score"], 3),
+            fmt(x["mean_length"], 0),
+            fmt(x["redundancy"], 3),
+            fmt(x["duplicates"]),
+        ]
+        for x in sels
+    ]
+    parts = [
+        "<h2>Selections</h2><p>Redundancy: mean cosine similarity of each kept row to its nearest other "
+        "kept row (all-MiniLM-L6-v2 over the whole example); lower is more diverse.</p>",
+        table(
+            "selections",
+            ["selection", "rows", "mean score", "mean response length", "redundancy", "near-duplicates removed"],
+            body,
+        ),
+    ]
     if map_png is not None:
         write_png(out / "selections.png", map_png)
-        parts.append(f"<figure>{img_tag(map_png, 'embedding map of kept and dropped rows', 'img-selections')}"
-                     "<figcaption>selections.png: PCA of the embeddings of a sample of rows</figcaption></figure>")
+        parts.append(
+            f"<figure>{img_tag(map_png, 'embedding map of kept and dropped rows', 'img-selections')}"
+            "<figcaption>selections.png: PCA of the embeddings of a sample of rows</figcaption></figure>"
+        )
     for x in sels:
         if x.get("duplicate_list"):
-            rows = [[fmt(d.get("row")), escape(d.get("instruction"), 100), fmt(d.get("twin_row")),
-                     escape(d.get("twin_instruction"), 100), fmt(d.get("jaccard"), 2)] for d in x["duplicate_list"]
-                    if isinstance(d, dict)]  # a sidecar may be edited by hand: every cell escaped
-            parts.append(f"<h3>{escape(x['name'])}: near-duplicates removed</h3>" +
-                         table(None, ["row removed", "instruction", "twin kept", "instruction", "Jaccard"], rows))
+            rows = [
+                [
+                    fmt(d.get("row")),
+                    escape(d.get("instruction"), 100),
+                    fmt(d.get("twin_row")),
+                    escape(d.get("twin_instruction"), 100),
+                    fmt(d.get("jaccard"), 2),
+                ]
+                for d in x["duplicate_list"]
+                if isinstance(d, dict)
+            ]  # a sidecar may be edited by hand: every cell escaped
+            parts.append(
+                f"<h3>{escape(x['name'])}: near-duplicates removed</h3>"
+                + table(None, ["row removed", "instruction", "twin kept", "instruction", "Jaccard"], rows)
+            )
     return "".join(parts)

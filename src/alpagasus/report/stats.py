@@ -6,6 +6,7 @@ This module only counts, from the flat columns of a `report.scan.Scan` (never fr
 a large file is summarized in a few megabytes): `report.build` reads the files and `report.html` draws the page.
 The functions taking rows (`summarize`, `agreement`, `pick_examples`) scan them first, for rows in memory.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -20,13 +21,25 @@ from alpagasus.report.figures import clean
 from alpagasus.report.scan import Scan, has_keyword, scan_rows
 from alpagasus.select.rules import BINS, score_bin
 
-__all__ = ["DEFAULT_KEYWORDS", "thresholds", "has_keyword", "spearman", "cohen_kappa", "summarize_scan",
-           "agreement_of", "example_lines", "summarize", "agreement", "pick_examples", "label"]
+__all__ = [
+    "DEFAULT_KEYWORDS",
+    "thresholds",
+    "has_keyword",
+    "spearman",
+    "cohen_kappa",
+    "summarize_scan",
+    "agreement_of",
+    "example_lines",
+    "summarize",
+    "agreement",
+    "pick_examples",
+    "label",
+]
 
 # The paper's coding keywords; matched case-sensitively as substrings, which is why both cases are listed.
 DEFAULT_KEYWORDS = ("Java", "java", "C++", "c++", "C#", "c#", "Python", "python")
-STEP = 0.25          # spacing of the kept-per-threshold curve
-SNIPPET = 200        # characters of an instruction kept in summary.json
+STEP = 0.25  # spacing of the kept-per-threshold curve
+SNIPPET = 200  # characters of an instruction kept in summary.json
 
 
 def thresholds(max_score: float = 5.0, extra: Iterable[float] = ()) -> list[float]:
@@ -51,15 +64,23 @@ def bins_of(scores: Iterable[float]) -> dict[str, int]:
 
 
 def _group(rows: int, scores: Sequence[float], ths: list[float]) -> dict[str, Any]:
-    return {"rows": rows, "rated": len(scores), "mean_score": _mean(scores), "bins": bins_of(scores),
-            "kept_at": kept_at(scores, ths)}
+    return {
+        "rows": rows,
+        "rated": len(scores),
+        "mean_score": _mean(scores),
+        "bins": bins_of(scores),
+        "kept_at": kept_at(scores, ths),
+    }
 
 
 def keyword_split(scan: Scan, ths: list[float]) -> dict[str, Any]:
     """The rows mentioning any keyword against the rest (rows with text only: invalid input has none)."""
-    return {"set": list(scan.keywords), **_group(scan.keyword_rows, scan.with_keyword(), ths),
-            "rest": _group(scan.text_rows - scan.keyword_rows, scan.without_keyword(), ths),
-            "per_keyword": dict(zip(scan.keywords, scan.per_keyword))}
+    return {
+        "set": list(scan.keywords),
+        **_group(scan.keyword_rows, scan.with_keyword(), ths),
+        "rest": _group(scan.text_rows - scan.keyword_rows, scan.without_keyword(), ths),
+        "per_keyword": dict(zip(scan.keywords, scan.per_keyword)),
+    }
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -109,8 +130,12 @@ def length_analysis(scan: Scan) -> dict[str, Any]:
     by_bin: dict[str, array] = {b: array("q") for b in BINS}
     for n, s in zip(scan.lengths, scan.scores):
         by_bin[score_bin(s)].append(n)
-    return {"spearman": spearman(scan.lengths, scan.scores), "n": len(scan.scores), "unit": "characters of output",
-            "median_length_by_bin": {b: _median(v) for b, v in by_bin.items()}}
+    return {
+        "spearman": spearman(scan.lengths, scan.scores),
+        "n": len(scan.scores),
+        "unit": "characters of output",
+        "median_length_by_bin": {b: _median(v) for b, v in by_bin.items()},
+    }
 
 
 def _median(xs: Sequence[int]) -> float | None:
@@ -159,8 +184,9 @@ def agreement_of(a: Scan, b: Scan, threshold: float, top: int = 10) -> tuple[dic
     # the largest |difference| first, file order on ties (a stable sort's first `top`)
     order = heapq.nsmallest(top, range(len(ids)), key=lambda k: (-abs(sa[k] - sb[k]), k))
     shown = [k for k in order if sa[k] != sb[k]]
-    worst = [{"id": ids[k], "score_a": sa[k], "score_b": sb[k], "diff": sb[k] - sa[k], "instruction": ""}
-             for k in shown]
+    worst = [
+        {"id": ids[k], "score_a": sa[k], "score_b": sb[k], "diff": sb[k] - sa[k], "instruction": ""} for k in shown
+    ]
     n = len(ids)
     keep_a = bytearray(x >= threshold for x in sa)
     keep_b = bytearray(y >= threshold for y in sb)
@@ -239,13 +265,15 @@ def label_mass_stats(masses: Sequence[float], floor: float = 0.5) -> dict[str, A
 
 
 # ---- the same for rows already in memory -------------------------------------------------------------------
-def summarize(rows: Sequence[dict[str, Any]], keywords: Sequence[str] = DEFAULT_KEYWORDS,
-              threshold: float = 4.5) -> dict[str, Any]:
+def summarize(
+    rows: Sequence[dict[str, Any]], keywords: Sequence[str] = DEFAULT_KEYWORDS, threshold: float = 4.5
+) -> dict[str, Any]:
     return summarize_scan(scan_rows(rows, keywords), threshold)
 
 
-def agreement(rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]], threshold: float,
-              top: int = 10) -> dict[str, Any]:
+def agreement(
+    rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]], threshold: float, top: int = 10
+) -> dict[str, Any]:
     a = scan_rows(rows_a, ids=True)
     agr, lines = agreement_of(a, scan_rows(rows_b, ids=True), threshold, top)
     fill_instructions(agr, lines, a.rows_at(lines))

@@ -1,4 +1,5 @@
 """The final report of an experiment (`alpagasus run`): comparisons, training times, selection sizes, plots."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,18 @@ from alpagasus.data import atomic_writer, write_json
 from alpagasus.report.figures import CSP, escape, img_tag, table
 
 # The columns of a comparison's results shown per test set (compare's summary.json names them).
-RESULT_COLUMNS = ("win", "tie", "lose", "winning_score", "winning_score_ci", "lc_winning_score", "lc_winning_score_ci",
-                  "questions", "unparsed", "disagreement")
+RESULT_COLUMNS = (
+    "win",
+    "tie",
+    "lose",
+    "winning_score",
+    "winning_score_ci",
+    "lc_winning_score",
+    "lc_winning_score_ci",
+    "questions",
+    "unparsed",
+    "disagreement",
+)
 
 
 def read_numbers(exp: Any) -> dict[str, Any]:
@@ -33,14 +44,25 @@ def read_numbers(exp: Any) -> dict[str, Any]:
         f = d / "compare" / f"filtered_vs_{b}" / "summary.json"
         if f.exists():
             s = json.loads(f.read_text())
-            comparisons[f"filtered vs {b}"] = {"dir": str(f.parent.relative_to(d)), "judge": s.get("judge"),
-                                                "judge_agreement": known_agreement(s.get("judge")),
-                                                "results": s.get("results", {}),
-                                                "position_bias": s.get("position_bias")}
+            comparisons[f"filtered vs {b}"] = {
+                "dir": str(f.parent.relative_to(d)),
+                "judge": s.get("judge"),
+                "judge_agreement": known_agreement(s.get("judge")),
+                "results": s.get("results", {}),
+                "position_bias": s.get("position_bias"),
+            }
     rate = exp.done("rate") or {}
-    return {"name": exp.r["name"], "judge": rate.get("judge"), "selection_sizes": sizes,
-            "train_time_s": times, "train_time_ratio": ratio, "train_time_reference": reference,
-            "train_loss": losses, "mean_output_chars": lengths, "comparisons": comparisons}
+    return {
+        "name": exp.r["name"],
+        "judge": rate.get("judge"),
+        "selection_sizes": sizes,
+        "train_time_s": times,
+        "train_time_ratio": ratio,
+        "train_time_reference": reference,
+        "train_loss": losses,
+        "mean_output_chars": lengths,
+        "comparisons": comparisons,
+    }
 
 
 def loss_change(history: list[dict]) -> dict | None:
@@ -74,16 +96,24 @@ def mean_output_chars(path: Path) -> float | None:
     return round(sum(outputs) / len(outputs), 1) if outputs else None
 
 
-LC_NOTE = ("lc_winning_score: the length-controlled winning score, the one a logistic model of the outcomes on the "
-           "answers' length difference predicts at equal lengths (AlpacaEval 2's length control; docs/compare.md); "
-           "where it sits far below the raw score, much of the raw win comes from longer answers.")
+LC_NOTE = (
+    "lc_winning_score: the length-controlled winning score, the one a logistic model of the outcomes on the "
+    "answers' length difference predicts at equal lengths (AlpacaEval 2's length control; docs/compare.md); "
+    "where it sits far below the raw score, much of the raw win comes from longer answers."
+)
 SET_NOTE = "Training loss: the mean of the first and of the last quarter of the logged steps."
 
 
 def set_columns(d: dict) -> list[str]:
     """The training-set table's header; the time ratio names the set it is relative to."""
-    return ["set", "examples", "mean response chars", "training s",
-            f"time ratio to {d.get('train_time_reference', 'all')}", "training loss first -> last"]
+    return [
+        "set",
+        "examples",
+        "mean response chars",
+        "training s",
+        f"time ratio to {d.get('train_time_reference', 'all')}",
+        "training loss first -> last",
+    ]
 
 
 def set_rows(d: dict) -> list[list[str]]:
@@ -92,16 +122,27 @@ def set_rows(d: dict) -> list[list[str]]:
     for k, n in d["selection_sizes"].items():
         loss = d.get("train_loss", {}).get(k)
         shown = f"{loss['first']:.3f} -> {loss['last']:.3f}" if loss else "-"
-        rows.append([k, str(n), _fmt(d.get("mean_output_chars", {}).get(k)), _fmt(d["train_time_s"].get(k)),
-                     _fmt(d.get("train_time_ratio", {}).get(k)), shown])
+        rows.append(
+            [
+                k,
+                str(n),
+                _fmt(d.get("mean_output_chars", {}).get(k)),
+                _fmt(d["train_time_s"].get(k)),
+                _fmt(d.get("train_time_ratio", {}).get(k)),
+                shown,
+            ]
+        )
     return rows
 
 
 def training_notes(d: dict) -> list[str]:
     """A warning for each set whose training loss did not fall."""
-    return [f"the model trained on '{k}' did not learn (training loss {v['first']:.3f} -> {v['last']:.3f}): "
-            "comparisons with it say nothing about its data" for k, v in d.get("train_loss", {}).items()
-            if v and not v["fell"]]
+    return [
+        f"the model trained on '{k}' did not learn (training loss {v['first']:.3f} -> {v['last']:.3f}): "
+        "comparisons with it say nothing about its data"
+        for k, v in d.get("train_loss", {}).items()
+        if v and not v["fell"]
+    ]
 
 
 def write_final_report(exp: Any) -> dict:
@@ -142,18 +183,37 @@ def _rows(results: dict) -> list[list[str]]:
 
 def _markdown(d: dict) -> str:
     head = set_columns(d)
-    out = [f"# {d['name']}: filtered vs baselines", "", f"Rating judge: `{d['judge']}`", "",
-           "## Selection and training", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    out = [
+        f"# {d['name']}: filtered vs baselines",
+        "",
+        f"Rating judge: `{d['judge']}`",
+        "",
+        "## Selection and training",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in set_rows(d)]
     out += [f"- {n}" for n in training_notes(d)]
     out += ["", SET_NOTE]
     for title, c in d["comparisons"].items():
-        out += ["", f"## {title} (judge `{c['judge']}`)", "", "| test set | " + " | ".join(RESULT_COLUMNS) + " |",
-                "|---" * (len(RESULT_COLUMNS) + 1) + "|"]
+        out += [
+            "",
+            f"## {title} (judge `{c['judge']}`)",
+            "",
+            "| test set | " + " | ".join(RESULT_COLUMNS) + " |",
+            "|---" * (len(RESULT_COLUMNS) + 1) + "|",
+        ]
         out += ["| " + " | ".join(r) + " |" for r in _rows(c["results"])]
         out += [""] + [f"- {n}" for n in _notes(c)]
-    out += ["", "Winning score = (#win - #lose) / #questions + 1; above 1 the filtered model wins. Its interval: "
-            "95% percentile bootstrap over questions (seeded; docs/compare.md).", "", LC_NOTE, ""]
+    out += [
+        "",
+        "Winning score = (#win - #lose) / #questions + 1; above 1 the filtered model wins. Its interval: "
+        "95% percentile bootstrap over questions (seeded; docs/compare.md).",
+        "",
+        LC_NOTE,
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -166,19 +226,30 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def _html(d: dict, run_dir: Path) -> str:
-    parts = [f"<h1>{escape(d['name'])}: filtered vs baselines</h1>",
-             f"<p>Rating judge: <code>{escape(str(d['judge']))}</code>. "
-             '<a href="report/index.html">The ratings report</a>.</p>', "<h2>Selection and training</h2>",
-             _table(set_columns(d), set_rows(d)), f"<p>{escape(SET_NOTE)}</p>",
-             "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in training_notes(d)) + "</ul>"]
+    parts = [
+        f"<h1>{escape(d['name'])}: filtered vs baselines</h1>",
+        f"<p>Rating judge: <code>{escape(str(d['judge']))}</code>. "
+        '<a href="report/index.html">The ratings report</a>.</p>',
+        "<h2>Selection and training</h2>",
+        _table(set_columns(d), set_rows(d)),
+        f"<p>{escape(SET_NOTE)}</p>",
+        "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in training_notes(d)) + "</ul>",
+    ]
     for title, c in d["comparisons"].items():
-        parts += [f"<h2>{escape(title)}</h2>", f"<p>judge <code>{escape(str(c['judge']))}</code></p>",
-                  _table(["test set", *RESULT_COLUMNS], _rows(c["results"])),
-                  "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in _notes(c)) + "</ul>",
-                  _img(run_dir / c["dir"] / "win_tie_lose.png")]
+        parts += [
+            f"<h2>{escape(title)}</h2>",
+            f"<p>judge <code>{escape(str(c['judge']))}</code></p>",
+            _table(["test set", *RESULT_COLUMNS], _rows(c["results"])),
+            "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in _notes(c)) + "</ul>",
+            _img(run_dir / c["dir"] / "win_tie_lose.png"),
+        ]
     parts += [f"<p>{escape(LC_NOTE)}</p>"] if d["comparisons"] else []
-    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'>"
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}"><title>{escape(d["name"])}</title>'
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'>"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}"><title>{escape(d["name"])}</title>'
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )

@@ -5,6 +5,7 @@ Each stage writes its outputs and a done-marker (RUN_DIR/.done/STAGE.json) into 
 skips finished stages and resumes unfinished ones with their own mechanisms (the rating store, training
 checkpoints, the answers already written, the judgment store).
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,26 +22,66 @@ STAGES = ("rate", "select", "train", "generate", "compare", "report")
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "data": {"path": None, "limit": None, "sample": None, "seed": 0, "skip_invalid": True, "fields": {}},
-    "rate": {"judge": None, "mode": None, "dimension": "accuracy", "store": None, "concurrency": None,
-             "batch_size": None, "base_url": None, "api_key": None, "max_tokens": 256},
-    "select": {"threshold": 4.5, "top_k": None, "keep_fraction": None, "baselines": ["random", "longest", "all"],
-               "seed": 0, "exclude_flagged": False},
+    "rate": {
+        "judge": None,
+        "mode": None,
+        "dimension": "accuracy",
+        "store": None,
+        "concurrency": None,
+        "batch_size": None,
+        "base_url": None,
+        "api_key": None,
+        "max_tokens": 256,
+    },
+    "select": {
+        "threshold": 4.5,
+        "top_k": None,
+        "keep_fraction": None,
+        "baselines": ["random", "longest", "all"],
+        "seed": 0,
+        "exclude_flagged": False,
+    },
     "train": {},
-    "generate": {"testsets": ["vicuna", "koala", "sinstruct", "wizardlm"], "limit": None, "fraction": None,
-                 "seed": 0, "max_new_tokens": 512, "batch_size": None},
-    "compare": {"judge": None, "store": None, "max_tokens": 256, "max_reasks": 2, "base_url": None,
-                "api_key": None, "concurrency": None},
+    "generate": {
+        "testsets": ["vicuna", "koala", "sinstruct", "wizardlm"],
+        "limit": None,
+        "fraction": None,
+        "seed": 0,
+        "max_new_tokens": 512,
+        "batch_size": None,
+    },
+    "compare": {
+        "judge": None,
+        "store": None,
+        "max_tokens": 256,
+        "max_reasks": 2,
+        "base_url": None,
+        "api_key": None,
+        "concurrency": None,
+    },
     "report": {"keywords": None, "threshold": None},
 }
 # numbers a recipe sets: (section, key) -> (type, least value or None); a None default may stay None
 NUMBERS: dict[tuple[str, str], tuple[type, float | None]] = {
-    ("data", "limit"): (int, 0), ("data", "sample"): (int, 0), ("data", "seed"): (int, None),
-    ("rate", "concurrency"): (int, 1), ("rate", "batch_size"): (int, 1), ("rate", "max_tokens"): (int, 1),
-    ("select", "threshold"): (float, None), ("select", "top_k"): (int, 0), ("select", "keep_fraction"): (float, 0),
-    ("select", "seed"): (int, None), ("generate", "limit"): (int, 0), ("generate", "max_new_tokens"): (int, 1),
-    ("generate", "batch_size"): (int, 1), ("generate", "fraction"): (float, 0), ("generate", "seed"): (int, None),
-    ("compare", "max_tokens"): (int, 1), ("compare", "max_reasks"): (int, 0),
-    ("compare", "concurrency"): (int, 1), ("report", "threshold"): (float, None),
+    ("data", "limit"): (int, 0),
+    ("data", "sample"): (int, 0),
+    ("data", "seed"): (int, None),
+    ("rate", "concurrency"): (int, 1),
+    ("rate", "batch_size"): (int, 1),
+    ("rate", "max_tokens"): (int, 1),
+    ("select", "threshold"): (float, None),
+    ("select", "top_k"): (int, 0),
+    ("select", "keep_fraction"): (float, 0),
+    ("select", "seed"): (int, None),
+    ("generate", "limit"): (int, 0),
+    ("generate", "max_new_tokens"): (int, 1),
+    ("generate", "batch_size"): (int, 1),
+    ("generate", "fraction"): (float, 0),
+    ("generate", "seed"): (int, None),
+    ("compare", "max_tokens"): (int, 1),
+    ("compare", "max_reasks"): (int, 0),
+    ("compare", "concurrency"): (int, 1),
+    ("report", "threshold"): (float, None),
 }
 BASELINES = ("random", "longest", "all", "diverse", "ifd", "dedup", "matched")  # the last four: select.arms
 
@@ -137,14 +178,29 @@ class Experiment:
         from alpagasus.rate.files import rate_file
 
         d, c = self.r["data"], self.r["rate"]
-        s = rate_file(d["path"], self.dir / "ratings.jsonl", judge=c["judge"], mode=c["mode"],
-                      dimension=c["dimension"], store_path=c["store"], field_map=d["fields"] or None,
-                      skip_invalid=d["skip_invalid"], limit=d["limit"], sample=d["sample"], seed=d["seed"],
-                      judge_options=_given(c, "base_url", "api_key", "concurrency", "batch_size"),
-                      options=RunOptions(max_tokens=int(c["max_tokens"])))
+        s = rate_file(
+            d["path"],
+            self.dir / "ratings.jsonl",
+            judge=c["judge"],
+            mode=c["mode"],
+            dimension=c["dimension"],
+            store_path=c["store"],
+            field_map=d["fields"] or None,
+            skip_invalid=d["skip_invalid"],
+            limit=d["limit"],
+            sample=d["sample"],
+            seed=d["seed"],
+            judge_options=_given(c, "base_url", "api_key", "concurrency", "batch_size"),
+            options=RunOptions(max_tokens=int(c["max_tokens"])),
+        )
         r = s.run
-        return {"judge": s.judge, "ok": r.ok, "unparsed": r.unparsed, "requests_sent": r.requests_sent,
-                "seconds": round(r.elapsed_s, 1)}
+        return {
+            "judge": s.judge,
+            "ok": r.ok,
+            "unparsed": r.unparsed,
+            "requests_sent": r.requests_sent,
+            "seconds": round(r.elapsed_s, 1),
+        }
 
     def select(self) -> dict:
         """The filtered set by the recipe's rule, then each baseline of the same size, through the CLI's
@@ -164,13 +220,23 @@ class Experiment:
         n = select_file(ratings, out / "filtered.json", rule, value, **opts)["kept"]
         if not n:
             (out / "filtered.json").unlink()  # as if never written: the stage failed
-            raise RecipeError("the selection rule kept no example: lower select.threshold, or use select.top_k / "
-                              "select.keep_fraction (a weak judge rarely gives 4.5)")
+            raise RecipeError(
+                "the selection rule kept no example: lower select.threshold, or use select.top_k / "
+                "select.keep_fraction (a weak judge rarely gives 4.5)"
+            )
         sizes = {"filtered": n}
         for b in c["baselines"]:
             if b in ARMS:  # diversity, IFD and near-duplicate arms of the same size (select.arms)
-                sizes[b] = select_arm(b, ratings, out / f"{b}.json", n, opts, store=self.r["rate"]["store"],
-                                      ifd_ratings=self._ifd_ratings, reference=out / "filtered.json")["kept"]
+                sizes[b] = select_arm(
+                    b,
+                    ratings,
+                    out / f"{b}.json",
+                    n,
+                    opts,
+                    store=self.r["rate"]["store"],
+                    ifd_ratings=self._ifd_ratings,
+                    reference=out / "filtered.json",
+                )["kept"]
                 continue
             sizes[b] = select_file(ratings, out / f"{b}.json", b, n if b != "all" else None, **opts)["kept"]
         return {"sizes": sizes}
@@ -181,9 +247,17 @@ class Experiment:
         from alpagasus.select.arms import IFD_JUDGE
 
         d, path = self.r["data"], self.dir / "ratings_ifd.jsonl"
-        rate_file(d["path"], path, judge=IFD_JUDGE, store_path=self.r["rate"]["store"],
-                  field_map=d["fields"] or None, skip_invalid=d["skip_invalid"], limit=d["limit"],
-                  sample=d["sample"], seed=d["seed"])
+        rate_file(
+            d["path"],
+            path,
+            judge=IFD_JUDGE,
+            store_path=self.r["rate"]["store"],
+            field_map=d["fields"] or None,
+            skip_invalid=d["skip_invalid"],
+            limit=d["limit"],
+            sample=d["sample"],
+            seed=d["seed"],
+        )
         return path
 
     def train(self) -> dict:
@@ -198,8 +272,10 @@ class Experiment:
                 metrics = train(self.dir / "sets" / f"{name}.json", run, make_config(**self.r["train"]))
                 self.mark(marker, {"metrics": metrics})
             out[name] = self.done(marker)["metrics"]
-        return {"wall_time_s": {k: v.get("wall_time_s") for k, v in out.items()},
-                "steps": {k: v.get("steps") for k, v in out.items()}}
+        return {
+            "wall_time_s": {k: v.get("wall_time_s") for k, v in out.items()},
+            "steps": {k: v.get("steps") for k, v in out.items()},
+        }
 
     def generate(self) -> dict:
         from alpagasus.generate.answer import generate
@@ -208,9 +284,14 @@ class Experiment:
         g = self.r["generate"]
         out = {}
         for name in self.sets():
-            cfg = GenerateConfig(limit=g["limit"], fraction=g["fraction"], sample_seed=int(g["seed"]),
-                                 max_new_tokens=int(g["max_new_tokens"]),
-                                 batch_size=g["batch_size"], name=name)
+            cfg = GenerateConfig(
+                limit=g["limit"],
+                fraction=g["fraction"],
+                sample_seed=int(g["seed"]),
+                max_new_tokens=int(g["max_new_tokens"]),
+                batch_size=g["batch_size"],
+                name=name,
+            )
             res = generate(str(self.dir / "models" / name), g["testsets"], self.dir / "answers" / f"{name}.jsonl", cfg)
             out[name] = {"answers": len(res.answers), "generated": res.generated, "failed": len(res.failed)}
         return out
@@ -223,9 +304,14 @@ class Experiment:
         run = RunOptions(max_tokens=int(c["max_tokens"]), max_reasks=int(c["max_reasks"]))
         out = {}
         for b in self.sets()[1:]:
-            rep = compare_files([self.dir / "answers" / "filtered.jsonl", self.dir / "answers" / f"{b}.jsonl"],
-                                self.dir / "compare" / f"filtered_vs_{b}", judge=c["judge"], store_path=c["store"],
-                                judge_options=_given(c, "base_url", "api_key", "concurrency"), options=run)
+            rep = compare_files(
+                [self.dir / "answers" / "filtered.jsonl", self.dir / "answers" / f"{b}.jsonl"],
+                self.dir / "compare" / f"filtered_vs_{b}",
+                judge=c["judge"],
+                store_path=c["store"],
+                judge_options=_given(c, "base_url", "api_key", "concurrency"),
+                options=run,
+            )
             out[b] = rep.summary
         return {"comparisons": list(out)}
 
@@ -235,8 +321,12 @@ class Experiment:
 
         c = self.r["report"]
         threshold = c["threshold"] if c["threshold"] is not None else float(self.r["select"]["threshold"])
-        build_report(self.dir / "ratings.jsonl", self.dir / "report", keywords=c["keywords"] or DEFAULT_KEYWORDS,
-                     threshold=threshold)
+        build_report(
+            self.dir / "ratings.jsonl",
+            self.dir / "report",
+            keywords=c["keywords"] or DEFAULT_KEYWORDS,
+            threshold=threshold,
+        )
         return write_final_report(self)
 
     # ---- driver ---------------------------------------------------------------------------------
@@ -269,8 +359,13 @@ def _given(section: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: section[k] for k in keys if section.get(k) is not None}
 
 
-def run_recipe(recipe_path: str | Path, run_dir: str | Path | None = None, until: str | None = None,
-               only: str | None = None, log: Callable[[str], None] = print) -> dict:
+def run_recipe(
+    recipe_path: str | Path,
+    run_dir: str | Path | None = None,
+    until: str | None = None,
+    only: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     _check_stages(until, only)
     recipe = load_recipe(recipe_path)
     run_dir = run_dir or Path("runs") / recipe["name"]

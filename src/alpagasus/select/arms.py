@@ -2,6 +2,7 @@
 too similar to a kept one), `dedup` (near-duplicates removed, then the best-rated), `ifd` (rated by
 Instruction-Following Difficulty with the embedded SmolLM2, then the best by that score: Superfiltering), `matched`
 (random rows with the filtered set's response-length distribution: selection told apart from length)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,16 @@ ARMS = ("diverse", "ifd", "dedup", "matched")
 IFD_JUDGE = "ifd:embedded:smollm2"
 
 
-def select_arm(name: str, ratings: str | Path, output: str | Path, size: int, opts: dict[str, Any],
-               store: str | Path | None = None, ifd_ratings: Callable[[], Path] | None = None,
-               reference: str | Path | None = None) -> dict:
+def select_arm(
+    name: str,
+    ratings: str | Path,
+    output: str | Path,
+    size: int,
+    opts: dict[str, Any],
+    store: str | Path | None = None,
+    ifd_ratings: Callable[[], Path] | None = None,
+    reference: str | Path | None = None,
+) -> dict:
     """One arm of `size` rows; `ifd_ratings` rates the data with IFD_JUDGE and returns that ratings file;
     `reference` is the filtered set whose lengths the `matched` arm follows."""
     if name == "diverse":

@@ -6,6 +6,7 @@ whose estimated Jaccard similarity is at least the threshold are the same exampl
 here: they share a content id and `rate` merged them. Why MinHash and not embedding cosine: measured on planted
 copies (bench/selection.py), it finds them without encoding anything and without taking paraphrases as copies.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 NUM_PERM = 128
-NGRAM = 2            # word bigrams: one dropped word changes ~2 of n shingles
-THRESHOLD = 0.7      # estimated Jaccard at or above which two rows are one example
+NGRAM = 2  # word bigrams: one dropped word changes ~2 of n shingles
+THRESHOLD = 0.7  # estimated Jaccard at or above which two rows are one example
 _PUNCT = re.compile(r"[^\w\s]+", re.UNICODE)
 
 
@@ -30,12 +31,13 @@ def shingles(text: str, n: int = NGRAM) -> set[bytes]:
     words = normalise(text).split()
     if len(words) <= n:
         return {" ".join(words).encode()} if words else set()
-    return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
+    return {" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)}
 
 
 @dataclass
 class Duplicates:
     """The outcome: `removed[pos] = (twin pos, estimated Jaccard)`; positions are file rows (0-based)."""
+
     removed: dict[int, tuple[int, float]] = field(default_factory=dict)
     clusters: int = 0
 
@@ -100,8 +102,9 @@ class NearDuplicates:
         return out
 
 
-def find_duplicates(rows: Iterable[tuple[int, str, float | None]], threshold: float = THRESHOLD,
-                    ngram: int = NGRAM) -> Duplicates:
+def find_duplicates(
+    rows: Iterable[tuple[int, str, float | None]], threshold: float = THRESHOLD, ngram: int = NGRAM
+) -> Duplicates:
     """Near-duplicates among (position, text, score) rows; see `NearDuplicates`."""
     nd = NearDuplicates(threshold, ngram)
     for pos, text, score in rows:

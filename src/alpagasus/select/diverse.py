@@ -12,6 +12,7 @@ Why numpy and not faiss or scikit-learn: the walk compares each block with the k
 and measured at Alpaca size an exact blocked product is fast enough (bench/selection.py), so no index library is
 needed (and exact search has no recall to tune).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ class DeitaWalk:
 
         self.budget, self.threshold = budget, float(threshold)
         self.kept: list[int] = []
-        self.skipped: list[int] = []   # visited and too similar, in score order (used to fill a short budget)
+        self.skipped: list[int] = []  # visited and too similar, in score order (used to fill a short budget)
         self._vecs = np.zeros((0, dim), dtype=np.float32)
         self._np = np
 
@@ -43,7 +44,7 @@ class DeitaWalk:
         for s in range(0, len(positions), BLOCK):
             if self.full:
                 return
-            self._block(positions[s:s + BLOCK], vectors[s:s + BLOCK])
+            self._block(positions[s : s + BLOCK], vectors[s : s + BLOCK])
 
     def _block(self, positions: list[int], v: Any) -> None:
         np = self._np
@@ -68,7 +69,7 @@ class DeitaWalk:
         first (a same-size comparison needs the same size); returns how many were added that way."""
         if self.budget is None or self.full:
             return 0
-        extra = self.skipped[:self.budget - len(self.kept)]
+        extra = self.skipped[: self.budget - len(self.kept)]
         self.kept.extend(extra)
         return len(extra)
 
@@ -89,7 +90,7 @@ def facility_location(vectors: Any, k: int, epsilon: float = 0.01, seed: int = 0
     rng = np.random.default_rng(seed)
     draw = min(n, max(1, math.ceil(n / k * math.log(1 / epsilon))))
     left = np.ones(n, dtype=bool)
-    cover = np.zeros(n, dtype=np.float32)   # each row's similarity to its nearest chosen row
+    cover = np.zeros(n, dtype=np.float32)  # each row's similarity to its nearest chosen row
     chosen: list[int] = []
     for _ in range(k):
         pool = np.flatnonzero(left)
@@ -111,10 +112,10 @@ def nearest_similarity(vectors: Any) -> Any:
     if len(v) < 2:
         return out
     for s in range(0, len(v), BLOCK):
-        sims = v[s:s + BLOCK] @ v.T
+        sims = v[s : s + BLOCK] @ v.T
         idx = np.arange(s, min(s + BLOCK, len(v)))
         sims[idx - s, idx] = -np.inf  # not itself
-        out[s:s + BLOCK] = sims.max(axis=1)
+        out[s : s + BLOCK] = sims.max(axis=1)
     return out
 
 

@@ -6,6 +6,7 @@ instruction, input (when there is one) and response, joined by blank lines, trun
 tokens (all-MiniLM-L6-v2's own limit; longer responses are represented by their beginning). The encoder key
 names the model, the text and the truncation, so a change to any of them is a new key, never a stale vector.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
@@ -29,10 +30,12 @@ def load_vectors(store: Any, ids: Sequence[str], encoder: str = ENCODER_KEY) -> 
     out: dict[str, Any] = {}
     unique = list(dict.fromkeys(ids))
     for k in range(0, len(unique), CHUNK):
-        chunk = unique[k:k + CHUNK]
+        chunk = unique[k : k + CHUNK]
         rows = store.db.execute(
             f"SELECT item_id, dim, vector FROM embeddings WHERE encoder=? AND item_id IN "
-            f"({','.join('?' * len(chunk))})", [encoder, *chunk])
+            f"({','.join('?' * len(chunk))})",
+            [encoder, *chunk],
+        )
         for item_id, dim, blob in rows:
             vec = np.frombuffer(blob, dtype=np.float32)
             if vec.shape[0] == dim:  # a truncated blob (never written by us) is recomputed, not trusted
@@ -46,8 +49,7 @@ def save_vectors(store: Any, ids: Sequence[str], vectors: Any, encoder: str = EN
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     data = [(i, encoder, int(v.shape[0]), v.tobytes()) for i, v in zip(ids, vectors)]
     with store.transaction():
-        store.db.executemany("INSERT OR REPLACE INTO embeddings (item_id, encoder, dim, vector) VALUES (?,?,?,?)",
-                             data)
+        store.db.executemany("INSERT OR REPLACE INTO embeddings (item_id, encoder, dim, vector) VALUES (?,?,?,?)", data)
 
 
 def stored_count(store: Any, encoder: str = ENCODER_KEY) -> int:
@@ -58,8 +60,9 @@ class Embedder:
     """Vectors by content id: from the store when there, else encoded (in batches) and stored at once.
     `encode` is injectable so the same code path runs with the shipped encoder or another function."""
 
-    def __init__(self, store: Any, encode: Callable[[list[str]], Any] | None = None,
-                 encoder: str = ENCODER_KEY) -> None:
+    def __init__(
+        self, store: Any, encode: Callable[[list[str]], Any] | None = None, encoder: str = ENCODER_KEY
+    ) -> None:
         self.store, self.encoder, self._encode = store, encoder, encode
         self.computed = 0  # vectors this run encoded (the rest came from the store)
 

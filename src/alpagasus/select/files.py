@@ -2,6 +2,7 @@
 
 Beside the training file it writes `NAME.selection.json` (the sidecar): the rule, the kept rows' content ids,
 the near-duplicates removed and their surviving twins. `alpagasus report --selection` reads it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,11 +21,23 @@ def sidecar_path(output: str | Path) -> Path:
     return Path(output).with_suffix(".selection.json")
 
 
-def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any = None, seed: int = 0,
-                exclude_flagged: bool = False, *, diverse: str | None = None, similarity: float | None = None,
-                pool: int | None = None, dedup: bool = False, dedup_threshold: float | None = None,
-                store: str | Path | None = None, encode: Callable[[list[str]], Any] | None = None,
-                match_length: str | Path | None = None) -> dict:
+def select_file(
+    ratings: str | Path,
+    output: str | Path,
+    rule: str,
+    value: Any = None,
+    seed: int = 0,
+    exclude_flagged: bool = False,
+    *,
+    diverse: str | None = None,
+    similarity: float | None = None,
+    pool: int | None = None,
+    dedup: bool = False,
+    dedup_threshold: float | None = None,
+    store: str | Path | None = None,
+    encode: Callable[[list[str]], Any] | None = None,
+    match_length: str | Path | None = None,
+) -> dict:
     """Select from a ratings file by one rule and write the training file. Returns counts.
     `exclude_flagged` drops rows flagged as suspicious (e.g. prompt injection) whatever their score.
     `dedup` first removes near-duplicates (the best-rated copy stays); `diverse` ("deita" or "facility") then
@@ -34,8 +47,11 @@ def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any =
     response-length distribution of that reference selection (select.matching)."""
     kwargs: dict[str, Any] = {"seed": seed}
     if value is None and rule != "all":
-        raise UserError(f"rule {rule} needs a value (a threshold, a fraction or a size K)" if rule in
-                        ("threshold", "keep_fraction") else f"rule {rule} needs a size K")
+        raise UserError(
+            f"rule {rule} needs a value (a threshold, a fraction or a size K)"
+            if rule in ("threshold", "keep_fraction")
+            else f"rule {rule} needs a size K"
+        )
     if rule == "threshold":
         kwargs["threshold"] = float(value)
     elif rule == "keep_fraction":
@@ -64,16 +80,34 @@ def select_file(ratings: str | Path, output: str | Path, rule: str, value: Any =
     except (SelectError, DataError, ValueError) as e:
         raise UserError(str(e)) from e
     excluded = counts["flagged"] if exclude_flagged else 0
-    result.update({"rows": counts["rows"], "flagged": counts["flagged"], "excluded_flagged": excluded,
-                   "rated": counts["ok"], "unparsed": counts["unparsed"], "empty": counts["empty"],
-                   "other": counts["rows"] - counts["ok"] - counts["unparsed"] - counts["empty"],
-                   "bins": scan["bins"], "kept": n, "rule": rule})
+    result.update(
+        {
+            "rows": counts["rows"],
+            "flagged": counts["flagged"],
+            "excluded_flagged": excluded,
+            "rated": counts["ok"],
+            "unparsed": counts["unparsed"],
+            "empty": counts["empty"],
+            "other": counts["rows"] - counts["ok"] - counts["unparsed"] - counts["empty"],
+            "bins": scan["bins"],
+            "kept": n,
+            "rule": rule,
+        }
+    )
     if dedup:
         result["duplicates"] = _duplicate_list(ratings, scan["duplicates"], scan["ids"])
-    sidecar = {"format": SIDECAR_FORMAT, "ratings": str(Path(ratings).resolve()), "output": str(output),
-               "rule": rule, "value": value, "seed": seed, "diverse": diverse, "dedup": dedup,
-               "kept_ids": [scan["ids"][i] for i in picked], **{k: result[k] for k in
-                                                                 ("diverse", "duplicates", "matched") if k in result}}
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "ratings": str(Path(ratings).resolve()),
+        "output": str(output),
+        "rule": rule,
+        "value": value,
+        "seed": seed,
+        "diverse": diverse,
+        "dedup": dedup,
+        "kept_ids": [scan["ids"][i] for i in picked],
+        **{k: result[k] for k in ("diverse", "duplicates", "matched") if k in result},
+    }
     write_json(sidecar_path(output), sidecar)
     result["sidecar"] = str(sidecar_path(output))
     return result
@@ -90,8 +124,9 @@ def _scan(ratings: str | Path, exclude_flagged: bool, dedup: bool, dedup_thresho
         for r in read_jsonl(ratings):
             counts["rows"] += 1
             if rating_field(r, "status") is None:
-                raise UserError(f"{ratings}, row {counts['rows']}, field 'status': missing (is this an "
-                                "`alpagasus rate` output?)")
+                raise UserError(
+                    f"{ratings}, row {counts['rows']}, field 'status': missing (is this an `alpagasus rate` output?)"
+                )
             flagged = bool(rating_field(r, "flags"))
             counts["flagged"] += flagged
             status, score = rating_field(r, "status"), rating_field(r, "score")
@@ -131,8 +166,17 @@ def _near_duplicates(threshold: float | None) -> Any:
         raise UserError(str(e)) from e
 
 
-def _diverse(ratings: str | Path, scan: dict, rule: str, value: Any, method: str, similarity: float | None,
-             pool: int | None, store: str | Path | None, encode: Callable | None) -> dict:
+def _diverse(
+    ratings: str | Path,
+    scan: dict,
+    rule: str,
+    value: Any,
+    method: str,
+    similarity: float | None,
+    pool: int | None,
+    store: str | Path | None,
+    encode: Callable | None,
+) -> dict:
     from alpagasus.paths import default_store
     from alpagasus.select.embed import ENCODER_KEY, Embedder
     from alpagasus.select.picking import DEFAULT_SIMILARITY, POOL, pick_diverse
@@ -141,11 +185,28 @@ def _diverse(ratings: str | Path, scan: dict, rule: str, value: Any, method: str
     sim = DEFAULT_SIMILARITY if similarity is None else float(similarity)
     store_path = Path(store) if store is not None else default_store()
     with opened(store_path) as st:  # checked like rate's: a damaged or newer store is a UserError
-        got = pick_diverse(ratings, scan["cols"], scan["ids"], rule, value, method, Embedder(st, encode), sim,
-                           POOL if pool is None else pool)
-    out = {"method": method, "encoder": ENCODER_KEY, "store": str(store_path), "visited": got.visited,
-           "skipped": got.skipped, "filled": got.filled, "short": got.short, "embedded": got.embedded,
-           "positions": got.positions}
+        got = pick_diverse(
+            ratings,
+            scan["cols"],
+            scan["ids"],
+            rule,
+            value,
+            method,
+            Embedder(st, encode),
+            sim,
+            POOL if pool is None else pool,
+        )
+    out = {
+        "method": method,
+        "encoder": ENCODER_KEY,
+        "store": str(store_path),
+        "visited": got.visited,
+        "skipped": got.skipped,
+        "filled": got.filled,
+        "short": got.short,
+        "embedded": got.embedded,
+        "positions": got.positions,
+    }
     if method == "deita":
         out["similarity"] = sim
     else:
@@ -162,6 +223,15 @@ def _duplicate_list(ratings: str | Path, dups: Any, ids: list[str]) -> list[dict
     for i, r in enumerate(read_jsonl(ratings)):
         if i in wanted:
             text[i] = str(r.get("instruction") or "")[:100]
-    return [{"row": p + 1, "id": ids[p], "twin_row": t + 1, "twin_id": ids[t], "jaccard": j,
-             "instruction": text.get(p, ""), "twin_instruction": text.get(t, "")}
-            for p, (t, j) in sorted(dups.removed.items())]
+    return [
+        {
+            "row": p + 1,
+            "id": ids[p],
+            "twin_row": t + 1,
+            "twin_id": ids[t],
+            "jaccard": j,
+            "instruction": text.get(p, ""),
+            "twin_instruction": text.get(t, ""),
+        }
+        for p, (t, j) in sorted(dups.removed.items())
+    ]

@@ -10,6 +10,7 @@ them). Rows of the same length are interchangeable, so the draw is random given 
 Kolmogorov-Smirnov distance between the drawn and the reference lengths is returned so the match can be checked,
 not assumed, with the count of rows whose length is more than 10% off their partner's (a pool thin at that length).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -26,13 +27,14 @@ OFF_BY = 0.10  # a partner more than 10% longer or shorter counts as `off`
 @dataclass(frozen=True)
 class LengthMatch:
     """A length-matched draw: the positions picked (file order) and how well their lengths match."""
+
     positions: list[int]
     reference: str
     reference_rows: int
-    ks_distance: float             # two-sample KS distance, drawn lengths vs the reference's (0 = identical)
+    ks_distance: float  # two-sample KS distance, drawn lengths vs the reference's (0 = identical)
     median_reference: float
     median_drawn: float
-    off: int                       # rows whose length is more than OFF_BY off their reference partner's
+    off: int  # rows whose length is more than OFF_BY off their reference partner's
 
 
 def reference_lengths(path: str | Path) -> list[int]:
@@ -44,8 +46,10 @@ def reference_lengths(path: str | Path) -> list[int]:
     for i, row in enumerate(read_table(path), start=1):
         out = row.get("output")
         if not isinstance(out, str):
-            raise SelectError(f"{path}, row {i}, field 'output': missing or not text (the reference must be a "
-                              "selection written by `alpagasus select`)")
+            raise SelectError(
+                f"{path}, row {i}, field 'output': missing or not text (the reference must be a "
+                "selection written by `alpagasus select`)"
+            )
         lengths.append(len(out))
     if not lengths:
         raise SelectError(f"{path}: the reference selection is empty")
@@ -83,7 +87,7 @@ class _Pool:
             return self._pop(hi)
         below = x - self.keys[lo] if lo >= 0 else None
         above = self.keys[hi] - x if hi < len(self.keys) else None
-        if above is None or (below is not None and (below < above or below == above and self.rng.random() < .5)):
+        if above is None or (below is not None and (below < above or below == above and self.rng.random() < 0.5)):
             return self._pop(lo)
         return self._pop(hi)
 
@@ -117,6 +121,12 @@ def match_lengths(cols: Columns, reference: list[int], k: int, seed: int = 0, so
         picked.append(pos)
         off += abs(cols.lengths[pos] - x) > OFF_BY * max(x, 1)
     drawn = [cols.lengths[i] for i in picked]
-    return LengthMatch(sorted(picked), source, len(reference), round(ks_distance(drawn, reference), 4),
-                       float(statistics.median(reference)), float(statistics.median(drawn)) if drawn else 0.0, off)
-
+    return LengthMatch(
+        sorted(picked),
+        source,
+        len(reference),
+        round(ks_distance(drawn, reference), 4),
+        float(statistics.median(reference)),
+        float(statistics.median(drawn)) if drawn else 0.0,
+        off,
+    )

@@ -1,5 +1,6 @@
 """Diversity-aware picking from a ratings file: which rows are candidates, in what order, and their embeddings
 (embedded lazily, best score first, in rounds that re-read the file for the texts: memory stays flat)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,18 +20,18 @@ DIVERSE = ("deita", "facility")
 # percentile 0.80, so 0.9 would skip almost nothing. The default is the MiniLM threshold that measured close to
 # DEITA's effect (docs/select.md); --similarity 0.9 gives DEITA's number.
 DEFAULT_SIMILARITY = 0.45
-POOL = 4            # facility location picks K from the 4K best-scored rows (Superfiltering.D: score, then diversify)
+POOL = 4  # facility location picks K from the 4K best-scored rows (Superfiltering.D: score, then diversify)
 FIRST_ROUND = 1024  # the fewest candidates embedded per round of the DEITA walk
 
 
 @dataclass
 class Picked:
     positions: list[int]
-    visited: int = 0      # candidates the walk looked at
-    skipped: int = 0      # of those, too similar to a kept row
-    filled: int = 0       # budget slots filled from skipped rows when the candidates ran out
-    short: int = 0        # budget slots left empty (no candidates at all left)
-    embedded: int = 0     # vectors computed by this run (the rest came from the store)
+    visited: int = 0  # candidates the walk looked at
+    skipped: int = 0  # of those, too similar to a kept row
+    filled: int = 0  # budget slots filled from skipped rows when the candidates ran out
+    short: int = 0  # budget slots left empty (no candidates at all left)
+    embedded: int = 0  # vectors computed by this run (the rest came from the store)
 
 
 def candidates(cols: Columns, rule: str, value: Any) -> tuple[list[int], int | None]:
@@ -39,14 +40,27 @@ def candidates(cols: Columns, rule: str, value: Any) -> tuple[list[int], int | N
     if rule == "threshold":
         return [i for i in rated if cols.scores[i] >= float(value)], None
     if rule in ("top_k", "keep_fraction"):
-        size = rule_size(rule, len(rated), k=int(value) if rule == "top_k" else None,
-                         fraction=float(value) if rule == "keep_fraction" else None)
+        size = rule_size(
+            rule,
+            len(rated),
+            k=int(value) if rule == "top_k" else None,
+            fraction=float(value) if rule == "keep_fraction" else None,
+        )
         return rated, size
     raise SelectError(f"--diverse works with a score rule (--threshold, --top-k, --keep-fraction), not {rule}")
 
 
-def pick_diverse(ratings: str | Path, cols: Columns, ids: list[str], rule: str, value: Any, method: str,
-                 embedder: Embedder, similarity: float = DEFAULT_SIMILARITY, pool: int = POOL) -> Picked:
+def pick_diverse(
+    ratings: str | Path,
+    cols: Columns,
+    ids: list[str],
+    rule: str,
+    value: Any,
+    method: str,
+    embedder: Embedder,
+    similarity: float = DEFAULT_SIMILARITY,
+    pool: int = POOL,
+) -> Picked:
     with one_blas_thread():
         return _pick(ratings, cols, ids, rule, value, method, embedder, similarity, pool)
 
@@ -62,15 +76,24 @@ def one_blas_thread() -> Any:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _pick(ratings: str | Path, cols: Columns, ids: list[str], rule: str, value: Any, method: str,
-          embedder: Embedder, similarity: float, pool: int) -> Picked:
+def _pick(
+    ratings: str | Path,
+    cols: Columns,
+    ids: list[str],
+    rule: str,
+    value: Any,
+    method: str,
+    embedder: Embedder,
+    similarity: float,
+    pool: int,
+) -> Picked:
     if method not in DIVERSE:
         raise SelectError(f"unknown --diverse method {method!r}; one of {', '.join(DIVERSE)}")
     order, budget = candidates(cols, rule, value)
     if method == "facility":
         if budget is None:
             raise SelectError("--diverse facility needs a size: use --top-k or --keep-fraction")
-        chosen = order[:max(budget, pool * budget)]
+        chosen = order[: max(budget, pool * budget)]
         _embed(ratings, ids, set(chosen), embedder)
         got = facility_location(embedder.matrix([ids[i] for i in chosen]), budget)
         return Picked(sorted(chosen[j] for j in got), visited=len(chosen), embedded=embedder.computed)
@@ -79,7 +102,7 @@ def _pick(ratings: str | Path, cols: Columns, ids: list[str], rule: str, value: 
     walk = DeitaWalk(budget, similarity)
     start, size = 0, max(FIRST_ROUND, 2 * (budget or len(order)))
     while start < len(order) and not walk.full:
-        chunk = order[start:start + size]
+        chunk = order[start : start + size]
         _embed(ratings, ids, set(chunk), embedder)
         walk.feed(chunk, embedder.matrix([ids[i] for i in chunk]))
         start, size = start + len(chunk), size * 2
@@ -87,8 +110,9 @@ def _pick(ratings: str | Path, cols: Columns, ids: list[str], rule: str, value: 
     skipped = len(walk.skipped)
     filled = walk.fill()
     short = (budget - len(walk.kept)) if budget is not None else 0
-    return Picked(sorted(walk.kept), visited=visited, skipped=skipped, filled=filled, short=short,
-                  embedded=embedder.computed)
+    return Picked(
+        sorted(walk.kept), visited=visited, skipped=skipped, filled=filled, short=short, embedded=embedder.computed
+    )
 
 
 def _embed(ratings: str | Path, ids: list[str], wanted: set[int], embedder: Embedder) -> None:

@@ -3,6 +3,7 @@
 Rows come from a ratings file (`alpagasus rate` output); the selection is written in the training format
 (the input's own fields, no rating columns).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -45,9 +46,9 @@ class Columns:
     selected without holding its rows. `add` takes rows in file order; indices are file positions."""
 
     def __init__(self) -> None:
-        self.scores = array("d")      # NaN: not rated (any status but ok, or no score)
-        self.lengths = array("q")     # characters of the response, for `longest`
-        self.valid = bytearray()      # 1 unless the row's data is invalid (or excluded by the caller)
+        self.scores = array("d")  # NaN: not rated (any status but ok, or no score)
+        self.lengths = array("q")  # characters of the response, for `longest`
+        self.valid = bytearray()  # 1 unless the row's data is invalid (or excluded by the caller)
 
     def add(self, row: dict[str, Any], excluded: bool = False) -> None:
         status, score = rating_field(row, "status"), rating_field(row, "score")
@@ -62,11 +63,21 @@ class Columns:
         return len(self.valid)
 
 
-def choose(cols: Columns, rule: str, *, threshold: float | None = None, k: int | None = None,
-           fraction: float | None = None, seed: int = 0) -> list[int]:
+def choose(
+    cols: Columns,
+    rule: str,
+    *,
+    threshold: float | None = None,
+    k: int | None = None,
+    fraction: float | None = None,
+    seed: int = 0,
+) -> list[int]:
     """Positions picked by one rule, in file order (scores are not a training curriculum)."""
-    rated = [i for i, x in enumerate(cols.scores) if not math.isnan(x)] if rule in \
-        ("threshold", "top_k", "keep_fraction") else []
+    rated = (
+        [i for i, x in enumerate(cols.scores) if not math.isnan(x)]
+        if rule in ("threshold", "top_k", "keep_fraction")
+        else []
+    )
     if rule == "threshold":
         if threshold is None:
             raise SelectError("threshold rule needs a threshold")
@@ -86,8 +97,15 @@ def choose(cols: Columns, rule: str, *, threshold: float | None = None, k: int |
     raise SelectError(f"unknown rule {rule!r}; one of {', '.join(RULES)}")
 
 
-def select(rows: list[dict[str, Any]], rule: str, *, threshold: float | None = None, k: int | None = None,
-           fraction: float | None = None, seed: int = 0) -> list[dict[str, Any]]:
+def select(
+    rows: list[dict[str, Any]],
+    rule: str,
+    *,
+    threshold: float | None = None,
+    k: int | None = None,
+    fraction: float | None = None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Pick rows by one rule; the result keeps the input order. (Files: `select_file` streams.)"""
     cols = Columns()
     for r in rows:

@@ -8,6 +8,7 @@ alpagasus.serve.batches. Chat requests run in dynamic batches on one model threa
 Every request passes the guard first (API key, Host, Origin: alpagasus.serve.security), then its
 Content-Length is checked against the endpoint's limit before its body is read (alpagasus.serve.upload).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,8 @@ from alpagasus.serve.security import Guard, check_bind
 from alpagasus.serve.server import MAX_THREADS, BoundedServer
 from alpagasus.serve.upload import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, Body, content_length, stream_upload
 
-SOCKET_TIMEOUT_S = 30.0   # any read or write of a connection that stalls this long ends it
-KEEPALIVE_S = 15.0        # an idle keep-alive connection is closed after this (clients' pools expire sooner)
+SOCKET_TIMEOUT_S = 30.0  # any read or write of a connection that stalls this long ends it
+KEEPALIVE_S = 15.0  # an idle keep-alive connection is closed after this (clients' pools expire sooner)
 
 
 def _route(path: str) -> list[str]:
@@ -43,9 +44,10 @@ def _route(path: str) -> list[str]:
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes to the model (chat), the files and the batches of one server; make_handler binds them."""
+
     runner: ModelRunner
     batches: BatchManager
-    guard: Guard | None = None      # None: the address the server is bound to, no key
+    guard: Guard | None = None  # None: the address the server is bound to, no key
     protocol_version = "HTTP/1.1"
     timeout = SOCKET_TIMEOUT_S
     body: Body | None = None
@@ -112,8 +114,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str, r: list[str], q: dict) -> tuple[int, dict | bytes | Path]:
         if r == ["health"]:  # and what the model thread did: requests computed, dropped, cut; the batch size
-            return 200, {"status": "ok", "queued": self.runner.queued(), "batch_cap": self.runner.batch_cap,
-                         **dataclasses.asdict(self.runner.stats)}
+            return 200, {
+                "status": "ok",
+                "queued": self.runner.queued(),
+                "batch_cap": self.runner.batch_cap,
+                **dataclasses.asdict(self.runner.stats),
+            }
         if method == "GET" and r in (["models"], []):
             return 200, {"object": "list", "data": [{"id": self.runner.name, "object": "model", "owned_by": "local"}]}
         if method == "POST" and r == ["chat", "completions"]:
@@ -182,8 +188,9 @@ def url_path(path: str) -> str:
     return urlsplit(path).path[:200]
 
 
-def make_handler(runner: ModelRunner, batches: BatchManager | None = None,
-                 guard: Guard | None = None) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    runner: ModelRunner, batches: BatchManager | None = None, guard: Guard | None = None
+) -> type[BaseHTTPRequestHandler]:
     """The request handler over `runner`; files and batches in `batches` (by default: a temp folder, no faults);
     requests checked by `guard` (by default: Host must be the address the server is bound to; no key)."""
     if batches is None:
@@ -191,16 +198,25 @@ def make_handler(runner: ModelRunner, batches: BatchManager | None = None,
     return type("Handler", (_Handler,), {"runner": runner, "batches": batches, "guard": guard})
 
 
-def _listen(runner: ModelRunner, host: str, port: int, files_dir: str | Path | None, faults: BatchFaults | None,
-            api_key: str | None, allow_hosts: tuple[str, ...], max_threads: int) -> tuple[HTTPServer, BatchManager]:
+def _listen(
+    runner: ModelRunner,
+    host: str,
+    port: int,
+    files_dir: str | Path | None,
+    faults: BatchFaults | None,
+    api_key: str | None,
+    allow_hosts: tuple[str, ...],
+    max_threads: int,
+) -> tuple[HTTPServer, BatchManager]:
     check_bind(host, api_key)
     try:
         server = BoundedServer((host, port), None, max_threads)
     except (OSError, OverflowError) as e:  # address in use, unknown host, port out of range
         raise UserError(f"cannot listen on {host}:{port}: {e}") from None
     manager = BatchManager(FileStore(files_dir), lambda body: chat_completion(runner, body), faults, runner.name)
-    server.RequestHandlerClass = make_handler(runner, manager, Guard(host, server.server_address[1], api_key,
-                                                                      tuple(allow_hosts)))
+    server.RequestHandlerClass = make_handler(
+        runner, manager, Guard(host, server.server_address[1], api_key, tuple(allow_hosts))
+    )
     return server, manager
 
 
@@ -212,10 +228,20 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
-          device: str | None = None, ready: threading.Event | None = None, files_dir: str | Path | None = None,
-          faults: BatchFaults | None = None, api_key: str | None = None, allow_hosts: tuple[str, ...] = (),
-          max_batch: int = 8, max_threads: int = MAX_THREADS) -> None:
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    name: str | None = None,
+    device: str | None = None,
+    ready: threading.Event | None = None,
+    files_dir: str | Path | None = None,
+    faults: BatchFaults | None = None,
+    api_key: str | None = None,
+    allow_hosts: tuple[str, ...] = (),
+    max_batch: int = 8,
+    max_threads: int = MAX_THREADS,
+) -> None:
     """Serve `model` until Ctrl-C or SIGTERM; files in `files_dir` (default: a new temp folder, removed at
     exit), batches with `faults`; requests need `api_key` when given (it is required off loopback)."""
     check_bind(host, api_key)  # before the model loads: a refusal is immediate
@@ -223,8 +249,11 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, name: str | Non
     server, manager = _listen(runner, host, port, files_dir, faults, api_key, allow_hosts, max_threads)
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main else None
-    print(f"serving {runner.name} on http://{host}:{server.server_address[1]}/v1"
-          f"{' (API key required)' if api_key else ''}; batches of up to {max_batch} requests", flush=True)
+    print(
+        f"serving {runner.name} on http://{host}:{server.server_address[1]}/v1"
+        f"{' (API key required)' if api_key else ''}; batches of up to {max_batch} requests",
+        flush=True,
+    )
     if faults is not None and faults.any():
         print(f"batch faults: {faults}", flush=True)
     if ready:
@@ -244,10 +273,18 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, name: str | Non
 
 
 @contextlib.contextmanager
-def start_server(model: str | Path | ModelRunner, faults: BatchFaults | None = None,
-                 files_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 0,
-                 name: str | None = None, api_key: str | None = None, allow_hosts: tuple[str, ...] = (),
-                 max_batch: int = 8, max_threads: int = MAX_THREADS) -> Iterator[str]:
+def start_server(
+    model: str | Path | ModelRunner,
+    faults: BatchFaults | None = None,
+    files_dir: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    name: str | None = None,
+    api_key: str | None = None,
+    allow_hosts: tuple[str, ...] = (),
+    max_batch: int = 8,
+    max_threads: int = MAX_THREADS,
+) -> Iterator[str]:
     """A server in this process (a background thread) for tests and benchmarks; yields its base URL
     (http://HOST:PORT/v1) and stops it on exit. Pass a ModelRunner to share one loaded model between servers."""
     runner = model if isinstance(model, ModelRunner) else ModelRunner(str(model), name=name, max_batch=max_batch)

@@ -29,6 +29,7 @@ Faults (`BatchFaults`; each applies to the first `batches` batches created, or t
   list leaves it out, nothing runs;
 - `delay=S`: S seconds before each request (a slow batch: kill a client while it waits).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -47,18 +48,19 @@ log = logging.getLogger("alpagasus.serve")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 WINDOW_S = 24 * 3600
-Complete = Callable[[dict], "tuple[int, dict]"]   # a chat completion request body -> (HTTP status, JSON body)
+Complete = Callable[[dict], "tuple[int, dict]"]  # a chat completion request body -> (HTTP status, JSON body)
 
 
 @dataclass
 class BatchFaults:
     """Faults the server injects into batches (see the module docstring)."""
+
     expire_after: int | None = None
     fail_every: int | None = None
     fail_validation: bool = False
     vanish: bool = False
     delay: float = 0.0
-    batches: int | None = None      # the faults apply to the first N batches created; None: to every batch
+    batches: int | None = None  # the faults apply to the first N batches created; None: to every batch
 
     def __post_init__(self) -> None:
         if self.fail_every is not None and self.fail_every < 1:
@@ -69,8 +71,9 @@ class BatchFaults:
             raise ValueError("delay must be >= 0")
 
     def any(self) -> bool:
-        return bool(self.expire_after is not None or self.fail_every or self.fail_validation or self.vanish
-                    or self.delay)
+        return bool(
+            self.expire_after is not None or self.fail_every or self.fail_validation or self.vanish or self.delay
+        )
 
 
 NO_FAULTS = BatchFaults()
@@ -80,11 +83,12 @@ class BatchManager:
     """Every batch of one server: create, retrieve, list, cancel; one background thread per running batch.
     Batches found in the files folder's `batches/` (a server that ran before on it) are listed and resumed."""
 
-    def __init__(self, files: FileStore, complete: Complete, faults: BatchFaults | None = None,
-                 model: str | None = None):
+    def __init__(
+        self, files: FileStore, complete: Complete, faults: BatchFaults | None = None, model: str | None = None
+    ):
         self.files, self.complete, self.faults, self.model = files, complete, faults or NO_FAULTS, model
         self._lock = threading.Lock()
-        self._batches: dict[str, dict] = {}     # insertion order = creation order
+        self._batches: dict[str, dict] = {}  # insertion order = creation order
         self._cancel: dict[str, threading.Event] = {}
         self._faults: dict[str, BatchFaults] = {}
         self._closing = threading.Event()
@@ -98,8 +102,9 @@ class BatchManager:
                 self._start(batch)
 
     def _start(self, batch: dict) -> None:
-        threading.Thread(target=self._run, args=(batch, self._faults[batch["id"]]), daemon=True,
-                         name=batch["id"]).start()
+        threading.Thread(
+            target=self._run, args=(batch, self._faults[batch["id"]]), daemon=True, name=batch["id"]
+        ).start()
 
     # ---- the API --------------------------------------------------------------------------------------------
     def create(self, body: dict) -> dict:
@@ -107,23 +112,44 @@ class BatchManager:
         if not isinstance(file_id, str) or not file_id:
             raise ApiError(400, "Missing required parameter: 'input_file_id'.", param="input_file_id")
         if endpoint not in ENDPOINTS:
-            raise ApiError(400, f"Invalid endpoint {endpoint!r}: this server runs {', '.join(ENDPOINTS)}.",
-                           param="endpoint")
+            raise ApiError(
+                400, f"Invalid endpoint {endpoint!r}: this server runs {', '.join(ENDPOINTS)}.", param="endpoint"
+            )
         if body.get("completion_window") != "24h":
             raise ApiError(400, "Invalid completion_window: only '24h' is supported.", param="completion_window")
         metadata = body.get("metadata")
-        if metadata is not None and not (isinstance(metadata, dict) and len(metadata) <= 16 and all(
-                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        if metadata is not None and not (
+            isinstance(metadata, dict)
+            and len(metadata) <= 16
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+        ):
             raise ApiError(400, "metadata holds at most 16 string keys with string values.", param="metadata")
         self.files.get(file_id)  # 404 for an unknown file
         now = int(time.time())
         batch: dict[str, Any] = {
-            "id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": endpoint, "model": self.model,
-            "errors": None, "input_file_id": file_id, "completion_window": "24h", "status": "validating",
-            "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
-            "expires_at": now + WINDOW_S, "finalizing_at": None, "completed_at": None, "failed_at": None,
-            "expired_at": None, "cancelling_at": None, "cancelled_at": None,
-            "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": None, "metadata": metadata}
+            "id": f"batch_{uuid.uuid4().hex[:24]}",
+            "object": "batch",
+            "endpoint": endpoint,
+            "model": self.model,
+            "errors": None,
+            "input_file_id": file_id,
+            "completion_window": "24h",
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": now,
+            "in_progress_at": None,
+            "expires_at": now + WINDOW_S,
+            "finalizing_at": None,
+            "completed_at": None,
+            "failed_at": None,
+            "expired_at": None,
+            "cancelling_at": None,
+            "cancelled_at": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            "usage": None,
+            "metadata": metadata,
+        }
         with self._lock:
             self._created += 1
             faults = self.faults if self.faults.batches is None or self._created <= self.faults.batches else NO_FAULTS
@@ -154,9 +180,14 @@ class BatchManager:
                 if after not in self._batches:
                     raise not_found("batch", after)
                 start = ids.index(after) + 1
-            page = [json.loads(json.dumps(self._batches[i])) for i in ids[start:start + limit]]
-        return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(ids)}
+            page = [json.loads(json.dumps(self._batches[i])) for i in ids[start : start + limit]]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": start + limit < len(ids),
+        }
 
     def cancel(self, batch_id: str) -> dict:
         with self._lock:
@@ -206,8 +237,17 @@ class BatchManager:
             if self._closing.is_set():
                 return  # the folder may be gone with the server
             log.exception("batch %s failed", batch["id"])
-            self._set(batch, status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [
-                {"code": "server_error", "message": f"{type(e).__name__}: {e}", "param": None, "line": None}]})
+            self._set(
+                batch,
+                status="failed",
+                failed_at=int(time.time()),
+                errors={
+                    "object": "list",
+                    "data": [
+                        {"code": "server_error", "message": f"{type(e).__name__}: {e}", "param": None, "line": None}
+                    ],
+                },
+            )
 
     def _stopped(self, batch: dict) -> bool:
         """After the stop event: True when the server is closing (the batch stays as it is, to be resumed)."""
@@ -222,14 +262,28 @@ class BatchManager:
             try:
                 if faults.fail_validation:
                     raise ApiError(400, "The input file failed validation (injected fault).", code="invalid_request")
-                total = count_requests(self.files.path(batch["input_file_id"]), batch["endpoint"],
-                                       batch["input_file_id"])
+                total = count_requests(
+                    self.files.path(batch["input_file_id"]), batch["endpoint"], batch["input_file_id"]
+                )
             except ApiError as e:
-                return self._set(batch, status="failed", failed_at=int(time.time()), errors={
-                    "object": "list", "data": [{"code": e.code or "invalid_request", "message": str(e),
-                                                "param": e.param, "line": e.line}]})
-            if not self._advance(batch, stop, status="in_progress", in_progress_at=int(time.time()),
-                                 request_counts={"total": total, "completed": 0, "failed": 0}):
+                return self._set(
+                    batch,
+                    status="failed",
+                    failed_at=int(time.time()),
+                    errors={
+                        "object": "list",
+                        "data": [
+                            {"code": e.code or "invalid_request", "message": str(e), "param": e.param, "line": e.line}
+                        ],
+                    },
+                )
+            if not self._advance(
+                batch,
+                stop,
+                status="in_progress",
+                in_progress_at=int(time.time()),
+                request_counts={"total": total, "completed": 0, "failed": 0},
+            ):
                 return None if self._stopped(batch) else self._finish(batch, "cancelled")
         done = self.log.answered(bid)  # a resumed batch: lines answered before the restart
         with self._lock:
@@ -243,18 +297,44 @@ class BatchManager:
                     return None if self._stopped(batch) else self._finish(batch, "cancelled")
                 if faults.expire_after is not None and i > faults.expire_after:
                     for r in itertools.chain([req], (r for _, r in reqs)):
-                        self.log.append(bid, "error", _line(r["custom_id"], None, {"code": "batch_expired", "message":
-                                        "This request could not be executed before the completion window expired."}))
+                        self.log.append(
+                            bid,
+                            "error",
+                            _line(
+                                r["custom_id"],
+                                None,
+                                {
+                                    "code": "batch_expired",
+                                    "message": "This request could not be executed before the completion window expired.",
+                                },
+                            ),
+                        )
                     return self._finish(batch, "expired")
                 if faults.delay and stop.wait(faults.delay):  # cancelled (or closed) while it waited
                     return None if self._stopped(batch) else self._finish(batch, "cancelled")
                 if faults.fail_every and i % faults.fail_every == 0:
-                    status, body = 500, {"error": {"message": f"injected failure of request {i}",
-                                                   "type": "server_error", "param": None, "code": None}}
+                    status, body = (
+                        500,
+                        {
+                            "error": {
+                                "message": f"injected failure of request {i}",
+                                "type": "server_error",
+                                "param": None,
+                                "code": None,
+                            }
+                        },
+                    )
                 else:
                     status, body = self.complete(req["body"])
-                self.log.append(bid, "output" if status == 200 else "error", _line(req["custom_id"], {
-                    "status_code": status, "request_id": f"req_{uuid.uuid4().hex[:24]}", "body": body}, None))
+                self.log.append(
+                    bid,
+                    "output" if status == 200 else "error",
+                    _line(
+                        req["custom_id"],
+                        {"status_code": status, "request_id": f"req_{uuid.uuid4().hex[:24]}", "body": body},
+                        None,
+                    ),
+                )
                 with self._lock:
                     batch["request_counts"]["completed" if status == 200 else "failed"] += 1
         if not self._advance(batch, stop, status="finalizing", finalizing_at=int(time.time())):

@@ -4,6 +4,7 @@ In `<files folder>/batches/`: `<batch id>.json` holds the Batch object and the f
 atomically at every change of status), and `<batch id>.output.partial` / `.error.partial` the lines answered so
 far, appended one by one. When the batch ends, the partial files become its output and error files.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ log = logging.getLogger("alpagasus.serve")
 @dataclass
 class Answered:
     """The lines a batch has written so far (after a restart: before it)."""
+
     ids: set[str] = field(default_factory=set)
     completed: int = 0
     failed: int = 0
@@ -95,12 +97,16 @@ class BatchLog:
                 continue
             with open(path, "rb") as f:
                 for raw in f:
-                    body = ((json.loads(raw).get("response") or {}).get("body") or {})
+                    body = (json.loads(raw).get("response") or {}).get("body") or {}
                     u = body.get("usage") or {}
                     usage["input_tokens"] += int(u.get("prompt_tokens") or 0)
                     usage["output_tokens"] += int(u.get("completion_tokens") or 0)
-        return {**usage, "total_tokens": usage["input_tokens"] + usage["output_tokens"],
-                "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+        return {
+            **usage,
+            "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        }
 
     def take(self, batch_id: str, kind: str) -> Path | None:
         """The partial file of `kind`, moved aside for FileStore.add_file; None when no line was written."""

@@ -5,6 +5,7 @@ the files a server wrote stay readable by the next server started on the same fo
 what the Batches endpoint needs: purposes `batch` (input, validated on upload), `batch_output` (written by the
 server) and `user_data` (kept as is).
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,7 +22,7 @@ from typing import BinaryIO, Iterator
 
 from alpagasus.errors import UserError
 
-MAX_REQUESTS = 50_000            # the API's limits for one batch's input file
+MAX_REQUESTS = 50_000  # the API's limits for one batch's input file
 MAX_BYTES = 200 * 1024 * 1024
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one request line of a batch input file
 ENDPOINTS = ("/v1/chat/completions",)
@@ -33,8 +34,15 @@ log = logging.getLogger("alpagasus.serve")
 class ApiError(Exception):
     """An error answered as the API does: an HTTP status and {"error": {message, type, param, code}}."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, line: int | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        line: int | None = None,
+    ):
         super().__init__(message)
         self.status, self.type, self.param, self.code, self.line = status, type_, param, code, line
 
@@ -85,17 +93,28 @@ class FileStore:
     def add_file(self, tmp: Path, filename: str, purpose: str) -> dict:
         """Store the file written at `tmp` (moved into place) under a new id; its File object is written last,
         atomically: a file is listed only once complete, and its metadata is never half written."""
-        meta = {"id": f"file-{uuid.uuid4().hex[:24]}", "object": "file", "bytes": tmp.stat().st_size,
-                "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed",
-                "expires_at": None, "status_details": None}
+        meta = {
+            "id": f"file-{uuid.uuid4().hex[:24]}",
+            "object": "file",
+            "bytes": tmp.stat().st_size,
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+            "expires_at": None,
+            "status_details": None,
+        }
         os.replace(tmp, self.dir / meta["id"])
         write_atomic(self.dir / f"{meta['id']}.json", json.dumps(meta).encode())
         return meta
 
     def _meta(self, path: Path) -> dict:
         meta = json.loads(path.read_text())
-        if not isinstance(meta, dict) or not isinstance(meta.get("purpose"), str) or not isinstance(
-                meta.get("created_at"), int):
+        if (
+            not isinstance(meta, dict)
+            or not isinstance(meta.get("purpose"), str)
+            or not isinstance(meta.get("created_at"), int)
+        ):
             raise ValueError("not a File object")
         return meta
 
@@ -106,8 +125,9 @@ class FileStore:
             return self._meta(self.dir / f"{file_id}.json")
         except (OSError, ValueError) as e:
             log.warning("files: %s.json is damaged (%s)", file_id, e)
-            raise ApiError(500, f"The metadata of file {file_id!r} is damaged on the server.", "server_error",
-                           code="damaged_file") from None
+            raise ApiError(
+                500, f"The metadata of file {file_id!r} is damaged on the server.", "server_error", code="damaged_file"
+            ) from None
 
     def path(self, file_id: str) -> Path:
         """Where the bytes of a stored file are (404 for an unknown id)."""
@@ -194,8 +214,11 @@ def iter_requests(stream: BinaryIO, endpoint: str | None = None, source: str = "
             raise bad("field 'body' must be a JSON object", "body", "invalid_body")
         seen.add(cid)
         if len(seen) > MAX_REQUESTS:
-            raise ApiError(400, f"The file holds more than {MAX_REQUESTS} requests, the most a batch holds.",
-                           code="too_many_requests")
+            raise ApiError(
+                400,
+                f"The file holds more than {MAX_REQUESTS} requests, the most a batch holds.",
+                code="too_many_requests",
+            )
         yield line
     if not seen:
         raise ApiError(400, "The batch input file holds no requests.", code="empty_file")

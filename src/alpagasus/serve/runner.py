@@ -7,6 +7,7 @@ are the ones each request gets alone, while several clients (or one client with 
 the model's passes. Before a request is run, its HTTP client is asked whether it is still there (`alive`): the
 work of a client that gave up (timed out, killed) is dropped instead of computed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,7 @@ log = logging.getLogger("alpagasus.serve")
 
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 32_768
-MAX_TOP_LOGPROBS = 1 << 20   # more than the API allows (20): a test may ask for the whole vocabulary
+MAX_TOP_LOGPROBS = 1 << 20  # more than the API allows (20): a test may ask for the whole vocabulary
 
 
 class ClientGone(Exception):
@@ -34,7 +35,8 @@ class ClientGone(Exception):
 @dataclass(frozen=True)
 class ChatParams:
     """One chat completion request, checked: what the model runs."""
-    messages: tuple[tuple[str, str], ...]        # (role, content)
+
+    messages: tuple[tuple[str, str], ...]  # (role, content)
     max_new: int = DEFAULT_MAX_TOKENS
     temperature: float = 0.0
     top_p: float = 1.0
@@ -71,8 +73,9 @@ def _content(m: dict, i: int) -> str:
     c = m.get("content")
     if c is None or isinstance(c, str):
         return c or ""
-    if isinstance(c, list) and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-                                   for p in c):
+    if isinstance(c, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in c
+    ):
         return "".join(p["text"] for p in c)  # content parts: text only
     raise ApiError(400, f"'messages[{i}].content' must be a string or a list of text parts", param=f"messages[{i}]")
 
@@ -95,17 +98,22 @@ def parse_chat(body: dict) -> ChatParams:
     logprobs = body.get("logprobs")
     if logprobs is not None and not isinstance(logprobs, bool):
         raise ApiError(400, f"'logprobs' must be true or false, got {logprobs!r:.40}", param="logprobs")
-    return ChatParams(messages=tuple(messages), max_new=max_new or DEFAULT_MAX_TOKENS,
-                      temperature=_number(body, "temperature", 0, 2, 0.0), top_p=_number(body, "top_p", 0, 1, 1.0),
-                      logprobs=bool(logprobs),
-                      top_logprobs=_integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS) or 0,
-                      seed=_integer(body, "seed", -2**63, 2**64 - 1))
+    return ChatParams(
+        messages=tuple(messages),
+        max_new=max_new or DEFAULT_MAX_TOKENS,
+        temperature=_number(body, "temperature", 0, 2, 0.0),
+        top_p=_number(body, "top_p", 0, 1, 1.0),
+        logprobs=bool(logprobs),
+        top_logprobs=_integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS) or 0,
+        seed=_integer(body, "seed", -(2**63), 2**64 - 1),
+    )
 
 
 @dataclass
 class RunnerStats:
     """What the worker did: requests received (queued), computed, dropped before they ran (client gone), cut
     short while they ran (client gone), generate calls, largest batch."""
+
     received: int = 0
     computed: int = 0
     dropped: int = 0
@@ -182,7 +190,7 @@ class ModelRunner:
             if not self._queue:
                 return []
             key = self._queue[0].params.batch_key()
-            jobs = [j for j in self._queue if j.params.batch_key() == key][:max(1, self.batch_cap)]
+            jobs = [j for j in self._queue if j.params.batch_key() == key][: max(1, self.batch_cap)]
             taken = set(map(id, jobs))
             self._queue = [j for j in self._queue if id(j) not in taken]
             return jobs
@@ -231,26 +239,42 @@ class ModelRunner:
 
             torch.manual_seed(p.seed)
         departed = _Departed(alive)
-        out, n_in = generate_tokens(self.model, self.tok, ids, p.max_new, p.temperature, p.top_p,
-                                    return_dict_in_generate=True, output_logits=p.logprobs,
-                                    stopping_criteria=departed.criteria())
-        return [None if departed.gone[row] else self._choice(out, n_in, row, len(ids[row]), p)
-                for row in range(len(batch))]
+        out, n_in = generate_tokens(
+            self.model,
+            self.tok,
+            ids,
+            p.max_new,
+            p.temperature,
+            p.top_p,
+            return_dict_in_generate=True,
+            output_logits=p.logprobs,
+            stopping_criteria=departed.criteria(),
+        )
+        return [
+            None if departed.gone[row] else self._choice(out, n_in, row, len(ids[row]), p) for row in range(len(batch))
+        ]
 
     def _choice(self, out: Any, n_in: int, row: int, n_prompt: int, p: ChatParams) -> dict:
         new = out.sequences[row, n_in:].tolist()
         # a finished row of a batch is padded until every row is done: it ends at its first stop token
         end = next((i + 1 for i, t in enumerate(new) if t in self._stop_ids), None)
         new = new[:end] if end is not None else new
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant",
-                                                          "content": self.tok.decode(new, skip_special_tokens=True)},
-                                  "finish_reason": "stop" if end is not None else "length", "logprobs": None}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": self.tok.decode(new, skip_special_tokens=True)},
+            "finish_reason": "stop" if end is not None else "length",
+            "logprobs": None,
+        }
         if p.logprobs:
             choice["logprobs"] = {"content": self._logprobs(out.logits, row, new, p.top_logprobs)}
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
-                "model": self.name, "choices": [choice],
-                "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(new),
-                          "total_tokens": n_prompt + len(new)}}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.name,
+            "choices": [choice],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(new), "total_tokens": n_prompt + len(new)},
+        }
 
     def _logprobs(self, logits: Any, row: int, new: list[int], top_n: int) -> list[dict]:
         import torch
@@ -259,15 +283,24 @@ class ModelRunner:
         for step, tok_id in enumerate(new):
             lp = torch.log_softmax(logits[step][row].float(), dim=-1)
             top = torch.topk(lp, min(top_n, lp.shape[-1]))
-            items.append({"token": self.tok.decode([tok_id]), "logprob": float(lp[tok_id]), "bytes": None,
-                          "top_logprobs": [{"token": self.tok.decode([int(i)]), "logprob": float(v), "bytes": None}
-                                           for v, i in zip(top.values.tolist(), top.indices.tolist())]})
+            items.append(
+                {
+                    "token": self.tok.decode([tok_id]),
+                    "logprob": float(lp[tok_id]),
+                    "bytes": None,
+                    "top_logprobs": [
+                        {"token": self.tok.decode([int(i)]), "logprob": float(v), "bytes": None}
+                        for v, i in zip(top.values.tolist(), top.indices.tolist())
+                    ],
+                }
+            )
         return items
 
 
 class _Departed:
     """A stopping criterion: a row whose client closed its connection stops generating (every CHECK_EVERY
     tokens); when every client of a batch has left, the generation ends."""
+
     CHECK_EVERY = 4
 
     def __init__(self, alive: list[Callable[[], bool] | None]):
@@ -305,5 +338,11 @@ def chat_completion(runner: ModelRunner, body: dict, alive: Callable[[], bool] |
         raise
     except Exception:  # logged with its traceback here; the client gets no internal text
         log.exception("chat completion failed")
-        return 500, {"error": {"message": "The server failed to answer this request (its log has the details).",
-                               "type": "server_error", "param": None, "code": None}}
+        return 500, {
+            "error": {
+                "message": "The server failed to answer this request (its log has the details).",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }

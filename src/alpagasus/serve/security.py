@@ -9,6 +9,7 @@
 - A request carrying an `Origin` (a browser's cross-origin call) is refused (403) unless that origin is the
   server itself; no CORS header is ever sent, so a browser never lets a page read an answer.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -37,9 +38,11 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, api_key: str | None) -> None:
     """A UserError when `host` is reachable from the network and no key protects it."""
     if not api_key and not is_loopback(host):
-        raise UserError(f"--host {host} is reachable from other machines: give an API key (--api-key KEY or "
-                        f"${KEY_ENV}) that clients send as `Authorization: Bearer KEY` (the openai judge reads "
-                        "OPENAI_API_KEY), or serve on 127.0.0.1")
+        raise UserError(
+            f"--host {host} is reachable from other machines: give an API key (--api-key KEY or "
+            f"${KEY_ENV}) that clients send as `Authorization: Bearer KEY` (the openai judge reads "
+            "OPENAI_API_KEY), or serve on 127.0.0.1"
+        )
 
 
 def _split(hostport: str) -> tuple[str, int | None]:
@@ -54,7 +57,8 @@ def _split(hostport: str) -> tuple[str, int | None]:
 @dataclass
 class Guard:
     """The checks run on every request before its body is read."""
-    host: str                       # the address bound
+
+    host: str  # the address bound
     port: int
     api_key: str | None = None
     allow_hosts: tuple[str, ...] = ()
@@ -79,9 +83,13 @@ class Guard:
         if not raw_host:
             raise ApiError(400, "A Host header is required.", code="missing_host")
         if not self._host_ok(*_split(raw_host.strip())):
-            raise ApiError(403, f"Host {raw_host[:100]!r} is not the address this server answers to (a DNS "
-                           "rebinding guard); use 127.0.0.1:PORT or start it with --allow-host NAME.",
-                           "permission_error", code="forbidden_host")
+            raise ApiError(
+                403,
+                f"Host {raw_host[:100]!r} is not the address this server answers to (a DNS "
+                "rebinding guard); use 127.0.0.1:PORT or start it with --allow-host NAME.",
+                "permission_error",
+                code="forbidden_host",
+            )
         origin = headers.get("Origin")
         if origin is not None:
             u = urlsplit(origin.strip())
@@ -90,11 +98,19 @@ class Guard:
             except ValueError:
                 port = None
             if not self._host_ok((u.hostname or "").lower(), port):
-                raise ApiError(403, f"Cross-origin requests are refused (Origin {origin[:100]!r}).",
-                               "permission_error", code="forbidden_origin")
+                raise ApiError(
+                    403,
+                    f"Cross-origin requests are refused (Origin {origin[:100]!r}).",
+                    "permission_error",
+                    code="forbidden_origin",
+                )
         if self.api_key:
             auth = headers.get("Authorization") or ""
             scheme, _, given = auth.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):
-                raise ApiError(401, "Incorrect or missing API key: send `Authorization: Bearer KEY` with the key "
-                               "the server was started with.", code="invalid_api_key")
+                raise ApiError(
+                    401,
+                    "Incorrect or missing API key: send `Authorization: Bearer KEY` with the key "
+                    "the server was started with.",
+                    code="invalid_api_key",
+                )

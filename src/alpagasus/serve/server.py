@@ -6,6 +6,7 @@ handler threads (started as needed), which serves it for as long as it keeps its
 see app.py's idle timeout). So 300 idle connections hold no thread, and no number of clients can start more
 than `max_threads`.
 """
+
 from __future__ import annotations
 
 import queue

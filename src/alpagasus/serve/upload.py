@@ -1,5 +1,6 @@
 """Request bodies of `alpagasus serve`, bounded: Content-Length checked before anything is read, JSON bodies
 capped, and multipart uploads streamed to a file in chunks (never held whole in memory)."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ from typing import Any, BinaryIO
 from alpagasus.serve.files import MAX_BYTES, ApiError
 
 CHUNK = 1 << 20
-MAX_JSON_BYTES = 32 * 1024 * 1024      # a chat or batch request body
-MAX_UPLOAD_BYTES = MAX_BYTES + 65536    # an upload: the file (MAX_BYTES) and its multipart envelope
-MAX_FIELD_BYTES = 4096                  # a form field other than the file (purpose)
+MAX_JSON_BYTES = 32 * 1024 * 1024  # a chat or batch request body
+MAX_UPLOAD_BYTES = MAX_BYTES + 65536  # an upload: the file (MAX_BYTES) and its multipart envelope
+MAX_FIELD_BYTES = 4096  # a form field other than the file (purpose)
 
 
 def content_length(headers: Any, limit: int) -> int:
@@ -27,12 +28,16 @@ def content_length(headers: Any, limit: int) -> int:
         return 0
     raw = values.pop()
     if values or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise ApiError(400, f"Bad Content-Length header {raw[:40]!r}.", param="Content-Length",
-                       code="invalid_content_length")
+        raise ApiError(
+            400, f"Bad Content-Length header {raw[:40]!r}.", param="Content-Length", code="invalid_content_length"
+        )
     n = int(raw)
     if n > limit:
-        raise ApiError(413, f"The request body ({n} bytes) is over this endpoint's limit of {limit} bytes.",
-                       code="request_too_large")
+        raise ApiError(
+            413,
+            f"The request body ({n} bytes) is over this endpoint's limit of {limit} bytes.",
+            code="request_too_large",
+        )
     return n
 
 
@@ -104,7 +109,7 @@ class _Parts:
             if sink is not None and n:
                 sink.write(self.buf[:n])
             if k >= 0:
-                del self.buf[:k + keep]
+                del self.buf[: k + keep]
                 return
             del self.buf[:n]
             self._fill("before its closing boundary")
@@ -120,7 +125,7 @@ class _Parts:
                 raise ApiError(400, "A multipart part's headers are too long.", param="file")
             self._fill("inside a part's headers")
         head = bytes(self.buf[:j]).lstrip(b" \t").removeprefix(b"\r\n")
-        del self.buf[:j + 4]
+        del self.buf[: j + 4]
         return BytesHeaderParser(policy=HTTP).parsebytes(head + b"\r\n\r\n")
 
 
@@ -154,4 +159,3 @@ class _Small:
 
     def write(self, b: bytes | bytearray) -> None:
         self.data += b
-

@@ -5,6 +5,7 @@ Each question keeps what a later step needs: Vicuna's `category`, WizardLM's `sk
 Self-Instruct's separate `instruction` / `input` (its question text is "{instruction} Input: {input}" when the
 input is not empty, else the instruction alone).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,10 +24,10 @@ QUESTION_FIELDS = ("question", "text", "prompt", "instruction", "Instruction")  
 class Question:
     testset: str
     question_id: str
-    question: str                 # the text a judge and a chat model see
-    instruction: str = ""         # the Alpaca prompt's parts (instruction = question unless the set splits them)
+    question: str  # the text a judge and a chat model see
+    instruction: str = ""  # the Alpaca prompt's parts (instruction = question unless the set splits them)
     input: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)   # category / skill / difficulty, copied into answers
+    extra: dict[str, Any] = field(default_factory=dict)  # category / skill / difficulty, copied into answers
 
     def __post_init__(self) -> None:
         if not self.instruction:
@@ -38,12 +39,12 @@ def builtin_path(name: str) -> Path:
 
 
 def expand(specs: str | Iterable[str]) -> list[str]:
-    """"all" -> the four names; "vicuna,koala" -> two; paths pass through. Order kept, duplicates dropped."""
+    """ "all" -> the four names; "vicuna,koala" -> two; paths pass through. Order kept, duplicates dropped."""
     items = [specs] if isinstance(specs, str) else list(specs)
     out: list[str] = []
     for item in items:
         for part in (p.strip() for p in item.split(",")) if not Path(item).exists() else [item]:
-            for name in (NAMES if part == "all" else (part,)):
+            for name in NAMES if part == "all" else (part,):
                 if name and name not in out:
                     out.append(name)
     return out
@@ -90,13 +91,18 @@ def _koala(row: dict) -> Question:
 def _sinstruct(row: dict) -> Question:
     inp = (row.get("instances") or [{}])[0].get("input", "") or ""
     text = f"{row['instruction']} Input: {inp}" if inp.strip() else row["instruction"]
-    return Question("sinstruct", str(row["id"]), text, row["instruction"], inp,
-                    extra={"motivation_app": row.get("motivation_app")})
+    return Question(
+        "sinstruct", str(row["id"]), text, row["instruction"], inp, extra={"motivation_app": row.get("motivation_app")}
+    )
 
 
 def _wizardlm(row: dict) -> Question:
-    return Question("wizardlm", str(row["idx"]), row["Instruction"],
-                    extra={"skill": row.get("Skill"), "difficulty": row.get("Difficulty")})
+    return Question(
+        "wizardlm",
+        str(row["idx"]),
+        row["Instruction"],
+        extra={"skill": row.get("Skill"), "difficulty": row.get("Difficulty")},
+    )
 
 
 _BUILTIN = {"vicuna": _vicuna, "koala": _koala, "sinstruct": _sinstruct, "wizardlm": _wizardlm}
@@ -108,8 +114,9 @@ def _user_question(path: Path, n: int, row: dict) -> Question:
     if id_field is None:
         raise DataError(f"{path}, row {n}, field 'question_id': missing (one of {', '.join(ID_FIELDS)} is needed)")
     if text_field is None:
-        raise DataError(f"{path}, row {n}, field 'question': missing or empty "
-                        f"(one of {', '.join(QUESTION_FIELDS)} is needed)")
+        raise DataError(
+            f"{path}, row {n}, field 'question': missing or empty (one of {', '.join(QUESTION_FIELDS)} is needed)"
+        )
     inp = row.get("input") if isinstance(row.get("input"), str) else ""
     text = row[text_field]
     question = f"{text} Input: {inp}" if inp.strip() else text
@@ -117,8 +124,9 @@ def _user_question(path: Path, n: int, row: dict) -> Question:
         question.encode("utf-8")
     except UnicodeEncodeError:
         raise DataError(f"{path}, row {n}, field '{text_field}': contains invalid UTF-8") from None
-    extra = {k.lower(): row[k] for k in ("category", "Category", "skill", "Skill", "difficulty", "Difficulty")
-             if k in row}
+    extra = {
+        k.lower(): row[k] for k in ("category", "Category", "skill", "Skill", "difficulty", "Difficulty") if k in row
+    }
     return Question(path.stem, str(row[id_field]), question, text, inp, extra=extra)
 
 
