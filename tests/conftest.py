@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,12 @@ CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+def plain(text: str) -> str:
+    """What a terminal shows, as words: rich's table and panel lines (box drawing, U+2500-U+257F) and runs of
+    whitespace become one space, so tests assert on labels and numbers, not on how a table is drawn."""
+    return " ".join(re.sub("[\u2500-\u257f]", " ", text).split())
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,10 @@ c. every module <= 400 lines (devtools/ excepted);
 d. every function or method <= 80 lines (devtools/ excepted; in cli/ only the body counts, since typer option
    declarations live in the signature);
 e. `import alpagasus` and `alpagasus --help` import neither torch nor transformers (real subprocesses);
-f. every subpackage with more than one module has an __init__.py with a docstring and an `__all__`.
+f. every subpackage with more than one module has an __init__.py with a docstring and an `__all__`;
+g. no module probes a judge's capabilities (getattr/hasattr on a judge);
+h. only formats/ and records.py read a format's field names;
+i. the engine imports no provider's client (openai, anthropic, httpx, alpagasus.backends): it drives BatchApi.
 
 Each failure lists every violation, with file:line where there is one.
 """
@@ -468,6 +471,114 @@ def test_f_subpackages_have_docstring_and_all():
     assert not found, f"{len(found)} subpackage(s) without a declared surface:\n" + "\n".join(found)
 
 
+# ---- g. capabilities are declared, never probed ---------------------------------------------------------------
+def judge_probes() -> list[str]:
+    """`getattr(judge, ...)` / `hasattr(judge, ...)` (any first argument whose text names a judge: `judge`,
+    `self.judge`, `session.judge`...): a judge's capabilities are attributes it declares (judges/base.py)."""
+    out = []
+    for p in py_files():
+        for node in ast.walk(parse(p)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+                and node.args
+                and "judge" in ast.unparse(node.args[0]).lower()
+            ):
+                out.append(f"{rel(p)}:{node.lineno}: {ast.unparse(node)}")
+    return out
+
+
+def test_g_judge_capabilities_are_not_probed():
+    found = judge_probes()
+    assert not found, "probes of a judge (declare the capability in judges/base.py instead):\n" + "\n".join(found)
+
+
+# ---- h. only formats/ reads a format's field names -----------------------------------------------------------
+ALPACA_NAMES = ("instruction", "input", "output")
+FORMAT_HOMES = ("src/alpagasus/formats/", "src/alpagasus/records.py")  # where a sample's fields are read
+# Modules that read OTHER files or templates whose fields happen to carry these names (one reason each):
+ALPACA_NAME_ALLOWED = {
+    # AlpacaEval annotation files: {instruction, output_1, output_2, preference}, not samples
+    "src/alpagasus/judgecheck/references.py": "published verdict files (AlpacaEval annotations, AlpaGasus reviews)",
+    "src/alpagasus/compare/lc.py": "AlpacaEval verdicts (alpacaeval.Verdict.instruction) grouped by instruction",
+    "src/alpagasus/compare/files.py": "AlpacaEval verdicts (alpacaeval.Verdict.instruction) counted",
+    # the selection sidecar's `output`: the selection file's path
+    "src/alpagasus/judgecheck/caveats.py": "the .selection.json sidecar's `output` key (a file path)",
+    # the bundled test sets (vicuna, koala, wizardlm, sinstruct) and the answers generated for them
+    "src/alpagasus/testsets/__init__.py": "the bundled test sets' question files name their question `instruction`",
+    "src/alpagasus/generate/backends.py": "test-set questions (testsets.Question), not training samples",
+    "src/alpagasus/compare/inputs.py": "test-set question files (Self-Instruct keeps its input in `instances`)",
+    # the sidecar's duplicate list keeps its `instruction` snippet key (report/selections.py, existing sidecars)
+    "src/alpagasus/select/summary.py": "the .selection.json sidecar's duplicate entries (a prompt snippet)",
+}
+
+
+def alpaca_name_reads(path: Path) -> list[str]:
+    """`x.instruction` / `.input` / `.output`, `x["instruction"]`..., `x.get("output")`... in one module."""
+    out = []
+    for node in ast.walk(parse(path)):
+        hit = None
+        if isinstance(node, ast.Attribute) and node.attr in ALPACA_NAMES:
+            hit = ast.unparse(node)
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.slice, ast.Constant)
+            and node.slice.value in ALPACA_NAMES
+        ):
+            hit = ast.unparse(node)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "pop", "setdefault")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value in ALPACA_NAMES
+        ):
+            hit = ast.unparse(node)
+        if hit is not None:
+            out.append(f"{rel(path)}:{node.lineno}: {hit}")
+    return out
+
+
+def alpaca_field_readers() -> list[str]:
+    """Every read of an Alpaca field name outside formats/ and records.py and the allowlist: the rest of the
+    package reads a sample through its views (Example.prompt, .response, .prompt_fields(), formats.example_of)."""
+    out = []
+    for p in py_files():
+        where = rel(p)
+        if where.startswith(FORMAT_HOMES) or where in ALPACA_NAME_ALLOWED or p.is_relative_to(EXEMPT):
+            continue
+        out += alpaca_name_reads(p)
+    return out
+
+
+def test_h_check_sees_alpaca_field_reads(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "a = ex.instruction\nb = row['output']\nc = row.get('input', '')\nd = {'instruction': 1}\ne = ex.prompt\n"
+        'f = x.outputs\ng = row["output_1"]\n'
+    )
+    global REPO
+    saved, REPO = REPO, tmp_path  # rel() is relative to REPO
+    try:
+        got = alpaca_name_reads(probe)
+    finally:
+        REPO = saved
+    assert [g.split(": ", 1)[1] for g in got] == ["ex.instruction", "row['output']", "row.get('input', '')"]
+
+
+def test_h_only_formats_read_alpaca_field_names():
+    for where in ALPACA_NAME_ALLOWED:
+        assert (REPO / where).is_file(), f"allowlisted {where} does not exist: remove it from ALPACA_NAME_ALLOWED"
+        assert alpaca_name_reads(REPO / where), f"{where} no longer reads the names: remove it from the allowlist"
+    found = alpaca_field_readers()
+    assert not found, (
+        f"{len(found)} read(s) of an Alpaca field name outside formats/ (read the sample's views: Example.prompt, "
+        ".response, .prompt_fields(), formats.example_of(row); docs/formats.md):\n" + "\n".join(found)
+    )
+
+
 if __name__ == "__main__":  # python tests/test_architecture.py: print every violation, check by check
     for title, fn in [
         ("a. import cycles", import_cycles),
@@ -475,8 +586,23 @@ if __name__ == "__main__":  # python tests/test_architecture.py: print every vio
         ("c. long modules", long_modules),
         ("d. long functions", long_functions),
         ("f. undeclared subpackages", undeclared_packages),
+        ("g. judge probes", judge_probes),
+        ("h. Alpaca field names outside formats/", alpaca_field_readers),
     ]:
         found = fn()
         print(f"== {title}: {len(found)}")
         print("\n".join(found))
     pytest.main(["-q", __file__, "-k", "test_e_"])
+
+
+# ---- i. the engine imports no provider's client -----------------------------------------------------------
+def test_i_engine_imports_no_provider_client():
+    """engine/ drives `BatchApi` (engine/batchapi.py); provider clients live in backends/ (imports at any depth)."""
+    found = []
+    for path in sorted((PKG / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"engine/{path.name}: {n}" for n in names if n.split(".")[0] in ("openai", "anthropic", "httpx")]
+            found += [f"engine/{path.name}: {n}" for n in names if n.startswith("alpagasus.backends")]
+    assert not found, found

@@ -238,6 +238,7 @@ def cli(*args: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_kill_9_while_waiting_then_rerun_reattaches(runner, data, tmp_path):
     store = tmp_path / "s.sqlite"
     args = [
@@ -282,6 +283,7 @@ def test_kill_9_while_waiting_then_rerun_reattaches(runner, data, tmp_path):
     all_rated_once(rows, log)
 
 
+@pytest.mark.slow
 def test_compare_batch_and_non_openai_judge_refused(runner, data, tmp_path):
     from alpagasus.compare import compare_files
 
@@ -315,7 +317,7 @@ def test_compare_batch_and_non_openai_judge_refused(runner, data, tmp_path):
         log = server_log(url)
     assert [len(b["sent"]) for b in log] == [6] and rep.result.judging.run.batches == 1  # 3 questions x 2 orders
     assert len(rep.result.judgments) == 6
-    with pytest.raises(UserError, match="--batch needs an OpenAI-compatible judge"):
+    with pytest.raises(UserError, match="--batch needs a judge with a provider Batch API"):
         rate_file(
             data,
             tmp_path / "o.jsonl",
@@ -339,7 +341,10 @@ def test_files_split_within_the_limits_and_bodies_are_the_direct_ones(runner, da
     from alpagasus.store import Store
 
     t = load_template("accuracy")
-    exs = [Example(r["instruction"], r["input"], r["output"]) for r in map(json.loads, data.read_text().splitlines())]
+    exs = [
+        Example.alpaca(r["instruction"], r["input"], r["output"])
+        for r in map(json.loads, data.read_text().splitlines())
+    ]
     with start_server(runner) as url, Store(tmp_path / "s.sqlite") as st:
         j = judges.get(JUDGE, base_url=url, mode="logprob", top_logprobs=800)
         items = [Item(e.id, build_request(e, t, "logprob")) for e in exs]

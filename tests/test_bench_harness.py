@@ -98,7 +98,7 @@ def test_keep_alive_and_bad_requests(server):
 
 def test_our_openai_judge_in_both_modes(server):
     template = load_template("accuracy")
-    ex = Example(instruction="Name a primary colour.", input="", output="Blue.")
+    ex = Example.alpaca(instruction="Name a primary colour.", input="", output="Blue.")
     for mode in ("logprob", "generate"):
         j = judges.get("openai:instant", mode=mode, base_url=server.url)
         req = build_request(ex, template, mode)
@@ -158,6 +158,7 @@ def test_latency_proxy_process_and_run_measured():
     assert out["rc"] == 0 and out["stdout"].strip() == "ok" and out["peak_rss_mb"] > 150
 
 
+@pytest.mark.slow
 def test_alpagasus_serve_process(tiny_model):
     with harness.alpagasus_serve_process(str(tiny_model)) as (url, _):
         from openai import OpenAI
@@ -172,6 +173,7 @@ def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_concurrency_script_smoke(tmp_path):
     png = tmp_path / "c.png"
     out = subprocess.run(
@@ -204,6 +206,7 @@ def test_concurrency_script_smoke(tmp_path):
     assert res["curve"]["16"] > res["curve"]["1"] and png.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_overhead_script_smoke(tiny_model):
     out = subprocess.run(
         [

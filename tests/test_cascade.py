@@ -103,6 +103,9 @@ def test_random_predictor_gives_up():
     few = split_sample(rng.random(400) < 0.05, 0.5, 0)
     msg = precheck(rng.random(400) < 0.05, few, CascadeOptions())
     assert "certifying recall >= 0.95 with 95% confidence needs at least 59" in msg and "--cascade-sample" in msg
+    # a recall of 1 is never certified from a sample: a reason, not an OverflowError
+    msg = precheck(rng.random(400) < 0.05, few, CascadeOptions(recall=1.0))
+    assert "recall >= 1.0" in msg and "below 1" in msg
 
 
 def test_band_edges():
@@ -159,6 +162,7 @@ def labelled(tmp_path_factory) -> tuple[Path, Path, dict]:
     return _write(d / "data.jsonl", rows), _write(d / "recorded.jsonl", rows, "score"), truth
 
 
+@pytest.mark.slow
 def test_a_cascade_that_cannot_save_gives_up_after_the_sample(labelled, tmp_path):
     """The recorded Claude decisions, a 160-row sample: too few kept rows to certify a band that saves 20%.
     The cascade says so, no predictor rates the other rows (none is saved), the strong judge rates them."""
@@ -242,6 +246,7 @@ def planted(tmp_path_factory) -> tuple[Path, Path, float, dict]:
     return data, d / "strong.jsonl", threshold, truth
 
 
+@pytest.mark.slow
 def test_a_perfect_start_leaves_the_strong_judge_only_the_sample(planted, tmp_path):
     from alpagasus.rate import rate_file
     from alpagasus.store import Store
@@ -324,6 +329,7 @@ def test_a_perfect_start_leaves_the_strong_judge_only_the_sample(planted, tmp_pa
         assert text in res.output
 
 
+@pytest.mark.slow
 def test_cascade_with_batch_asks_each_row_once(tiny_model, alpaca_rows, tmp_path):
     """--cascade --batch against `alpagasus serve` (tiny random model): the strong judge's calls go through the
     provider's Batch API, the predictor's never do, and no row is put in a batch twice."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import plain
+
 REFUSED = "http://127.0.0.1:9/v1"  # nothing listens there
 OJ = ["--judge", "openai:m", "--base-url", REFUSED, "--store", "o/s.sqlite"]
 ROWS = [{"instruction": f"Say {i}", "input": "", "output": f"Answer number {i} is here."} for i in range(4)]
@@ -274,7 +276,18 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv,code,fragment", CASES, ids=[" ".join(c[0][:2]) + f" #{i}" for i, c in enumerate(CASES)])
+def _loads_torch(argv: list[str]) -> bool:
+    """The mistake is found after torch, transformers or scikit-learn are imported (3-6 CPU s each, against
+    0.4 s for the others): these cases are marked slow, left out of the inner loop (`-m "not slow"`)."""
+    said = " ".join(argv)
+    return any(k in said for k in ("hf:", "embedded:", "/no/such", "--head", "--holdout", "--only generate"))
+
+
+@pytest.mark.parametrize(
+    "argv,code,fragment",
+    [pytest.param(*c, marks=pytest.mark.slow) if _loads_torch(c[0]) else c for c in CASES],
+    ids=[" ".join(c[0][:2]) + f" #{i}" for i, c in enumerate(CASES)],
+)
 def test_a_user_mistake_is_a_message(fixtures, argv, code, fragment):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ALPAGASUS_DEBUG")}
     p = subprocess.run(
@@ -286,7 +299,7 @@ def test_a_user_mistake_is_a_message(fixtures, argv, code, fragment):
         timeout=300,
     )
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
-    said = " ".join(p.stderr.replace("│", " ").split())  # click draws its usage errors in a box
+    said = plain(p.stderr)  # click draws its usage errors in a box
     assert p.returncode == code, said[-2000:]
     assert fragment in said, said[-2000:]
     if not said.startswith("Usage:"):  # ours, not click's: one `error:` line

@@ -294,6 +294,7 @@ def _shortest(name: str, n: int = 3) -> list[dict]:
     return sorted(rows, key=lambda r: len(r["alpagasus2"]) + len(r["alpaca2"]))[:n]
 
 
+@pytest.mark.slow
 def test_cli_embedded_judge_both_orders_outputs_and_resume(tmp_path):
     rows = _shortest("vicuna")
     a = write_answers(

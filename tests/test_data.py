@@ -63,10 +63,10 @@ def test_field_mapping(tmp_path):
 
 
 def test_ids_depend_on_content_only():
-    a = Example("i", "x", "o", extra={"k": 1}, row=3)
-    b = Example("i", "x", "o", row=99)
+    a = Example.alpaca("i", "x", "o", extra={"k": 1}, row=3)
+    b = Example.alpaca("i", "x", "o", row=99)
     assert a.id == b.id == content_id("i", "x", "o")
-    assert Example("i", "", "xo").id != Example("i", "x", "o").id
+    assert Example.alpaca("i", "", "xo").id != Example.alpaca("i", "x", "o").id
 
 
 def test_bad_rows_each_named(tmp_path):
@@ -188,6 +188,7 @@ def test_empty_outputs_are_examples_when_allowed_and_invalid_otherwise(tmp_path)
         list(stream_examples(src))
 
 
+@pytest.mark.slow
 def test_a_hub_name_that_cannot_be_loaded_says_what_to_do():
     from alpagasus.data import stream_examples
 

@@ -41,7 +41,7 @@ def encoder() -> Encoder:
 
 @pytest.fixture(scope="module")
 def features(label_rows, encoder):
-    return featurize([Example(r["instruction"], r["input"], r["output"]) for r in label_rows], encoder)
+    return featurize([Example.alpaca(r["instruction"], r["input"], r["output"]) for r in label_rows], encoder)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def trained(tmp_path_factory, label_rows, features):
     return d / "pred", pred
 
 
+@pytest.mark.slow
 def test_encoder_matches_sentence_transformers(encoder):
     from sentence_transformers import SentenceTransformer
 
@@ -63,6 +64,7 @@ def test_encoder_matches_sentence_transformers(encoder):
     assert np.allclose(encoder.encode(texts), ref, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_beats_shuffled_labels(trained, label_rows, features):
     _, pred = trained
     held = pred.card["metrics"]["holdout"]
@@ -82,6 +84,7 @@ def test_beats_shuffled_labels(trained, label_rows, features):
     assert auc_pred > 0.65 and auc_pred > np.mean(controls) + 0.1, (auc_pred, controls)
 
 
+@pytest.mark.slow
 def test_card_and_round_trip(trained, features):
     folder, pred = trained
     card = json.loads((folder / "card.json").read_text())
@@ -99,6 +102,7 @@ def test_card_and_round_trip(trained, features):
     assert s.min() >= 0 and s.max() <= 5 and np.all(np.diff(again.score(np.sort(r2))) >= 0)  # monotone
 
 
+@pytest.mark.slow
 def test_bad_label_column_names_file_and_column(trained):
     path = trained[0].parent / "labels.jsonl"
     with pytest.raises(DistillError) as e:
@@ -163,6 +167,7 @@ def test_cli_distill_error_and_help(tmp_path):
     assert code == 2 and str(bad) in err and "'nope'" in err
 
 
+@pytest.mark.slow
 def test_shipped_predictor_judge(label_rows):
     assert {"alpaca-claude-accuracy", "alpaca-chatgpt-helpfulness"} <= set(shipped())
     judge = get("predictor:alpaca-chatgpt-helpfulness")
@@ -170,7 +175,7 @@ def test_shipped_predictor_judge(label_rows):
     assert judge.id.startswith("predictor:alpaca-chatgpt-helpfulness@") and len(judge.id.split("@")[1]) == 10
     rows = label_rows[:40]
     reqs = [
-        Request(key=str(i), system="", user="", example=Example(r["instruction"], r["input"], r["output"]))
+        Request(key=str(i), system="", user="", example=Example.alpaca(r["instruction"], r["input"], r["output"]))
         for i, r in enumerate(rows)
     ]
     judge.load()
@@ -196,6 +201,7 @@ def test_no_heavy_imports():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_rate_with_predictor_resumes(tmp_path, label_rows):
     """`rate --judge predictor:...` end to end: 50 rows rated, written, and a re-run rates nothing again;
     its output is itself a LABELS file for `distill`."""
@@ -220,7 +226,7 @@ def test_rate_with_predictor_resumes(tmp_path, label_rows):
 def test_embedding_cache(tmp_path, label_rows, encoder):
     from alpagasus.distill import cached_features
 
-    exs = [Example(r["instruction"], r["input"], r["output"]) for r in label_rows[:3]]
+    exs = [Example.alpaca(r["instruction"], r["input"], r["output"]) for r in label_rows[:3]]
     cache, logs = tmp_path / "emb.npz", []
     a = cached_features(exs[:2], cache, encoder, logs.append)
     b = cached_features(exs, cache, encoder, logs.append)  # one new row encoded, two read back
@@ -250,11 +256,14 @@ def test_tfidf_terms_match_scikit_learn(label_rows):
     assert np.allclose(tf.contribution(texts), vec.transform(texts) @ w, atol=1e-12)
     again = Tfidf.from_arrays(tf.arrays("t"), "t")
     assert again.vocab == tf.vocab and np.array_equal(again.contribution(texts), tf.contribution(texts))
-    h = hand_features([Example("List two colours.", "", "1. Red\n2. Blue"), Example("Say hi", "", "I'm sorry")])
+    h = hand_features(
+        [Example.alpaca("List two colours.", "", "1. Red\n2. Blue"), Example.alpaca("Say hi", "", "I'm sorry")]
+    )
     assert h.shape == (2, len(HAND_FEATURES))
     assert h[0, HAND_FEATURES.index("has_list")] == 1 and h[1, HAND_FEATURES.index("refusal_phrase")] == 1
 
 
+@pytest.mark.slow
 def test_rich_distill_reproduces_and_round_trips(tmp_path, trained, label_rows, features):
     """`distill --features rich` (the shipped predictors' settings) on a small sample: the same settings give
     the same arrays, the card records them, and the saved folder scores like the in-memory predictor."""
@@ -281,7 +290,7 @@ def test_rich_distill_reproduces_and_round_trips(tmp_path, trained, label_rows, 
     assert card["metrics"]["holdout"]["roc_auc"] > 0.65 and "average_precision" in card["metrics"]["holdout"]
     from alpagasus.predictors import with_hand
 
-    exs = [Example(r["instruction"], r["input"], r["output"]) for r in label_rows[:30]]
+    exs = [Example.alpaca(r["instruction"], r["input"], r["output"]) for r in label_rows[:30]]
     x = with_hand(features[:30], exs, "rich")
     loaded = Predictor.load(tmp_path / "rich0")
     assert np.array_equal(loaded.raw(x, exs), a.raw(x, exs))
@@ -289,11 +298,12 @@ def test_rich_distill_reproduces_and_round_trips(tmp_path, trained, label_rows, 
         loaded.raw(x)
 
 
+@pytest.mark.slow
 def test_shipped_predictors_load_offline(tmp_path):
     """A fresh process with the hub unreachable scores with both shipped predictors (package files only)."""
     code = (
         "import json; from alpagasus.predictors import Predictor; from alpagasus.records import Example; "
-        "ex = [Example('Name a primary colour.', '', 'Red.'), Example('Add 2 and 2.', '', '2 + 2 = 4')]; "
+        "ex = [Example.alpaca('Name a primary colour.', '', 'Red.'), Example.alpaca('Add 2 and 2.', '', '2 + 2 = 4')]; "
         "print(json.dumps({n: Predictor.load(n).predict(ex)[0].tolist() for n in "
         "('alpaca-claude-accuracy', 'alpaca-chatgpt-helpfulness')}))"
     )

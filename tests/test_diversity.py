@@ -90,6 +90,7 @@ def test_dedup_finds_planted_copies_and_keeps_the_best_rated(alpaca_rows):
     assert normalise("Hello,  WORLD!") == "hello world"
 
 
+@pytest.mark.slow
 def test_select_diverse_skips_the_near_copy_and_stores_embeddings(rated):
     out = rated["dir"] / "div.jsonl"
     res = select_file(rated["path"], out, "top_k", 5, diverse="deita", store=rated["store"])

@@ -22,7 +22,7 @@ from alpagasus.cli._progress import ProgressBars
 from alpagasus.engine import RunOptions
 from alpagasus.errors import UserError
 from alpagasus.rate import rate_file
-from alpagasus.records import rating_field
+from alpagasus.ratings_file import rating_field
 from alpagasus.redact import REDACTED, redact
 from openai_stub import OpenAIStub
 
@@ -142,6 +142,7 @@ def test_a_server_that_refuses_connections_is_unreachable(rows, tmp_path):
 
 
 # ---- 4. a name that does not resolve -----------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [False, True])
 def test_a_host_that_does_not_resolve_stops_at_once_with_the_reason(rows, tmp_path, batch):
     """`.invalid` never resolves (RFC 6761). With --max-outage at 30 s the old code paused 30 s and then said

@@ -109,6 +109,7 @@ def test_a_json_list_is_streamed_not_read_whole(tmp_path, alpaca_rows):
     assert [n for n, _ in iter_records(path)][-1] == len(rows)
 
 
+@pytest.mark.slow
 def test_a_json_list_item_above_the_limit_is_skipped_without_being_held(tmp_path, alpaca_rows):
     big = {"instruction": "i", "input": "", "output": 'a "quoted" \\ [brace} ' * (MB // 2)}
     path = tmp_path / "d.json"

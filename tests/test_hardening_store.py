@@ -71,6 +71,7 @@ def refused(res, bad, before: bytes) -> None:
     assert bad.read_bytes() == before  # nothing was written to it
 
 
+@pytest.mark.slow
 def test_rate_refuses_a_damaged_store_at_8_placements(rated, tmp_path):
     for _off, bad in damaged_copies(rated["store"], tmp_path):
         before = bad.read_bytes()

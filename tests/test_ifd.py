@@ -13,7 +13,8 @@ import torch
 from alpagasus import judges
 from alpagasus.judges.base import JudgeError
 from alpagasus.judges.ifd import IFDJudge, build_pair, ifd_score, ifd_values, mean_nll, span_logprobs
-from alpagasus.records import Example, Request, user_fields
+from alpagasus.ratings_file import user_fields
+from alpagasus.records import Example, Request
 from conftest import SHARED_DATA
 
 
@@ -21,7 +22,7 @@ from conftest import SHARED_DATA
 def rows(alpaca_rows):
     # short and long rows, with and without an input
     picked = [r for r in alpaca_rows[:200] if r["input"]][:5] + [r for r in alpaca_rows[:200] if not r["input"]][:7]
-    return [Example(r["instruction"], r["input"], r["output"]) for r in picked]
+    return [Example.alpaca(r["instruction"], r["input"], r["output"]) for r in picked]
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +88,14 @@ def test_ifd_at_least_1_is_marked_and_scored_lowest():
 
 def test_long_rows_are_cut_to_the_window(tiny_model, rows):
     j = IFDJudge(f"hf:{tiny_model}", context=24)
-    long = Example(rows[0].instruction * 6, rows[0].input, rows[0].output * 6)
+    long = Example.alpaca(rows[0].instruction * 6, rows[0].input, rows[0].output * 6)
     rep = j.score_sync(requests([long]))[0]
     d = rep.extra["ifd"]
     assert d["truncated"]["prompt"] > 0 and d["truncated"]["response"] > 0
     assert 1 + d["prompt_tokens"] + d["response_tokens"] == 24 and d["response_tokens"] >= 11
     assert j.id.endswith("/ctx24") and j.id != IFDJudge(f"hf:{tiny_model}").id
     # an empty response (sent only with --rate-empty) is an error for that row, not a made-up number
-    bad = j.score_sync(requests([Example("Say nothing.", "", ""), rows[1]]))
+    bad = j.score_sync(requests([Example.alpaca("Say nothing.", "", ""), rows[1]]))
     assert bad[0].score is None and "no IFD" in bad[0].error and not bad[0].retryable and bad[1].score is not None
 
 
@@ -135,6 +136,7 @@ def test_specs_and_missing_vllm_are_clear_errors():
             j.load()
 
 
+@pytest.mark.slow
 def test_rate_cli_writes_status_ok_and_raw_ifd(tiny_model, tmp_path):
     rows = json.loads((SHARED_DATA / "alpaca" / "alpaca_random_9k.json").read_text())[:17]
     rows[16]["ifd"] = "a user's own column"  # kept: that row's rating fields then go under alpagasus_

@@ -91,7 +91,7 @@ def test_longer_wins_gets_exactly_the_planted_share():
 
 
 def test_rating_baselines_rank_by_length():
-    items = [RatingItem(Example(f"i{n}", "", "w" * n), n > 50) for n in range(1, 101)]
+    items = [RatingItem(Example.alpaca(f"i{n}", "", "w" * n), n > 50) for n in range(1, 101)]
     base = {n: rating_figures(items, s) for n, s in rating_scores(items).items()}
     assert base["longer"].roc_auc == 1.0 and base["shorter"].roc_auc == 0.0
     assert base["longer"].precision_at_kept == 1.0 and base["longer"].length_spearman == 1.0
@@ -151,7 +151,7 @@ def test_stratified_sample_keeps_each_models_share_and_is_seeded():
     assert [int(it.key[1:]) for it in s] == sorted(int(it.key[1:]) for it in s)  # input order kept
     u = sample(items, 30, seed=3, uniform=True)
     assert len(u) == 30 and u != s
-    ratings = [RatingItem(Example(f"i{n}", "", f"o{n}"), n % 10 == 0) for n in range(100)]
+    ratings = [RatingItem(Example.alpaca(f"i{n}", "", f"o{n}"), n % 10 == 0) for n in range(100)]
     assert sum(it.decision for it in sample(ratings, 50, seed=0)) == 5  # the positive rate is kept
 
 
@@ -234,6 +234,7 @@ def test_compare_and_final_report_show_the_card(tmp_path, monkeypatch):
 
 
 # ---- end to end --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_offline_judge_on_the_shared_preferences_end_to_end(tmp_path):
     out = tmp_path / "card.json"
     args = [

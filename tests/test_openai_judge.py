@@ -60,9 +60,10 @@ def server(tiny_model):
 
 @pytest.fixture(scope="module")
 def examples(alpaca_rows):
-    return [Example(r["instruction"], r["input"], r["output"]) for r in alpaca_rows[:6] if r["output"].strip()]
+    return [Example.alpaca(r["instruction"], r["input"], r["output"]) for r in alpaca_rows[:6] if r["output"].strip()]
 
 
+@pytest.mark.slow
 def test_generate_mode_through_http(server, examples, tmp_path):
     j = judges.get("openai:tiny-served", base_url=server, concurrency=3)
     assert j.mode == "generate"  # API judges default to the paper's way
@@ -79,6 +80,7 @@ def test_generate_mode_through_http(server, examples, tmp_path):
         assert again.run.requests_sent == 0 and again.already_rated == len(examples)
 
 
+@pytest.mark.slow
 def test_logprob_mode_reads_top_logprobs(server, examples, tmp_path):
     j = judges.get("openai:tiny-served", base_url=server, mode="logprob", top_logprobs=800)
     t = load_template("accuracy")
@@ -109,6 +111,7 @@ def test_server_speaks_the_openai_protocol(server):
         client.chat.completions.create(model="tiny-served", messages=[])
 
 
+@pytest.mark.slow
 def test_unreachable_server_pauses_then_stops_resumably(examples, tmp_path):
     from alpagasus.engine import RunOptions
     from alpagasus.judges.base import OutageError

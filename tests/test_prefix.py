@@ -14,7 +14,7 @@ DIMENSIONS = ("accuracy", "helpfulness")
 
 @pytest.fixture(scope="module")
 def examples(alpaca_rows):
-    return [Example(r["instruction"], r["input"], r["output"]) for r in alpaca_rows[:200]]
+    return [Example.alpaca(r["instruction"], r["input"], r["output"]) for r in alpaca_rows[:200]]
 
 
 def fixed_part(template) -> str:

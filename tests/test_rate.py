@@ -15,7 +15,7 @@ from fakes import FakeJudge
 @pytest.fixture(scope="module")
 def examples(alpaca_rows):
     rows = [r for r in alpaca_rows if r["output"].strip()][:24]
-    return [Example(r["instruction"], r["input"], r["output"]) for r in rows]
+    return [Example.alpaca(r["instruction"], r["input"], r["output"]) for r in rows]
 
 
 class CountingHF(HFJudge):
@@ -102,7 +102,7 @@ def test_changed_prompt_or_mode_is_rated_again(tiny_model, examples, tmp_path):
 
 
 def test_unparsed_never_zero_and_errors_retried(tmp_path):
-    exs = [Example(f"q{i}", "", f"a{i}") for i in range(4)]
+    exs = [Example.alpaca(f"q{i}", "", f"a{i}") for i in range(4)]
     # replies per example output, in the order asked; a reply starting with "!" is a transport error
     judge = FakeJudge(
         id="scripted#generate",
@@ -151,7 +151,7 @@ def test_registry_and_default():
 def test_the_dry_run_estimate_counts_output_tokens_only_for_judges_that_write():
     from alpagasus.rate.loop import estimate
 
-    rows = [Example(f"Question {i}?", "", "An answer.") for i in range(3)]
+    rows = [Example.alpaca(f"Question {i}?", "", "An answer.") for i in range(3)]
     tpl, opts = load_template("rate_accuracy"), RunOptions(price_in=1.0, price_out=10.0)
     outs = {
         m: estimate(rows, tpl, m, len, opts, out_tokens=100)["tokens_out_estimate"]

@@ -32,6 +32,8 @@ from alpagasus.rate.loop import rate
 from alpagasus.rate.ray import RayRateError, rate_on_ray
 from alpagasus.store import Store
 
+pytestmark = pytest.mark.slow  # a local Ray cluster per module, workers killed and resumed
+
 ROWS = 300
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -85,11 +87,11 @@ def stored(path: Path) -> list[tuple]:
 
 
 def map_workers() -> list[int]:
-    """Pids of this test's Ray Data map actors (descendants of this process named after _BlockRater)."""
+    """Pids of this test's Ray Data map actors (descendants of this process named after rate.workers.BlockRater)."""
     out = []
     for p in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if "_BlockRater" in " ".join(p.cmdline()):
+            if "BlockRater" in " ".join(p.cmdline()):
                 out.append(p.pid)
     return out
 

@@ -115,7 +115,7 @@ def test_csv_cells_and_custom_keep_drop(tmp_path, alpaca_rows):
     csv.write_text("\n".join(lines) + "\n")
     judge = judges.get(f"replay:{csv}", column="keep", keep=4.5, drop=1.0)
     reqs = [
-        Request(key=str(i), system="", user="", example=Example(r["instruction"], r["input"], r["output"]))
+        Request(key=str(i), system="", user="", example=Example.alpaca(r["instruction"], r["input"], r["output"]))
         for i, r in enumerate(alpaca_rows[:3])
     ]
     replies = asyncio.run(judge.score(reqs))

@@ -406,6 +406,11 @@ def expected_summary(rows: list[dict], keywords: list[str], threshold: float) ->
     }
 
 
+def prompt(r: dict) -> str:
+    """An Alpaca row's prompt the plain way: the instruction, then a blank line and the input when there is one."""
+    return r["instruction"] + ("\n\n" + r["input"] if r["input"].strip() else "")
+
+
 def expected_agreement(rows_a: list[dict], rows_b: list[dict], threshold: float) -> dict:
     """Agreement the plain way: dicts of rows by id (a later row replaces an earlier one, keeping its place)."""
     from scipy.stats import spearmanr
@@ -434,7 +439,7 @@ def expected_agreement(rows_a: list[dict], rows_b: list[dict], threshold: float)
             x: {y: sum(score_bin(p) == x and score_bin(q) == y for p, q in zip(sa, sb)) for y in BIN_NAMES}
             for x in BIN_NAMES
         },
-        "worst": [(common[k], sb[k] - sa[k], a[common[k]]["instruction"][:200]) for k in worst if sa[k] != sb[k]],
+        "worst": [(common[k], sb[k] - sa[k], prompt(a[common[k]])[:200]) for k in worst if sa[k] != sb[k]],
     }
 
 
@@ -468,7 +473,7 @@ def test_streamed_report_equals_the_rows_in_memory(tmp_path, alpaca_rows):
         assert agr[key] == exp[key], key
     assert agr["spearman"] == pytest.approx(exp["spearman"], abs=1e-12)
     assert agr["kappa"] == pytest.approx(exp["kappa"], abs=1e-12)
-    assert [(w["id"], w["diff"], w["instruction"]) for w in agr["most_disagreeing"]] == exp["worst"]
+    assert [(w["id"], w["diff"], w["prompt"]) for w in agr["most_disagreeing"]] == exp["worst"]
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == s
 
     # the examples on the page: the seeded draw over each bin's rated rows in file order, as from a list

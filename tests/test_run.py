@@ -113,6 +113,7 @@ def test_select_stage_keeping_nothing_fails_and_writes_nothing(tmp_path):
     assert not (run_dir / "sets" / "filtered.json").exists() and not (run_dir / ".done" / "select.json").exists()
 
 
+@pytest.mark.slow
 def test_tiny_recipe_interrupted_and_resumed(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
@@ -192,7 +193,9 @@ def test_the_final_report_gives_each_sets_length_and_loss_and_warns_when_a_model
     assert loss_change(noisy) == {"first": 2.5, "last": 2.1, "fell": True, "steps_averaged": 2}
     flat = [{"step": i + 1, "loss": v} for i, v in enumerate([2.0, 2.2, 2.1, 2.3, 2.2, 2.4, 2.3, 2.5])]
     assert loss_change(flat)["fell"] is False
-    (tmp_path / "s.json").write_text(json.dumps([{"output": "abcd"}, {"output": "ab"}]))
+    rows = [{"instruction": "i", "input": "", "output": "abcd"}, {"messages": [{"role": "user", "content": "i"}]}]
+    rows[1]["messages"].append({"role": "assistant", "content": "ab"})  # any row format: the response's length
+    (tmp_path / "s.json").write_text(json.dumps(rows))
     assert mean_output_chars(tmp_path / "s.json") == 3.0 and mean_output_chars(tmp_path / "missing.json") is None
     d = {
         "name": "x",

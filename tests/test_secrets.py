@@ -258,6 +258,7 @@ def test_a_key_given_only_in_a_recipe_stays_out_of_the_run_directory(tmp_path, r
 
 
 # ---- the commands against a server that answers -----------------------------------------------------------
+@pytest.mark.slow
 def test_a_working_key_is_sent_but_never_written(tmp_path, answering):
     url, server = answering
     run = Runs(tmp_path)

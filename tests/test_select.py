@@ -100,9 +100,10 @@ def _users_file(tmp_path, alpaca_rows):
     return src, rows, empties
 
 
+@pytest.mark.slow
 def test_rate_keeps_every_user_value_and_marks_empty_outputs(tmp_path, alpaca_rows):
     from alpagasus.rate import rate_file
-    from alpagasus.records import RATING_PREFIX, rating_field
+    from alpagasus.ratings_file import RATING_PREFIX, rating_field
 
     src, rows, empties = _users_file(tmp_path, alpaca_rows)
     out = tmp_path / "ratings.jsonl"
@@ -121,6 +122,7 @@ def test_rate_keeps_every_user_value_and_marks_empty_outputs(tmp_path, alpaca_ro
     assert again.run.to_judge == len(empties) and again.already_rated == len(rows)  # asked for: rated
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rule,value",
     [("threshold", 0.0), ("top_k", 100), ("keep_fraction", 1.0), ("random", 100), ("longest", 100), ("all", None)],

@@ -202,6 +202,7 @@ def test_fault_vanish(runner):
         assert [b.id for b in client.batches.list()] == [kept.id] and kept.status == "completed"
 
 
+@pytest.mark.slow
 def test_command_flags_and_files_dir(tiny_model, tmp_path):
     """The faults as flags of `alpagasus serve`, files kept in --files-dir (a real process)."""
     with socket.socket() as s:

@@ -396,6 +396,7 @@ def test_batch_resumes_after_a_restart_on_the_same_folder(runner, tmp_path):
         assert [x.id for x in client.batches.list()] == [bid]
 
 
+@pytest.mark.slow
 def test_sigterm_removes_the_temporary_folder_and_the_env_key_is_read(tiny_model, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-import alpagasus.store as store_mod
 from alpagasus.records import Rating
 from alpagasus.store import (
     FINAL,
@@ -536,7 +535,7 @@ def connections(monkeypatch):
         opened.append((db, ran))
         return db
 
-    monkeypatch.setattr(store_mod.sqlite3, "connect", spy)
+    monkeypatch.setattr(sqlite3, "connect", spy)  # the module Store connects through
     return opened
 
 

@@ -111,6 +111,7 @@ def test_writers_stream_json_csv_and_parquet_in_chunks(tmp_path):
     assert (tmp_path / "a.csv").read_text().splitlines()[0] == "instruction,output,note"
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_command_reads_nothing_until_something_changes(tiny_model, alpaca_rows, tmp_path):
     import sqlite3
 

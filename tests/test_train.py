@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,6 +14,8 @@ from alpagasus.alpaca import IGNORE_INDEX, alpaca_prompt, tokenize_example
 from alpagasus.cli import app
 from alpagasus.data import DataError
 from alpagasus.train import TrainConfig, TrainError, make_config, train
+
+pytestmark = pytest.mark.slow  # trains tiny models with TRL
 
 METRIC_FIELDS = {
     "completed",
@@ -47,7 +50,7 @@ def data_file(tmp_path_factory, rows) -> Path:
 
 def fast(tiny_model: Path, **kw) -> TrainConfig:
     """Small batches and a high learning rate so that a few steps on CPU show learning."""
-    base = dict(
+    base: dict[str, Any] = dict(
         base=str(tiny_model),
         batch_size=4,
         per_device_batch_size=4,
@@ -93,12 +96,12 @@ def test_truncation_keeps_the_start_and_trl_keeps_our_labels(tiny_model, rows, t
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from alpagasus.alpaca import tokenize_examples
     from alpagasus.records import Example
+    from alpagasus.train import build_dataset
 
     tok = tokenizer(tiny_model)
-    examples = [Example(r["instruction"], r["input"], r["output"]) for r in rows[:8]]
-    dataset, stats = tokenize_examples(examples, tok, max_length=128)
+    examples = [Example.alpaca(r["instruction"], r["input"], r["output"]) for r in rows[:8]]
+    dataset, stats = build_dataset(examples, tok, max_length=128)
     assert stats["examples_truncated"] > 0 and all(len(x) <= 128 for x in dataset["input_ids"])
     args = SFTConfig(
         output_dir=str(tmp_path),

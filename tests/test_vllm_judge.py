@@ -33,7 +33,7 @@ def test_vllm_judge_builds_the_same_prompts_as_transformers(tiny_model):
     assert isinstance(v, VLLMJudge) and v.id == f"vllm:{tiny_model}#logprob" and v.batch_size == 256
     h = HFJudge(str(tiny_model))
     v.tok = h.tok = AutoTokenizer.from_pretrained(tiny_model)  # the tokenizer vLLM would hand back
-    req = build_request(Example("Add 2 and 3.", "", "5"), load_template("accuracy"), "logprob")
+    req = build_request(Example.alpaca("Add 2 and 3.", "", "5"), load_template("accuracy"), "logprob")
     assert v.prompt_text(req) == h.prompt_text(req)
     assert v.prompt_text(req).endswith("<|im_start|>assistant\nScore: ")
     assert all(len(c) >= 1 for c in v._candidates(req.labels))  # "4" and " 4" both count

@@ -4,6 +4,7 @@ Library first; the CLI is a thin layer over these calls:
 
     read_examples(path)                  a dataset file -> validated Examples      (alpagasus.data)
     rate_file(input, output, judge=...)  rate a file, write the ratings file       (alpagasus.rate)
+    rate_file(input, output, RateOptions(...))  the same with the options as one record (rate/options.py)
     rate.rate(examples, judge, template, store)  the same for examples in memory
     select_file(ratings, output, rule, value)  keep the best-rated, or a baseline (alpagasus.select)
     compare_files([a, b], out_dir, judge=...)  two models judged in both orders    (alpagasus.compare)
@@ -39,6 +40,8 @@ _EXPORTS = {
     "RunCounts": "alpagasus.engine",
     "rate_file": "alpagasus.rate",
     "RateSummary": "alpagasus.rate",
+    "RateOptions": "alpagasus.rate",
+    "PairScores": "alpagasus.records",
     "select_file": "alpagasus.select",
     "compare_files": "alpagasus.compare",
     "build_report": "alpagasus.report",

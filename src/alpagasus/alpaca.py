@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import cache
-from typing import Any, Iterable
+from typing import Any
 
 from alpagasus.prompts import builtin_text
 
@@ -62,30 +62,3 @@ def tokenize_example(tokenizer: Any, instruction: str, input: str, output: str, 
     if truncated:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return {"input_ids": input_ids, "labels": labels, "truncated": truncated}
-
-
-def tokenize_examples(examples: Iterable[Any], tok: Any, max_length: int) -> tuple[Any, dict[str, int]]:
-    """A datasets.Dataset of input_ids and labels for training, and counts: rows whose prompt alone fills
-    max_length are dropped (nothing to learn), truncated ones counted."""
-    from datasets import Dataset
-
-    ids, labels, truncated, dropped, tokens, response = [], [], 0, 0, 0, 0
-    for ex in examples:
-        item = tokenize_example(tok, ex.instruction, ex.input, ex.output, max_length)
-        learned = sum(1 for x in item["labels"] if x != IGNORE_INDEX)
-        if learned == 0:  # the prompt alone fills max_length: nothing to learn from this row
-            dropped += 1
-            continue
-        truncated += item["truncated"]
-        ids.append(item["input_ids"])
-        labels.append(item["labels"])
-        tokens += len(item["input_ids"])
-        response += learned
-    stats = {
-        "examples_trained": len(ids),
-        "examples_truncated": truncated,
-        "examples_dropped": dropped,
-        "dataset_tokens": tokens,
-        "dataset_response_tokens": response,
-    }
-    return Dataset.from_dict({"input_ids": ids, "labels": labels}), stats

@@ -211,7 +211,7 @@ def _convert_gguf(gguf: Path) -> Path:
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # save_pretrained refuses a GGUF-loaded model until its quantizer marks are removed
-    lm.hf_quantizer = None
+    lm.hf_quantizer = None  # type: ignore[assignment]  # torch types unknown Module attributes as Tensor | Module
     if hasattr(lm.config, "quantization_config"):
         del lm.config.quantization_config
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")

@@ -11,27 +11,6 @@ CORE_FIELDS = ("instruction", "input", "output")
 # `empty`: the instruction or the output is empty (bad data the method filters, not a broken file); not sent to
 # the judge unless asked, never selected for training
 STATUSES = ("ok", "unparsed", "invalid_input", "error", "empty")
-# The fields the ratings file adds to each example's own. Where a user's row already has a field of one of these
-# names, that row's rating fields are all written as RATING_PREFIX + name instead, so no user value is lost.
-RATING_FIELDS = (
-    "id",
-    "row",
-    "score",
-    "status",
-    "judge",
-    "prompt_version",
-    "model",
-    "explanation",
-    "raw",
-    "probs",
-    "label_mass",
-    "flags",
-    "field",
-)
-RATING_PREFIX = "alpagasus_"
-# Written by IFD judges only (judges/ifd.py: the raw IFD, both losses, the >= 1 mark), so a rating field only in
-# rows such a judge rated (judge "ifd:..."): a user's own `ifd` column in any other ratings file stays theirs.
-IFD_FIELD = "ifd"
 
 
 def content_id(*parts: str) -> str:
@@ -44,27 +23,136 @@ def content_id(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a conversation. Roles are ours: ShareGPT's human/gpt are read as user/assistant."""
+
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+def _joined(instruction: str, input: str) -> str:
+    """Alpaca's prompt as one text: the instruction, then the input after a blank line when there is one."""
+    return instruction + "\n\n" + input if input.strip() else instruction
+
+
 @dataclass
 class Example:
-    instruction: str
-    input: str
-    output: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    """The format-neutral sample (docs/formats.md): the conversation as read, the row as read, and the views
+    every stage outside `formats/` reads (`prompt`, `response`, `prompt_fields()`), never a format's field
+    names. Alpaca and Dolly rows also keep their three fields (`parts`): their content id and prompt come from
+    them exactly as before, so stores written before formats existed keep their ratings."""
+
+    messages: tuple[Turn, ...]  # the conversation as read; Alpaca: (user, assistant)
+    format: str = "alpaca"  # a formats/ name: "alpaca" | "dolly" | "messages" | "sharegpt"
+    row_data: dict[str, Any] = field(default_factory=dict)  # the row exactly as read (select writes it back)
     row: int | None = None  # 1-based row in the source file, for messages
     id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # the row's other columns, kept and written back
+    parts: tuple[str, str, str] | None = None  # Alpaca/Dolly: (instruction, input, output); None for chat rows
 
     def __post_init__(self) -> None:
         if not self.id:
-            self.id = content_id(self.instruction, self.input, self.output)
+            self.id = self._content_id()
+
+    @classmethod
+    def alpaca(
+        cls,
+        instruction: str,
+        input: str,
+        output: str,
+        extra: dict[str, Any] | None = None,
+        row: int | None = None,
+        format: str = "alpaca",
+        row_data: dict[str, Any] | None = None,
+    ) -> Example:
+        """An Alpaca-shaped example from its three fields (code and tests that build examples)."""
+        return cls(
+            messages=(Turn("user", _joined(instruction, input)), Turn("assistant", output)),
+            format=format,
+            row_data=row_data if row_data is not None else {},  # the reader's own dict: not copied
+            row=row,
+            extra=dict(extra or {}),
+            parts=(instruction, input, output),
+        )
+
+    def _content_id(self) -> str:
+        if self.parts is not None:  # unchanged since the first store: every paid rating stays found
+            return content_id(*self.parts)
+        turns = json.dumps([[t.role, t.content] for t in self.messages], ensure_ascii=False)
+        return content_id("messages/v1", turns)
+
+    @property
+    def response(self) -> str:
+        """The judged response: the last assistant turn's content (Alpaca: the output)."""
+        if self.parts is not None:
+            return self.parts[2]
+        return next((t.content for t in reversed(self.messages) if t.role == "assistant"), "")
+
+    @property
+    def context(self) -> tuple[Turn, ...]:
+        """The turns before the judged response: system prompt, earlier turns, the last user turn."""
+        last = max((i for i, t in enumerate(self.messages) if t.role == "assistant"), default=len(self.messages))
+        return self.messages[:last]
+
+    @property
+    def prompt(self) -> str:
+        """What comes before the judged response, as text: Alpaca's instruction (+ blank line + input); a
+        conversation's context rendered as docs/formats.md shows (`render_context`)."""
+        if self.parts is not None:
+            return _joined(self.parts[0], self.parts[1])
+        return render_context(self.context)
+
+    def prompt_fields(self) -> dict[str, str]:
+        """The rubric template's variables: Alpaca's own three fields; for a conversation, `instruction` is the
+        rendered context, `input` is empty and `output` is the last assistant turn."""
+        if self.parts is not None:
+            return dict(zip(CORE_FIELDS, self.parts))
+        return {"instruction": self.prompt, "input": "", "output": self.response}
 
     def fields(self) -> dict[str, Any]:
-        """The training-format view: the input's own fields, extras untouched."""
-        return {"instruction": self.instruction, "input": self.input, "output": self.output, **self.extra}
+        """The row as it is written back (ratings and selection files): Alpaca and Dolly as today, their three
+        fields under our names then the other columns; a conversation, the row exactly as read."""
+        if self.parts is not None:
+            return {**dict(zip(CORE_FIELDS, self.parts)), **self.extra}
+        return dict(self.row_data)
+
+    # Transitional: the three Alpaca names for modules not yet moved to the views (prompt_fields' values, so a
+    # conversation reads as its rendered context and last answer); tests/test_architecture.py lists who reads them.
+    @property
+    def instruction(self) -> str:
+        return self.prompt_fields()["instruction"]
+
+    @property
+    def input(self) -> str:
+        return self.prompt_fields()["input"]
+
+    @property
+    def output(self) -> str:
+        return self.response
 
     @property
     def empty_field(self) -> str | None:
-        """ "instruction" or "output" when that field holds no text (nothing to learn from), else None."""
-        return next((f for f in ("instruction", "output") if not getattr(self, f).strip()), None)
+        """The part that holds no text (nothing to learn from), else None: "instruction" or "output" for Alpaca,
+        "last user turn" or "last assistant turn" for a conversation."""
+        if self.parts is not None:
+            return next((f for f, v in zip(("instruction", "output"), self.parts[::2]) if not v.strip()), None)
+        if not self.response.strip():
+            return "last assistant turn"
+        users = [t for t in self.context if t.role == "user"]
+        return "last user turn" if not users or not users[-1].content.strip() else None
+
+
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def render_context(turns: tuple[Turn, ...] | list[Turn]) -> str:
+    """The text a judge sees in the instruction's place for a conversation (docs/formats.md): one user turn
+    alone is its text as is (a one-turn chat row reads like an Alpaca instruction); otherwise each turn as
+    "Role: content", separated by blank lines."""
+    if len(turns) == 1 and turns[0].role == "user":
+        return turns[0].content
+    return "\n\n".join(f"{ROLE_NAMES.get(t.role, t.role.title())}: {t.content}" for t in turns)
 
 
 @dataclass
@@ -96,6 +184,18 @@ class Request:
     # for judges that score the parts, not the prompt (judges/pointwise.py)
 
 
+@dataclass(frozen=True)
+class PairScores:
+    """A pairwise verdict on one question, typed: Assistant 1's score, Assistant 2's (on the pairwise prompt's
+    scale, 1-10) and why. A pairwise scorer returns it in `Reply.pair`; an LLM judge's written review is parsed
+    into it (prompts.parse.parse_pair_scores); either way it is stored as a Rating with score = score_1 and
+    extra["score_2"] = score_2."""
+
+    score_1: float
+    score_2: float
+    explanation: str = ""
+
+
 @dataclass
 class Reply:
     """What a judge backend returns for one Request."""
@@ -109,6 +209,7 @@ class Reply:
     latency_s: float = 0.0
     error: str | None = None  # transport/backend failure, retried by the caller
     extra: dict[str, Any] | None = None  # backend details worth keeping (label mass, argmax...)
+    pair: PairScores | None = None  # a pairwise scorer's two scores (no review text to parse back)
     retry_after: float | None = None  # the server's Retry-After: no retry is sent before it
     retryable: bool = True  # False for errors a retry cannot fix (e.g. HTTP 400)
     outage: bool = False  # the backend is unreachable: pause the run, charge no attempt
@@ -157,36 +258,3 @@ class Judgment:
     status: str
     raw: str | None = None
     judge: str = ""
-
-
-def with_rating(fields: dict[str, Any], rating: dict[str, Any]) -> dict[str, Any]:
-    """A ratings-file row: the example's own fields, then the rating's; the rating's go under RATING_PREFIX
-    when any of their names is taken by the example (a user's `score` or `model` column is kept as it was)."""
-    if any(k in fields for k in rating):
-        return {**fields, **{RATING_PREFIX + k: v for k, v in rating.items()}}
-    return {**fields, **rating}
-
-
-def rating_field(row: dict[str, Any], name: str, default: Any = None) -> Any:
-    """A rating field of a ratings-file row, wherever `with_rating` put it."""
-    if RATING_PREFIX + "status" in row:
-        return row.get(RATING_PREFIX + name, default)
-    return row.get(name, default)
-
-
-def rating_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A ratings-file row as readers that show ratings want it: the rating's fields under their plain names
-    (a user's field of the same name is left out of this view, never out of the file)."""
-    if RATING_PREFIX + "status" not in row:
-        return row
-    view = {k: v for k, v in row.items() if not k.startswith(RATING_PREFIX) and k not in RATING_FIELDS}
-    view.update((k[len(RATING_PREFIX) :], v) for k, v in row.items() if k.startswith(RATING_PREFIX))
-    return view
-
-
-def user_fields(row: dict[str, Any]) -> dict[str, Any]:
-    """The user's own fields of a ratings-file row (the training format), exactly as they were read."""
-    if RATING_PREFIX + "status" in row:
-        return {k: v for k, v in row.items() if not k.startswith(RATING_PREFIX)}
-    names = RATING_FIELDS + (IFD_FIELD,) if str(row.get("judge") or "").startswith("ifd:") else RATING_FIELDS
-    return {k: v for k, v in row.items() if k not in names}

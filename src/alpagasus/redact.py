@@ -17,7 +17,8 @@ SECRET_ENV = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF
 # config keys whose values are secrets (recipes, options): written as REDACTED
 SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
 _PATTERNS = (
-    re.compile(r"\bsk-[A-Za-z0-9_\-*]{20,}"),  # OpenAI-style keys (sk-..., sk-proj-...), masked or not
+    # OpenAI-style keys (sk-..., sk-proj-...) and Anthropic's (sk-ant-api03-...), masked or not
+    re.compile(r"\bsk-[A-Za-z0-9_\-*]{20,}"),
     re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face tokens
     re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9_\-.=+/]{8,}"),  # Authorization: Bearer ...
     re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in a URL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
@@ -12,6 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from alpagasus.cli import app
+
+if TYPE_CHECKING:  # for the annotations only: the CLI imports the library when a command runs
+    from alpagasus.compare import CompareReport
 
 console = Console(stderr=True)
 
@@ -121,7 +125,7 @@ def compare_cmd(
         if reviews_ab or reviews_ba:
             if not (model_a and model_b):
                 raise UserError("--reviews-ab/--reviews-ba need --model-a and --model-b (the answers' field names)")
-            report = reaggregate_files(reviews_ab, reviews_ba, model_a, model_b, output, testset)
+            report: CompareReport | dict = reaggregate_files(reviews_ab, reviews_ba, model_a, model_b, output, testset)
         else:
             opts = RunOptions(
                 max_tokens=max_tokens,
@@ -155,13 +159,13 @@ def compare_cmd(
                     skills=skills,
                     progress=bars,
                 )
-    if dry_run:
+    if isinstance(report, dict):  # --dry-run: what would be sent
         typer.echo(json.dumps(report, indent=2))
         return
     _print(report)
 
 
-def _print(report) -> None:
+def _print(report: CompareReport) -> None:
     s = report.summary
     t = Table(
         title=escape(f"A = {s['model_a']}, B = {s['model_b']}; judge {s['judge']}"),

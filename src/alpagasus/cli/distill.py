@@ -95,3 +95,54 @@ def distill(
             indent=2,
         )
     )
+
+
+@app.command("distill-pairwise")
+def distill_pairwise_cmd(
+    reference: list[Path] = typer.Argument(
+        ..., help="AlpacaEval annotation file(s) (JSON list or JSONL, .gz too), e.g. the shared GPT-4 dev verdicts"
+    ),
+    out: Path = typer.Option(
+        ..., "-o", "--output", help="folder to write the pairwise judge to (pairwise.npz, pairwise.json)"
+    ),
+    folds: int = typer.Option(4, min=2, help="groups the judged models and the questions are each dealt into"),
+    seed: int = typer.Option(0, help="seed of the split"),
+    holdout_fold: int = typer.Option(
+        0, help="the fold whose models AND questions the saved judge never sees (its pairs: heldout.jsonl.gz); -1: none"
+    ),
+    cache: Path | None = typer.Option(
+        None, help="folder of embedding chunks (emb_*.npz), reused and extended (encoding is the slow part)"
+    ),
+    name: str | None = typer.Option(None, help="the judge's name in its card (default: the folder name)"),
+    heldout: Path | None = typer.Option(
+        None, help="where to write the held-out fold's pairs (AlpacaEval JSONL; default: OUT/heldout.jsonl.gz)"
+    ),
+) -> None:
+    """Train the free pairwise judge (question + both answers) on published verdicts; use it with
+    `compare --judge pairwise:OUT`. Prints its figures on models and questions it was not trained on."""
+    from alpagasus.cli._errors import user_errors
+    from alpagasus.distill.pairwise import distill_pairwise
+
+    with user_errors():
+        model, card = distill_pairwise(
+            reference,
+            out,
+            folds=folds,
+            seed=seed,
+            holdout_fold=None if holdout_fold < 0 else holdout_fold,
+            cache=cache,
+            name=name,
+            heldout=heldout,
+            log=lambda s: typer.echo(s, err=True),
+        )
+    typer.echo(
+        json.dumps(
+            {
+                "judge": f"pairwise:{out}",
+                "id": f"pairwise:{model.name}@{model.digest}",
+                "tie_band": model.tie_band,
+                "figures": card["figures"],
+            },
+            indent=2,
+        )
+    )

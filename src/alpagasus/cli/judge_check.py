@@ -110,9 +110,9 @@ def judge_check_cmd(
             command=_command(ctx),
             progress=bars,
         )
-        if not dry_run:
+        if not isinstance(card, dict):  # a dict of what would be sent with --dry-run
             write_card(card, output)
-    if dry_run:
+    if isinstance(card, dict):
         typer.echo(json.dumps(card, indent=2))
         return
     _print(card, output)
@@ -129,7 +129,7 @@ def _command(ctx: typer.Context) -> str:
         if value == p.default or value in (None, [], ()) or p.param_type_name != "option" or p.name == "store":
             continue
         flag = max(p.opts, key=len)
-        if p.is_flag:
+        if getattr(p, "is_flag", False):  # typer's options are its own vendored click's, not click.Option
             words.append(flag)
         else:
             words += [w for v in (value if isinstance(value, (list, tuple)) else [value]) for w in (flag, str(v))]

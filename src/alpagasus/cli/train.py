@@ -10,14 +10,15 @@ import typer
 
 from alpagasus.cli import app
 from alpagasus.cli._errors import user_errors
+from alpagasus.cli._options import FORMAT
 
 
 @app.command()
 def train(
     data: Path = typer.Argument(
         ...,
-        help="Training data: JSON/JSONL/CSV/Parquet/datasets dir of "
-        "{instruction, input, output} (e.g. the output of `alpagasus select`).",
+        help="Training data: JSON/JSONL/CSV/Parquet/datasets dir of Alpaca rows {instruction, input, output}, "
+        "Dolly rows, OpenAI `messages` or ShareGPT `conversations` (e.g. the output of `alpagasus select`).",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Run directory: checkpoints, final model, metrics.json."),
     base: str | None = typer.Option(
@@ -56,8 +57,10 @@ def train(
     ),
     skip_invalid: bool | None = typer.Option(None, "--skip-invalid", help="Train on the valid rows only."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run directory first."),
+    format: str | None = FORMAT,
 ) -> None:
-    """Fine-tune a base model on instruction data in the Alpaca format (loss on the responses only)."""
+    """Fine-tune a base model on instruction data: Alpaca rows in the Alpaca prompt format (loss on the
+    responses), conversations with the base model's chat template (loss on the assistant turns; docs/formats.md)."""
     from alpagasus.train import make_config
     from alpagasus.train import train as run_train
 
@@ -87,7 +90,7 @@ def train(
             resume=resume,
             skip_invalid=skip_invalid,
         )
-        metrics = run_train(data, output, config, overwrite=overwrite)
+        metrics = run_train(data, output, config, overwrite=overwrite, format=format)
     if os.environ.get("RANK", "0") != "0":  # one summary for a multi-process run
         return
     summary = {

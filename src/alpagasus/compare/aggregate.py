@@ -16,8 +16,9 @@ from alpagasus.records import Judgment
 
 POINTS = {"win": 1, "tie": 0, "lose": -1}
 POSITION_BIAS_NOTE = (
-    "not measurable with this judge: it scores each answer alone, so both orders give the same "
-    "verdict (disagreement 0 and Assistant 1's win rate say nothing about position)"
+    "not measurable with this judge: its verdict cannot depend on the order (it scores each answer alone, "
+    "or averages both orders), so both orders give the same verdict (disagreement 0 and Assistant 1's win "
+    "rate say nothing about position)"
 )
 LEVEL_PCT = round(LEVEL * 100)
 
@@ -134,8 +135,8 @@ def _mean(values: Iterable[int]) -> float | None:
 def outcome_rows(result: CompareResult) -> Iterable[dict]:
     """outcomes.jsonl: one row per question and order, with both scores, the raw review and the outcome."""
     by_q: dict[tuple[str, str], dict[str, Judgment]] = defaultdict(dict)
-    for j in result.judgments:
-        by_q[(j.testset, j.question_id)][j.order] = j
+    for judged in result.judgments:
+        by_q[(judged.testset, judged.question_id)][judged.order] = judged
     for p in result.pairs:
         by_order = by_q.get((p.testset, p.question_id), {})
         outcome, status = question_outcome(by_order)

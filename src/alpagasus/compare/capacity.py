@@ -108,9 +108,13 @@ def skill_table(pairs: Sequence[Pair], judgments: Sequence[Judgment]) -> dict:
 
 
 def _totals(js: Sequence[Judgment | None]) -> dict:
-    ok = [j for j in js if j is not None and j.status == "ok" and j.score_1 is not None and j.score_2 is not None]
-    ref = sum(j.score_1 for j in ok)
-    model = sum(j.score_2 for j in ok)
+    ok = [
+        (j.score_1, j.score_2)
+        for j in js
+        if j is not None and j.status == "ok" and j.score_1 is not None and j.score_2 is not None
+    ]
+    ref = sum(s1 for s1, _ in ok)
+    model = sum(s2 for _, s2 in ok)
     unparsed = sum(1 for j in js if j is not None and j.status == "unparsed")
     return {
         "questions": len(js),

@@ -137,11 +137,11 @@ def lc_winning_score(
     pen = np.array([INTERCEPT_PENALTY, SLOPE_PENALTY])
     b0, b1 = fit_logistic(X, y, penalty=pen)[0]
     rng = np.random.default_rng(seed)
-    boot = []
+    chunks = []
     for start in range(0, resamples, CHUNK):  # resamples in chunks: memory ~ CHUNK x questions, not resamples x
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(CHUNK, resamples - start))
-        boot.append(2 * _sigmoid(fit_logistic(X, y, counts, pen)[:, 0]))
-    boot = np.sort(np.concatenate(boot))
+        chunks.append(2 * _sigmoid(fit_logistic(X, y, counts, pen)[:, 0]))
+    boot = np.sort(np.concatenate(chunks))
     tail = (1 - level) / 2
     ci = [
         round(float(boot[int(tail * resamples)]), 4),

@@ -40,8 +40,8 @@ def match(
         seen.add(a.key)
         b = by_key.get(a.key)
         bad = _unmatched(a, b, f"only in the answers of {a.model} ({a.source})")
-        if bad is not None:
-            mismatches.append(bad)
+        if bad is not None or b is None:  # (b is None only with a mismatch)
+            mismatches.extend([bad] if bad else [])
             continue
         if limit is not None and per_set[a.testset] >= limit:
             continue
@@ -108,8 +108,11 @@ def judge_pairs(
     """Send every judgment not yet in the store; each reply is committed as it settles. The judge is loaded
     only when something is left to ask; `progress(label, requests left)` is called then."""
     opts = options or RunOptions()
-    if judge.mode != "generate":
-        raise JudgeError(f"{judge.id}: pairwise judging needs a judge that writes its review (mode generate)")
+    if judge.mode != "generate" and not judge.pair_scores:
+        raise JudgeError(
+            f"{judge.id}: pairwise judging needs a judge that writes its review (mode generate) or gives two "
+            "scores (pair_scores)"
+        )
     todo, already = plan(pairs, template, store, judge.id, orders, opts.retry_unparsed)
     judging = Judging(already_in_store=already)
     judging.run.judge, judging.run.prompt_version = judge.id, template.version
@@ -181,7 +184,7 @@ def compare(
         aggregate(judgments, pairs),
         mismatches,
         judging,
-        order_blind=bool(getattr(judge, "order_blind", False)),
+        order_blind=judge.order_blind,
     )
 
 
@@ -202,8 +205,8 @@ def reaggregate(
     for ab in reviews_ab:
         ba = by_key.pop(ab.key, None)
         bad = _unmatched(ab, ba, f"no review with {model_b} first ({ab.source})")
-        if bad is not None:
-            mismatches.append(bad)
+        if bad is not None or ba is None:  # (ba is None only with a mismatch)
+            mismatches.extend([bad] if bad else [])
             continue
         pairs.append(Pair(ab.testset, ab.question_id, ab.question, ab.answer_1, ab.answer_2))
         for order, rev in (("ab", ab), ("ba", ba)):

@@ -111,7 +111,9 @@ class ListReader:
     def _skip_ws(self) -> str:
         """The next character that is not whitespace ("" at the end of the file)."""
         while True:
-            self.pos = _WS.match(self.buf, self.pos).end()
+            ws = _WS.match(self.buf, self.pos)
+            assert ws is not None, "_WS matches the empty string, so it matches anywhere"
+            self.pos = ws.end()
             if self.pos < len(self.buf) or self.eof:
                 return self.buf[self.pos : self.pos + 1]
             self._fill()

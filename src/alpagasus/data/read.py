@@ -1,4 +1,5 @@
-"""Datasets in: JSON, JSONL, CSV/TSV, Parquet, Hugging Face datasets; validation into Examples.
+"""Datasets in: JSON, JSONL, CSV/TSV, Parquet, Hugging Face datasets; validation into Examples, each row read
+in the file's format (formats/: detected from the first rows that show one, or named; docs/formats.md).
 
 The one home for reading records: `iter_records` (any format, examples), `iter_jsonl` (JSONL whatever the
 suffix), `iter_objects` (plain objects: ratings, answers, questions), `read_jsonl` (our own outputs).
@@ -12,16 +13,18 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from alpagasus import formats
 from alpagasus.data.jsontext import MAX_ROW_BYTES, ListReader, bounded_lines, parse_line, too_big
+from alpagasus.formats.alpaca import ALIASES  # noqa: F401  (re-exported: alpagasus.data.ALIASES)
 from alpagasus.records import CORE_FIELDS, Example, InvalidRow
 
-# Column names other datasets use for our three fields (applied only when our own name is absent).
-ALIASES = {"input": ("context",), "output": ("response",), "instruction": ("prompt",)}
+DETECT_ROWS = 1000  # rows read to find the format when none is named; then Alpaca (whose errors name the fields)
 
 
 class DataError(ValueError):
@@ -34,6 +37,7 @@ class ReadResult:
     invalid: list[InvalidRow] = field(default_factory=list)
     duplicates: int = 0
     rows: int = 0
+    format: str | None = None  # the format the valid rows were read in
 
 
 def parse_field_map(specs: Iterable[str] | None) -> dict[str, str]:
@@ -47,76 +51,18 @@ def parse_field_map(specs: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
-def _bad_text(value: str) -> str | None:
-    if "\x00" in value:
-        return "contains a NUL character"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains invalid UTF-8 (or a lone surrogate)"
-    return None
-
-
 def to_example(
-    record: Any, row: int, source: str, field_map: Mapping[str, str] | None = None, allow_empty: bool = False
+    record: Any,
+    row: int,
+    source: str,
+    field_map: Mapping[str, str] | None = None,
+    allow_empty: bool = False,
+    format: str | None = None,
 ) -> Example | InvalidRow:
-    """Validate one raw record; never raises for bad data. With `allow_empty`, an empty instruction or output
-    is an Example (`empty_field` says which): bad data to rate or filter, not a broken row."""
-    if not isinstance(record, dict):
-        return InvalidRow(source, row, None, f"expected an object, got {type(record).__name__}")
-    field_map = field_map or {}
-    values: dict[str, str] = {}
-    used: set[str] = set()
-    for name in CORE_FIELDS:
-        column = field_map.get(name)
-        if column is None:
-            column = name
-            if name not in record:
-                column = next((a for a in ALIASES.get(name, ()) if a in record), name)
-        used.add(column)
-        if column not in record:
-            if name == "input":
-                values[name] = ""
-                continue
-            return InvalidRow(source, row, column, "missing")
-        value = record[column]
-        if value is None and name == "input":
-            value = ""
-        if not isinstance(value, str):
-            return InvalidRow(source, row, column, f"must be a string, got {_type_name(value)}")
-        problem = _bad_text(value)
-        if problem:
-            return InvalidRow(source, row, column, problem)
-        if name != "input" and not value.strip() and not allow_empty:
-            return InvalidRow(source, row, column, "is empty")
-        values[name] = value
-    extra = {k: v for k, v in record.items() if k not in used}
-    for k, v in extra.items():  # other columns are carried to the outputs: they must be writable as UTF-8
-        if not _encodable(k) or not _encodable(v):
-            return InvalidRow(
-                source,
-                row,
-                str(k).encode("utf-8", "backslashreplace").decode(),
-                "contains invalid UTF-8 (or a lone surrogate)",
-            )
-    return Example(values["instruction"], values["input"], values["output"], extra=extra, row=row)
-
-
-def _encodable(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-    elif isinstance(value, dict):
-        return all(_encodable(k) and _encodable(v) for k, v in value.items())
-    elif isinstance(value, (list, tuple)):
-        return all(_encodable(v) for v in value)
-    return True
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+    """Validate one raw record in `format` (detected from its keys when None; Alpaca with a field map); never
+    raises for bad data. With `allow_empty`, an empty part is an Example (`empty_field` says which)."""
+    name = format or ("alpaca" if field_map else formats.detect(record) or "alpaca")
+    return formats.get(name).read(record, row, source, field_map, allow_empty)
 
 
 def iter_records(path: str | Path, max_row_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
@@ -272,11 +218,38 @@ def iter_examples(
     field_map: Mapping[str, str] | None = None,
     allow_empty: bool = False,
     max_row_bytes: int | None = MAX_ROW_BYTES,
+    format: str | None = None,
 ) -> Iterator[Example | InvalidRow]:
     """Stream validated examples (or InvalidRow for bad rows, one above `max_row_bytes` among them) from a
-    dataset file."""
-    for row, rec in iter_records(path, max_row_bytes):
-        yield rec if isinstance(rec, InvalidRow) else to_example(rec, row, str(path), field_map, allow_empty)
+    dataset file, all in one format: `format`, or the one the first rows show (`choose_format`)."""
+    records = iter_records(path, max_row_bytes)
+    name, records = choose_format(records, str(path), field_map, format)
+    fmt = formats.get(name)
+    for row, rec in records:
+        yield rec if isinstance(rec, InvalidRow) else fmt.read(rec, row, str(path), field_map, allow_empty)
+
+
+def choose_format(
+    records: Iterator[tuple[int, Any]], src: str, field_map: Mapping[str, str] | None, format: str | None
+) -> tuple[str, Iterator[tuple[int, Any]]]:
+    """The format to read a file in, and its records (those looked at put back): a named one (checked), Alpaca
+    when a field map is given (maps name Alpaca's fields), else the first row's among DETECT_ROWS that has one."""
+    if format is not None:
+        if format not in formats.names():
+            raise DataError(f"--format {format!r}: unknown; one of {', '.join(formats.names())}")
+        if field_map and format not in ("alpaca", "dolly"):
+            raise DataError(f"--field maps Alpaca's fields; it does not go with --format {format} ({src})")
+        return format, records
+    if field_map:
+        return "alpaca", records
+    seen: list[tuple[int, Any]] = []
+    found = None
+    for row, rec in records:
+        seen.append((row, rec))
+        found = None if isinstance(rec, InvalidRow) else formats.detect(rec)
+        if found is not None or len(seen) >= DETECT_ROWS:
+            break
+    return found or "alpaca", itertools.chain(seen, records)
 
 
 def stream_examples(
@@ -286,19 +259,21 @@ def stream_examples(
     stats: ReadResult | None = None,
     allow_empty: bool = False,
     max_row_bytes: int | None = MAX_ROW_BYTES,
+    format: str | None = None,
 ) -> Iterator[Example]:
     """Validated, deduplicated examples, one at a time: memory holds only the ids seen (8 bytes of hash each
-    as an int), never the rows. Counts go to `stats` (rows, duplicates, invalid rows with their reasons).
-    Raises DataError on the first bad row unless `skip_invalid`."""
+    as an int), never the rows. Counts go to `stats` (rows, duplicates, invalid rows with their reasons, the
+    format read). Raises DataError on the first bad row unless `skip_invalid`."""
     st = stats if stats is not None else ReadResult()
     seen: set[int] = set()
-    for item in iter_examples(path, field_map, allow_empty, max_row_bytes):
+    for item in iter_examples(path, field_map, allow_empty, max_row_bytes, format):
         st.rows += 1
         if isinstance(item, InvalidRow):
             if not skip_invalid:
                 raise DataError(f"{item} (use --skip-invalid to rate the valid rows and list the rest)")
             st.invalid.append(item)
             continue
+        st.format = item.format
         key = int(item.id, 16)
         if key in seen:
             st.duplicates += 1
@@ -312,11 +287,14 @@ def read_examples(
     field_map: Mapping[str, str] | None = None,
     skip_invalid: bool = False,
     max_row_bytes: int | None = MAX_ROW_BYTES,
+    format: str | None = None,
 ) -> ReadResult:
     """Read and validate a whole dataset into memory (small files, tests); duplicated content is kept once.
     Large files: use `stream_examples`."""
     result = ReadResult()
-    result.examples = list(stream_examples(path, field_map, skip_invalid, result, max_row_bytes=max_row_bytes))
+    result.examples = list(
+        stream_examples(path, field_map, skip_invalid, result, max_row_bytes=max_row_bytes, format=format)
+    )
     return result
 
 

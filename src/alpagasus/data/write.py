@@ -29,7 +29,8 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     _remove_stale_temps(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.p{os.getpid()}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "errors": "surrogatepass"})) as f:
+        text = "b" not in mode
+        with os.fdopen(fd, mode, encoding="utf-8" if text else None, errors="surrogatepass" if text else None) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -151,7 +152,8 @@ def _write_parquet(path: str | Path, rows: Iterable[Mapping[str, Any]], chunk: i
                 flush()
             else:
                 writer = pq.ParquetWriter(f, pa.schema([]))
-        writer.close()
+        if writer is not None:  # always set by now; the check is for the type checker
+            writer.close()
     return n
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -120,7 +121,7 @@ class FaultProxy:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task] = set()
-        self._schedule: asyncio.Future | None = None
+        self._schedule: concurrent.futures.Future[None] | None = None
 
     # ---- control (from any thread) ------------------------------------------------------------------
     @property
@@ -205,6 +206,7 @@ class FaultProxy:
 
     # ---- the server ----------------------------------------------------------------------------------------
     def _call(self, coro: Any) -> Any:
+        assert self._loop is not None, "the proxy is not started"
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
     async def _listen(self) -> None:
@@ -232,6 +234,7 @@ class FaultProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # a connection's handler runs as a task
         self._tasks.add(task)
         self._writers.add(writer)
         try:
@@ -274,12 +277,12 @@ class FaultProxy:
         rule = self._pick(ev.index, now - self._t0, req["body"].decode("utf-8", "replace"))
         fault = ev.fault = rule.fault if rule else None
         delay = self.latency.sample(self.rng) if self.latency else 0.0
-        if fault in ERRORS:
+        if rule is not None and fault in ERRORS:
             status, headers = int(fault), {}
             body = json.dumps({"error": {"message": f"injected {fault}", "type": "fault_proxy"}}).encode()
             if rule.retry_after is not None:
                 headers = {"retry-after": f"{rule.retry_after:g}", "retry-after-ms": f"{rule.retry_after * 1000:.0f}"}
-        elif fault == "hang":
+        elif rule is not None and fault == "hang":
             await asyncio.sleep(rule.hang_s)
             return False
         elif fault == "garbage":
@@ -288,7 +291,7 @@ class FaultProxy:
             t = time.monotonic()
             status, headers, body = await self._forward(req)
             await asyncio.sleep(max(0.0, delay - (time.monotonic() - t)))  # the modelled latency, at least
-            if status == 200 and fault in ("empty", "length", "content"):
+            if rule is not None and status == 200 and fault in ("empty", "length", "content"):
                 body = _rewrite(body, fault, rule.content, req)
         head = _head(status, {**headers, "content-type": "application/json"}, len(body), keep)
         ev.sent, ev.status = time.monotonic(), status
@@ -471,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", default=None, help="write every request's event as JSONL here on exit")
     a = ap.parse_args(argv)
     rules = [parse_rule(s, a.retry_after, a.content, a.hang) for s in a.fault]
-    outages = [tuple(float(x) for x in w.split("-", 1)) for w in a.down]
+    outages = [(float(lo), float(hi)) for lo, hi in (w.split("-", 1) for w in a.down)]
     latency = Lognormal(a.latency_median, a.latency_sigma) if a.latency_median else None
     proxy = FaultProxy(
         None if a.upstream == "none" else a.upstream,

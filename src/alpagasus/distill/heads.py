@@ -89,7 +89,7 @@ def _tfidf_matrix(spec: Mapping[str, Any], examples: Sequence[Example]) -> tuple
     from alpagasus.predictors import prompt_text
     from alpagasus.predictors.text import ngrams
 
-    texts = {"output": [e.output for e in examples], "prompt": [prompt_text(e) for e in examples]}
+    texts = {"output": [e.response for e in examples], "prompt": [prompt_text(e) for e in examples]}
     vecs = {
         k: TfidfVectorizer(
             analyzer=ngrams,

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from alpagasus.data import DataError, read_table, to_example
-from alpagasus.records import RATING_PREFIX, Example, InvalidRow, rating_field
+from alpagasus.ratings_file import RATING_PREFIX, rating_field
+from alpagasus.records import Example, InvalidRow
 
 TRUE = {"true", "yes", "y", "t", "keep", "1"}
 FALSE = {"false", "no", "n", "f", "drop", "0"}
@@ -92,6 +93,7 @@ def load_labels(
             skipped["invalid row"] = skipped.get("invalid row", 0) + 1
             invalid.append(str(ex))
             continue
+        assert label is not None  # chosen from the first row's columns above
         try:
             v = _parse_label(rec.get(label))
         except ValueError:

@@ -2,6 +2,8 @@
 `batch_items`, store schema v2), written before anything is sent so that no row is ever paid for twice
 (see engine/batch.py). States: recorded (items chosen, nothing sent) -> uploaded (input file id) -> submitted
 (batch id) -> done (results read), or abandoned (never created on the server) / vanished (the server forgot it).
+Provider-neutral: a batch belongs to a judge id, whose prefix names the provider (`openai:`, `anthropic:`); a
+provider without input files (Anthropic) goes from recorded to submitted with no input file id.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class Ledger:
             (self.judge_id, self.version, *OPEN),
         )
         return [dict(zip(cols, r)) for r in rows]
+
+    def batch_ids(self) -> set[str]:
+        """Every provider batch id the ledger knows, of any judge (a batch found by `find` must be none of them)."""
+        return {r[0] for r in self.store.db.execute("SELECT batch_id FROM batches WHERE batch_id IS NOT NULL")}
 
     def items_of(self, key: str) -> list[str]:
         return [r[0] for r in self.store.db.execute("SELECT custom_id FROM batch_items WHERE key=?", (key,))]

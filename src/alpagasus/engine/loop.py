@@ -18,6 +18,7 @@ import time
 from collections import deque
 from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
+from alpagasus.engine.retry import charge
 from alpagasus.engine.settle import judge_secrets, label_floor, scrub, settle_in_run
 from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
 from alpagasus.judges.base import Judge, JudgeError, OutageError
@@ -149,7 +150,11 @@ class _Engine:
             loop.add_signal_handler(signal.SIGINT, on_sigint)
         except (ValueError, RuntimeError, NotImplementedError):  # not the main thread / not supported
             return lambda: None
-        return lambda: loop.remove_signal_handler(signal.SIGINT)
+
+        def restore() -> None:
+            loop.remove_signal_handler(signal.SIGINT)
+
+        return restore
 
     def _delay(self, batch: list[Item], delay: float) -> None:
         self.seq += 1
@@ -182,7 +187,7 @@ class _Engine:
         if len(replies) != len(batch):
             replies = [Reply(error=f"the judge returned {len(replies)} replies for {len(batch)} requests")] * len(batch)
         finished: list[Rating] = []
-        log: list[tuple[str, str, str]] = []  # (item, outcome, detail) of every request that settled nothing
+        log: list[tuple[str, str, str | None]] = []  # (item, outcome, detail) of every request that settled nothing
         refused: JudgeError | None = None
         for it, rep in zip(batch, replies):
             scrub(rep, self.secrets)  # a server's text may echo the API key: it goes to the store and the screen
@@ -214,19 +219,11 @@ class _Engine:
                 log.append((it.key, "outage", rep.error))
                 self.ready.appendleft([it])  # not charged to the item: the server is away
                 continue
-            for attr in ("tokens_in", "tokens_out", "latency_s"):
-                setattr(it, attr, getattr(it, attr) + getattr(rep, attr))
-            self.s.tokens_in += rep.tokens_in
-            self.s.tokens_out += rep.tokens_out
-            if failing and (rep.extra or {}).get("throttled") and it.throttled < self.opts.max_throttled:
-                it.throttled += 1  # rate limited: wait as told, charge nothing (the request was not served)
-                self.s.throttled += 1
+            wait = charge(it, rep, self.opts, self.s)  # engine/retry.py: the one rule, shared with --batch
+            if wait is not None:  # rate limited: wait as told, charge nothing (the request was not served)
                 log.append((it.key, "throttled", rep.error))
-                self._delay([it], max(rep.retry_after or 0.0, self.opts.backoff(it.throttled)))
+                self._delay([it], wait)
                 continue
-            it.attempts += 1
-            if rep.error is not None and (rep.extra or {}).get("ambiguous"):
-                self.s.ambiguous += 1
             rating, retry_after = settle_in_run(
                 it, rep, self.judge.id, self.rubric, self.opts, self.floor, self.s, self.secrets
             )

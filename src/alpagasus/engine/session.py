@@ -56,15 +56,16 @@ def judging_session(
 ) -> Iterator[Session]:
     """The judge (built from its spec unless given) and the store, held for one run (`lock=False` for reads
     such as a dry run). Both are closed when the block ends, however it ends."""
-    given = judge is not None and not isinstance(judge, str)
+    given = None if judge is None or isinstance(judge, str) else judge  # a built judge, which the caller hands over
+    spec = judge if judge is None or isinstance(judge, str) else None
     try:  # the store first: a damaged or newer one stops the run before a model is loaded
         store = open_store(store_path)
     except UserError:
-        if given:
-            judge.close()
+        if given is not None:
+            given.close()
         raise
     try:
-        j = judge if given else build_judge(judge, mode, judge_options)
+        j = given if given is not None else build_judge(spec, mode, judge_options)
     except BaseException:
         store.close()
         raise

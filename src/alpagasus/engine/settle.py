@@ -11,23 +11,25 @@ import time
 from typing import Any
 
 from alpagasus.engine.types import Item, RunCounts, RunOptions
+from alpagasus.judges.base import Judge
+from alpagasus.prompts.parse import pair_parsed
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.records import Rating, Reply
 from alpagasus.redact import redact
 
 
-def label_floor(judge: Any, opts: RunOptions) -> tuple[float, bool]:
+def label_floor(judge: Judge, opts: RunOptions) -> tuple[float, bool]:
     """(the label-mass floor of this run, whether the judge can answer a request in generate mode instead).
-    The floor is the run's `min_label_mass`, else the judge's own default (`min_label_mass` attribute: 0.5 for
-    API judges, which renormalise whatever labels show among the top log-probabilities; off for the others)."""
-    floor = opts.min_label_mass if opts.min_label_mass is not None else getattr(judge, "min_label_mass", 0.0)
-    return float(floor or 0.0), bool(getattr(judge, "generate_fallback", False))
+    The floor is the run's `min_label_mass`, else the judge's declared default (0.5 for API judges, which
+    renormalise whatever labels show among the top log-probabilities; off for the others)."""
+    floor = opts.min_label_mass if opts.min_label_mass is not None else judge.min_label_mass
+    return float(floor or 0.0), bool(judge.generate_fallback)
 
 
-def judge_secrets(judge: Any) -> tuple[str, ...]:
-    """The judge's own key (`api_key`, given in code or on the command line), to redact wherever it appears."""
-    key = getattr(judge, "api_key", None)
-    return (key,) if isinstance(key, str) and key else ()
+def judge_secrets(judge: Judge) -> tuple[str, ...]:
+    """What the judge declares secret (its API key, given in code, on the command line or in the environment),
+    to redact wherever it appears."""
+    return tuple(s for s in judge.secrets if isinstance(s, str) and s)
 
 
 def scrub(rep: Reply, secrets: tuple[str, ...] = ()) -> Reply:
@@ -83,7 +85,7 @@ def settle(
 ) -> tuple[Rating | None, float | None]:
     """A final Rating for this item, or the delay before asking again. `floor`, `fallback`: see label_floor; a
     logprob reply under the floor is asked again in generate mode (`fallback`) or stored as `unparsed`."""
-    base = dict(
+    base: dict[str, Any] = dict(
         example_id=it.key,
         judge=judge_id,
         prompt_version=rubric.version,
@@ -98,13 +100,12 @@ def settle(
         if rep.retryable and it.attempts < opts.max_attempts:
             return None, max(opts.backoff(it.attempts), rep.retry_after or 0.0)
         return Rating(score=None, status="error", raw=rep.error, explanation=None, **base), None
-    mass = (rep.extra or {}).get("label_mass")
+    mass, top = (rep.extra or {}).get("label_mass"), (rep.extra or {}).get("top")
     if mass is not None and mass < floor:  # the labels were not what the judge was answering: no score
         it.extra["label_mass"] = mass
         if fallback and it.request.mode is None:
             it.request.mode = "generate"  # asked again for a written score; its tokens are charged to the item
             return None, 0.0
-        top = (rep.extra or {}).get("top")
         return Rating(
             score=None,
             status="unparsed",
@@ -115,6 +116,8 @@ def settle(
             f"the floor {floor:g} (--min-label-mass): not a score",
             **base,
         ), None
+    if rep.pair is not None:  # a pairwise scorer's typed verdict: stored as a parsed review is
+        return _pair_rating(it, rep, rubric, base), None
     if rep.score is not None:  # the backend computed the score itself (logprob, predictor)
         if rubric.in_scale(rep.score):
             return Rating(score=rep.score, status="ok", probs=rep.probs, raw=rep.text, extra=rep.extra, **base), None
@@ -129,7 +132,6 @@ def settle(
             **base,
         ), None
     if rep.text is None:  # logprob mode with no probability on any label
-        top = (rep.extra or {}).get("top")
         return Rating(
             score=None,
             status="unparsed",
@@ -157,3 +159,25 @@ def settle(
         extra={**it.extra, **(rep.extra or {}), "asks": it.reasks + 1},
         **base,
     ), None
+
+
+def _pair_rating(it: Item, rep: Reply, rubric: Rubric, base: dict[str, Any]) -> Rating:
+    """A pairwise scorer's PairScores as the store keeps a parsed review: score = Assistant 1's, extra["score_2"]
+    = Assistant 2's; a score outside the scale is no verdict (`unparsed`), never clamped."""
+    pair = rep.pair
+    assert pair is not None
+    if not (rubric.in_scale(pair.score_1) and rubric.in_scale(pair.score_2)):
+        lo, hi = rubric.scale
+        return Rating(
+            score=None,
+            status="unparsed",
+            raw=f"{pair.score_1:g} {pair.score_2:g}",
+            explanation=f"scores {pair.score_1:g} {pair.score_2:g} outside the scale {lo:g}-{hi:g}",
+            extra=rep.extra,
+            **base,
+        )
+    parsed = pair_parsed(pair)
+    extra = {**it.extra, **(rep.extra or {}), **(parsed.extra or {})} or None
+    return Rating(
+        score=parsed.score, status="ok", explanation=parsed.explanation or None, raw=rep.text, extra=extra, **base
+    )

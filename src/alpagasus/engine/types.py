@@ -88,6 +88,8 @@ class RunCounts:
     throttled: int = 0  # 429 answers (waited for, not charged to the item)
     fallbacks: int = 0  # logprob replies below the label-mass floor, asked again in generate mode
     batches: int = 0  # provider batches created (--batch)
+    batches_reattached: int = 0  # --batch: batches of an earlier (killed) run found again and waited for
+    batch_rows_resubmitted: int = 0  # --batch: rows of batches the server no longer knows, sent again
     # --batch: requests of the batches still running as the provider reports them (request_counts), so the
     # progress moves while a batch waits (their replies are read, and counted in `done`, when it ends)
     batch_completed: int = 0
@@ -98,6 +100,22 @@ class RunCounts:
     @property
     def done(self) -> int:
         return self.ok + self.unparsed + self.invalid_input + self.error
+
+    @property
+    def used_batches(self) -> bool:
+        """Whether the run went through provider batches (--batch): created, or re-attached from a killed run."""
+        return bool(self.batches or self.batches_reattached or self.batch_rows_resubmitted)
+
+    def batch_line(self) -> str:
+        """What the provider batches did, in one line (printed after a --batch run)."""
+        parts = [
+            f"{self.batches} batch(es) created",
+            f"{self.batches_reattached} batch(es) of an earlier run re-attached" if self.batches_reattached else "",
+            f"{self.batch_rows_resubmitted} row(s) of batches the server no longer knows were resubmitted"
+            if self.batch_rows_resubmitted
+            else "",
+        ]
+        return "batch: " + ", ".join(p for p in parts if p)
 
     def settled(self, status: str) -> None:
         setattr(self, status, getattr(self, status) + 1)
@@ -110,7 +128,18 @@ class RunCounts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-SPENT = ("requests_sent", "tokens_in", "tokens_out", "outage_s", "ambiguous", "throttled", "fallbacks", "batches")
+SPENT = (
+    "requests_sent",
+    "tokens_in",
+    "tokens_out",
+    "outage_s",
+    "ambiguous",
+    "throttled",
+    "fallbacks",
+    "batches",
+    "batches_reattached",
+    "batch_rows_resubmitted",
+)
 ADDED = ("to_judge", "ok", "unparsed", "invalid_input", "error", *SPENT)
 
 

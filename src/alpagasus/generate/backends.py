@@ -8,12 +8,11 @@ tokenizer then adds its own BOS) or the question as a chat message.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from alpagasus.alpaca import alpaca_prompt, cut_at_stop
 from alpagasus.generate.config import BACKENDS, GenerateConfig, stops_for
-from alpagasus.models import chat_prompt, generate_tokens, has_chat_template, load_causal_lm, loadable, prompt_ids
+from alpagasus.models import chat_prompt, generate_tokens, has_chat_template, load_causal_lm, prompt_ids
 from alpagasus.testsets import Question
 
 
@@ -66,14 +65,12 @@ class VLLMBackend:
     """vLLM in process (GPU machines); imported only when chosen."""
 
     def __init__(self, model: str, config: GenerateConfig):
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError as e:
-            raise BackendError("the vllm backend needs vLLM: pip install 'alpagasus[vllm]'") from e
+        from alpagasus.backends import vllm
+
         self.config = config
-        self.llm = LLM(model=loadable(model), seed=config.seed or 0)
+        self.llm = vllm.engine(model, BackendError, "the vllm backend needs vLLM", seed=config.seed or 0)
         self.tok = self.llm.get_tokenizer()
-        self.params = SamplingParams(
+        self.params = vllm.sampling(
             temperature=config.temperature,
             top_p=config.top_p,
             seed=config.seed,
@@ -92,7 +89,9 @@ class OpenAIBackend:
     Requests of a batch run concurrently (at most `concurrency` at once); a failed one comes back as its error."""
 
     def __init__(self, model: str, config: GenerateConfig):
-        if not config.base_url and not os.environ.get("OPENAI_BASE_URL") and not os.environ.get("OPENAI_API_KEY"):
+        from alpagasus.backends.openai import resolve
+
+        if resolve(config.base_url, config.api_key)[1] is None:
             raise BackendError("the openai backend needs --base-url URL (or OPENAI_BASE_URL / OPENAI_API_KEY)")
         self.model, self.config = model, config
 
@@ -100,14 +99,14 @@ class OpenAIBackend:
         return asyncio.run(self._all(questions))
 
     async def _all(self, questions: list[Question]) -> list[str | Exception]:
-        from openai import AsyncOpenAI
+        from alpagasus.backends.openai import openai_client
 
         cfg = self.config
         limit = asyncio.Semaphore(max(1, cfg.concurrency))
-        api_key = cfg.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"  # local servers want any key
-        # one client per batch: its connections belong to this event loop
-        async with AsyncOpenAI(
-            base_url=cfg.base_url, api_key=api_key, max_retries=cfg.max_retries, timeout=cfg.timeout
+        # one client per batch: its connections belong to this event loop. generate has no retry loop of its own,
+        # so its client retries (--max-retries); a local server (a base URL) takes any key
+        async with openai_client(
+            cfg.base_url, cfg.api_key, cfg.timeout, connections=cfg.concurrency, max_retries=cfg.max_retries
         ) as client:
 
             async def one(q: Question) -> str | Exception:

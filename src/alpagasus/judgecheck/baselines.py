@@ -44,8 +44,8 @@ PAIRWISE: dict[str, Callable[[PairItem], str]] = {
     "coin": coin,
 }
 RATING: dict[str, Callable[[RatingItem], float]] = {
-    "longer": lambda it: float(len(it.example.output)),
-    "shorter": lambda it: -float(len(it.example.output)),
+    "longer": lambda it: float(len(it.example.response)),
+    "shorter": lambda it: -float(len(it.example.response)),
     "coin": lambda it: _coin(it.key, COIN_SEED),
 }
 

@@ -160,7 +160,8 @@ def key_figures(card: JudgeCard) -> str:
     """The card's key figures beside the longer-answer rule's, in one phrase."""
     f, n = card.figures, card.reference.items
     if isinstance(f, PairwiseFigures):
-        lw = card.baselines.get("longer wins") or PairwiseFigures()
+        lw = card.baselines.get("longer wins")
+        lw = lw if isinstance(lw, PairwiseFigures) else PairwiseFigures()
         out = (
             f"on {n} {card.reference.annotator} pairs it agrees {_f(f.agreement)} three-way and "
             f"{_f(f.agreement_decided)} on decided ones (longer-answer rule {_f(lw.agreement)} / "
@@ -169,7 +170,7 @@ def key_figures(card: JudgeCard) -> str:
         if f.spearman is not None:
             out += f", ranks {f.models} models with Spearman {_f(f.spearman)} (longer-answer rule {_f(lw.spearman)})"
         return out
-    longer, shorter = (card.baselines.get(k) or RatingFigures() for k in ("longer", "shorter"))
+    longer, shorter = (_rating_figures(card.baselines.get(k)) for k in ("longer", "shorter"))
     return (
         f"on {n} rows with {card.reference.annotator} it has ROC-AUC {_f(f.roc_auc)} (length alone: longer "
         f"is better {_f(longer.roc_auc)}, shorter is better {_f(shorter.roc_auc)}) and precision "
@@ -220,6 +221,10 @@ def known_agreement(judge: str | None) -> str:
     return notes.get(judge_name(judge or "")) or notes["*"]
 
 
+def _rating_figures(f: PairwiseFigures | RatingFigures | None) -> RatingFigures:
+    return f if isinstance(f, RatingFigures) else RatingFigures()
+
+
 def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -247,10 +252,12 @@ def figure_rows(card: JudgeCard) -> tuple[tuple[str, ...], list[list[str]]]:
                 _f(f.kendall),
             ]
             for name, f in rows
+            if isinstance(f, PairwiseFigures)  # a pairwise card holds only these
         ]
     return RATING_COLUMNS, [
         [name, str(f.rated), _f(f.roc_auc), _f(f.precision_at_kept), _f(f.kept_fraction), _f(f.length_spearman)]
         for name, f in rows
+        if isinstance(f, RatingFigures)
     ]
 
 

@@ -61,7 +61,9 @@ def selection_length_note(res: dict[str, Any]) -> str | None:
     """`select` by score: a warning when the kept rows' median response length is under half or over twice
     the rated rows' (what the score rewards may be length); None otherwise. Reads the selection's sidecar
     and its ratings file (one streaming pass)."""
-    from alpagasus.records import rating_field
+    from alpagasus.formats import example_of
+    from alpagasus.ratings_file import rating_field
+    from alpagasus.records import Example
 
     if res.get("rule") not in SCORE_RULES or not res.get("sidecar"):
         return None
@@ -70,8 +72,9 @@ def selection_length_note(res: dict[str, Any]) -> str | None:
         kept_ids = set(side["kept_ids"])
         every, kept = [], []
         for r in read_jsonl(side["ratings"]):
-            if rating_field(r, "status") == "ok":
-                every.append(len(str(r.get("output", ""))))
+            if rating_field(r, "status") == "ok":  # the row in its own format (Alpaca, messages, ShareGPT...)
+                ex = example_of(r)
+                every.append(len(ex.response) if isinstance(ex, Example) else 0)
                 if str(rating_field(r, "id")) in kept_ids:
                     kept.append(every[-1])
     except (OSError, ValueError, KeyError, DataError):

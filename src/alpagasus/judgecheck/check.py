@@ -123,7 +123,7 @@ def judge_check(
                 f"{session.judge.id} scores one answer, not a pair: for a pairwise reference give a "
                 "pairwise judge (e.g. pointwise:NAME for a predictor, or an LLM)"
             )
-        if ref.kind == "rating" and getattr(session.judge, "order_blind", False):
+        if ref.kind == "rating" and session.judge.order_blind:
             raise UserError(
                 f"{session.judge.id} judges a pair of answers: for a rating reference give a rating "
                 "judge (e.g. predictor:NAME)"
@@ -193,7 +193,7 @@ def _check_pairs(
         verdicts[key] = {"win": "1", "lose": "2", "tie": "tie"}.get(outcome or "")
         if outcome is not None:
             disagree[key] = order_result(orders["ab"]) != order_result(orders["ba"])
-    blind = bool(getattr(session.judge, "order_blind", False))
+    blind = bool(session.judge.order_blind)
     figures = pairwise_figures(items, verdicts, None if blind else disagree)
     base = {name: pairwise_figures(items, v) for name, v in pairwise_verdicts(items).items()}
     ref_figs = pairwise_figures(items, {it.key: it.reference for it in items})

@@ -166,10 +166,10 @@ def pairwise_figures(
 
 def rating_figures(items: Sequence[RatingItem], scores: Mapping[str, float | None]) -> RatingFigures:
     """The figures of one judge's scores (by example id; None or absent: no score) against the decisions."""
-    got = [(scores[it.key], it) for it in items if scores.get(it.key) is not None]
+    got = [(x, it) for it in items if (x := scores.get(it.key)) is not None]
     s = [float(x) for x, _ in got]
     y = [it.decision for _, it in got]
-    lengths = [float(len(it.example.output)) for _, it in got]
+    lengths = [float(len(it.example.response)) for _, it in got]
     f = RatingFigures(items=len(items), rated=len(got), positives=sum(y))
     f.roc_auc, f.precision_at_kept = roc_auc(s, y), precision_at_kept(s, y)
     f.kept_fraction = _share(sum(y), len(y))

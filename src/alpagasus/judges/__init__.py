@@ -17,11 +17,12 @@ import inspect
 from importlib import metadata
 from typing import Any
 
-from alpagasus.judges.base import Judge, JudgeError, JudgeOptionError
+from alpagasus.judges.base import Judge, JudgeBase, JudgeError, JudgeOptionError
 
 ENTRY_POINT_GROUP = "alpagasus.judges"
 BUILTIN: dict[str, str] = {
     "openai": "alpagasus.judges.openai_compat:OpenAIJudge",
+    "anthropic": "alpagasus.judges.anthropic:AnthropicJudge",  # Claude via the Messages API; --batch: Message Batches
     "hf": "alpagasus.judges.hf_local:HFJudge",
     "embedded": "alpagasus.judges.hf_local:HFJudge",
     "predictor": "alpagasus.judges.predictor:PredictorJudge",
@@ -29,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "replay": "alpagasus.judges.replay:ReplayJudge",
     "pointwise": "alpagasus.judges.pointwise:PointwiseJudge",  # pairwise verdicts from a predictor (docs/compare.md)
     "ifd": "alpagasus.judges.ifd:IFDJudge",  # ifd:embedded:NAME | ifd:hf:PATH | ifd:vllm:MODEL (docs/ifd.md)
+    "pairwise": "alpagasus.judges.pairwise_model:PairwiseModelJudge",  # reads the question and both answers
 }
 REGISTERED: dict[str, str | Any] = {}  # register(): wins over the built-ins and entry points of the same name
 
@@ -139,7 +141,13 @@ def get(spec: str | None = None, mode: str | None = None, **options: Any) -> Jud
     unknown = sorted(set(options) - allowed) if allowed is not None else []
     if unknown:
         raise JudgeOptionError(spec, unknown, sorted(allowed or ()))
-    return cls(arg, mode=mode, backend=name, **options)
+    judge: Judge = cls(arg, mode=mode, backend=name, **options)
+    if not isinstance(judge, JudgeBase):  # the engine reads the declared capabilities, never probes for them
+        raise JudgeError(
+            f"the judge backend {name!r} ({type(judge).__qualname__}) must subclass alpagasus.judges.base.JudgeBase "
+            "(or LocalJudge), which declares its capabilities (min_label_mass, resources, secrets...)"
+        )
+    return judge
 
 
 __all__ = [

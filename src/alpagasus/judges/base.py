@@ -1,12 +1,17 @@
-"""The judge protocol every backend implements, the base class of in-process backends, and the one helper
-they share: label probabilities -> expected score."""
+"""The judge protocol every backend implements, the capabilities a judge declares (`JudgeBase`: attributes with
+defaults, which the engine and the executors read and never probe for), the base class of in-process backends,
+and the one helper they share: label probabilities -> expected score."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
 
 from alpagasus.records import Reply, Request
+
+if TYPE_CHECKING:
+    from alpagasus.engine.batchapi import BatchApi
 
 
 class JudgeError(RuntimeError):
@@ -27,12 +32,57 @@ class JudgeOptionError(JudgeError):
         super().__init__(f"the judge {spec} does not take {names}; it takes: {', '.join(self.accepted) or 'none'}")
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one worker running a judge needs: Ray reserves it for each actor (rate/ray.py)."""
+
+    gpus: float = 0.0  # 0: a CPU worker
+    cpus: float = 1.0
+
+
+CPU = Resources()
+GPU = Resources(gpus=1.0, cpus=0.0)  # a GPU worker: its CPU work is the GPU's feeding, not worth a reservation
+
+
+def device_resources(device: str | None) -> Resources:
+    """A local model's needs from its `device` option: a GPU where it names one (cuda, cuda:1), else a CPU."""
+    return GPU if str(device or "").startswith("cuda") else CPU
+
+
+# The capabilities every judge declares (class or instance attributes; JudgeBase holds the defaults).
+CAPABILITIES = ("min_label_mass", "generate_fallback", "logprobs", "order_blind", "pair_scores", "resources", "secrets")
+
+
+class JudgeBase:
+    """The declared capabilities of a judge, with their defaults; a backend overrides those that differ (as a
+    class attribute, or in __init__ where an option decides, e.g. a device). The engine, compare and the
+    executors read them; nothing probes a judge for methods or attributes."""
+
+    min_label_mass: float = 0.0  # logprob mode: the default floor on the probability the score labels must hold
+    # (API judges 0.5: they renormalise whatever labels show among the top log-probabilities); 0 = off
+    generate_fallback: bool = False  # a logprob request under the floor can be asked again in generate mode
+    logprobs: bool = False  # it answers logprob mode (the labels' probabilities, not only text)
+    order_blind: bool = False  # pairwise: a verdict cannot depend on which answer came first
+    pair_scores: bool = False  # pairwise: score() answers with Reply.pair (two typed scores), no review to parse
+    resources: Resources = CPU  # what one worker needs (Ray reserves it per actor)
+    secrets: tuple[str, ...] = ()  # values to redact wherever the judge's text is stored or shown (its API key)
+    batch_api: BatchApi | None = None  # --batch: the provider's batch endpoint (engine/batchapi.py); None: no batch
+
+
 @runtime_checkable
 class Judge(Protocol):
     mode: str  # "generate" | "logprob" (or "predict" for predictors)
     batch_size: int  # requests per score() call that suit the backend
     concurrency: int  # score() calls the engine keeps in flight
     sort_by_length: bool  # the engine groups requests of similar length into a batch (local backends pad)
+    # declared capabilities (see JudgeBase for their meaning and defaults)
+    min_label_mass: float
+    generate_fallback: bool
+    logprobs: bool
+    order_blind: bool
+    pair_scores: bool
+    resources: Resources
+    secrets: tuple[str, ...]
 
     @property
     def id(self) -> str:
@@ -65,7 +115,7 @@ class Judge(Protocol):
         ...
 
 
-class LocalJudge:
+class LocalJudge(JudgeBase):
     """Shared behaviour of in-process backends: compute runs in a worker thread."""
 
     batch_size = 16
@@ -105,7 +155,7 @@ def label_scores(reply: Reply, label_probs: Mapping[str, float]) -> Reply:
     reply.extra = {**(reply.extra or {}), "label_mass": mass}
     if mass <= 0:
         return reply
-    reply.probs = {k: v / mass for k, v in label_probs.items()}
-    reply.score = sum(float(k) * p for k, p in reply.probs.items())
-    reply.extra["argmax"] = max(reply.probs, key=reply.probs.get)
+    probs = {k: v / mass for k, v in label_probs.items()}
+    reply.probs, reply.score = probs, sum(float(k) * p for k, p in probs.items())
+    reply.extra["argmax"] = max(probs, key=lambda k: probs[k])
     return reply

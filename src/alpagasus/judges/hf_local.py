@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from alpagasus.judges.base import JudgeError, LocalJudge, label_scores
+from alpagasus.judges.base import JudgeError, LocalJudge, device_resources, label_scores
 from alpagasus.models import chat_prompt, generate_tokens, needs_special_tokens, prompt_ids
 from alpagasus.records import Reply, Request
 
@@ -42,6 +42,7 @@ class HFJudge(LocalJudge):
         # generate: 16 rows share each decoding step's pass over the weights (bench/judge_modes.py: -20% time a row vs 8)
         self.batch_size = batch_size or 16
         self.device, self.dtype = device, dtype
+        self.resources = device_resources(device)  # a GPU for Ray only where the device names one
         self.model: Any = None
         self.tok: Any = None
         self._label_ids: dict[tuple[str, ...], list[list[int]]] = {}
@@ -60,6 +61,7 @@ class HFJudge(LocalJudge):
         return f"{self.spec}#{self.mode}"
 
     sort_by_length = True  # rows are padded to the longest of a batch
+    logprobs = True  # the score labels' probabilities at the answer position
 
     def load(self) -> None:
         if self.model is None:
@@ -165,8 +167,10 @@ class HFJudge(LocalJudge):
         n = min(shared, _common_len([self._prefix[0], ids[0]])) if self._prefix else 0
         if n < self.min_prefix:
             n, self._prefix = 0, None  # another template: start again
-        elif n < len(self._prefix[0]):  # keep only what this batch shares: the cache converges to the fixed rubric
-            self._prefix = (self._prefix[0][:n], [(k[:, :, :n], v[:, :, :n]) for k, v in self._prefix[1]])
+        else:
+            assert self._prefix is not None, "n >= min_prefix >= 1 only with a cached prefix"
+            if n < len(self._prefix[0]):  # keep only what this batch shares: the cache converges to the fixed rubric
+                self._prefix = (self._prefix[0][:n], [(k[:, :, :n], v[:, :, :n]) for k, v in self._prefix[1]])
         width = max(len(x) for x in ids) - n
         if self._window and n + width >= self._window - 1:  # the longest prompt: a sliding layer would drop tokens
             return None
@@ -204,7 +208,8 @@ class HFJudge(LocalJudge):
             except Exception:  # noqa: BLE001 - a config the cache cannot read: whole prompts for this model
                 layers = []
             self._supported = bool(layers) and all(type(x) in (DynamicLayer, DynamicSlidingWindowLayer) for x in layers)
-            windows = [x.sliding_window for x in layers if getattr(x, "is_sliding", False)]
+            # transformers types `layers` as a union of layer mixins, not all of which declare `sliding_window`
+            windows = [x.sliding_window for x in layers if getattr(x, "is_sliding", False)]  # type: ignore[union-attr]
             self._window = min(windows) if windows else None
         return self._supported
 
@@ -214,6 +219,7 @@ class HFJudge(LocalJudge):
         an expanded view, not `rows` copies."""
         from transformers import DynamicCache
 
+        assert self._prefix is not None, "called only once a prefix is cached"
         if keep:
             return DynamicCache(self._prefix[1], config=self.model.config)
         cache = DynamicCache(config=self.model.config)
@@ -264,7 +270,8 @@ def _read_only_class(base: type) -> type:
 def _read_only(layer: Any, keys: Any, values: Any, rows: int) -> Any:
     """A layer of the same kind as `layer` holding the prefix for `rows` rows, read-only (see _read_only_class)."""
     base = type(layer)
-    cls = _read_only_class(base)
+    kind: type = base  # mypy takes a type[Any] for unhashable, and functools.cache's wrapper wants Hashable
+    cls = _read_only_class(kind)
     ro = cls(sliding_window=layer.sliding_window) if getattr(layer, "is_sliding", False) else cls()
     base.update(ro, keys, values)  # the layer's own bookkeeping (lengths, window), batch 1
     ro.keys, ro.values = ro.keys.expand(rows, -1, -1, -1), ro.values.expand(rows, -1, -1, -1)

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from alpagasus.judges.base import JudgeError, LocalJudge
+from alpagasus.judges.base import GPU, JudgeError, LocalJudge, device_resources
 from alpagasus.judges.hf_local import _left_pad, _length_groups
 from alpagasus.prompts import builtin_text
 from alpagasus.records import Example, Reply, Request
@@ -52,12 +52,20 @@ def _formats() -> tuple[str, str]:
     return builtin_text("ifd_input"), builtin_text("ifd_no_input")
 
 
-def ifd_prompt(instruction: str, input: str = "") -> str:
-    """The text the response is conditioned on (Superfiltering's "none" prompt)."""
+def ifd_prompt(instruction: str, input: str = "", output: str = "") -> str:
+    """The text the response is conditioned on (Superfiltering's "none" prompt); the output, if given (the
+    rubric's fields are passed whole), is not part of it."""
     with_input, no_input = _formats()
     values = {"instruction": instruction, "input": input}
     # one pass, so braces inside the data are never substituted again
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], with_input if input else no_input)
+
+
+def example_prompt(example: Example) -> str:
+    """The IFD prompt of a sample, from the rubric's fields (`Example.prompt_fields()`): Alpaca's instruction
+    and input as before; for a conversation, the instruction is its rendered context (system prompt, earlier
+    turns, last user turn: docs/formats.md), so the response's loss is measured given the whole conversation."""
+    return ifd_prompt(**example.prompt_fields())
 
 
 def format_version() -> str:
@@ -125,8 +133,8 @@ class Pair:
 def build_pair(tok: Any, start: list[int], example: Example, max_length: int) -> Pair:
     """Tokenize a row and fit it in `max_length` tokens: the response keeps its first tokens and at least half
     of the window (all of itself when shorter); the prompt keeps its first tokens in the rest."""
-    prompt = tok(ifd_prompt(example.instruction, example.input), add_special_tokens=False)["input_ids"]
-    response = tok(example.output, add_special_tokens=False)["input_ids"]
+    prompt = tok(example_prompt(example), add_special_tokens=False)["input_ids"]
+    response = tok(example.response, add_special_tokens=False)["input_ids"]
     room = max_length - len(start)
     keep_prompt = min(len(prompt), room - min(len(response), room // 2))
     keep_response = min(len(response), room - keep_prompt)
@@ -198,6 +206,7 @@ class IFDJudge(LocalJudge):
         self.model_ref = f"embedded:{name}" if kind == "embedded" else name
         self.batch_size = batch_size or (256 if kind == "vllm" else 16)
         self.device, self.dtype, self.gpu_memory_utilization = device, dtype, gpu_memory_utilization
+        self.resources = GPU if kind == "vllm" else device_resources(device)  # what a Ray worker reserves
         self.model: Any = None
         self.tok: Any = None
         self._start: list[int] = []
@@ -223,26 +232,26 @@ class IFDJudge(LocalJudge):
         self._start = start_ids(self.tok)
 
     def _load_vllm(self) -> None:
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise JudgeError(
-                f"ifd:{self.arg} needs vLLM on a GPU machine: pip install 'alpagasus[vllm]' (or use ifd:hf:MODEL)"
-            ) from e
-        from alpagasus.models import resolve_model
+        from alpagasus.backends import vllm
 
-        # prompt log-probabilities come from the prefill: a prefix-cache hit would skip positions we need
-        args = {"enable_prefix_caching": False, "gpu_memory_utilization": self.gpu_memory_utilization}
-        if self.context:
-            args["max_model_len"] = self.context + 1  # + the one token vLLM must generate
-        self.model = LLM(model=resolve_model(self.model_ref), **args)
+        self.model = vllm.engine(
+            self.model_ref,
+            JudgeError,
+            f"ifd:{self.arg} needs vLLM on a GPU machine (or use ifd:hf:MODEL)",
+            # prompt log-probabilities come from the prefill: a prefix-cache hit would skip positions we need
+            enable_prefix_caching=False,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_model_len=self.context + 1 if self.context else None,  # + the one token vLLM must generate
+        )
         self.tok = self.model.get_tokenizer()
 
     @property
     def window(self) -> int:
         """Tokens one pass may hold: the `context` option, else the model's context."""
         if self.kind == "vllm":
-            limit = int(self.model.llm_engine.model_config.max_model_len) - 1
+            from alpagasus.backends import vllm
+
+            limit = vllm.context_length(self.model) - 1
         else:
             limit = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or 1 << 20
         return min(limit, self.context) if self.context else limit
@@ -260,7 +269,7 @@ class IFDJudge(LocalJudge):
         self.load()
         with self._lock:
             t0 = time.perf_counter()
-            pairs = [build_pair(self.tok, self._start, r.example, self.window) for r in requests]
+            pairs = [build_pair(self.tok, self._start, e, self.window) for r in requests if (e := r.example)]
             seqs = [p.conditioned for p in pairs] + [p.alone for p in pairs]
             spans = [len(p.response) for p in pairs] * 2
             lps = self._vllm_logprobs(seqs, spans) if self.kind == "vllm" else self._hf_logprobs(seqs, spans)
@@ -335,10 +344,10 @@ class IFDJudge(LocalJudge):
             return self.model(**kw).logits
 
     def _vllm_logprobs(self, seqs: list[list[int]], spans: list[int]) -> list[list[float]]:
-        from vllm import SamplingParams
+        from alpagasus.backends import vllm
 
         # prompt_logprobs=1: each prompt position's top token plus the prompt's own token, which is all we read
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        params = vllm.sampling(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         outs = self.model.generate([{"prompt_token_ids": s} for s in seqs], params, use_tqdm=False)
         self.stats["passes"] += 1
         self.stats["tokens"] += sum(map(len, seqs))

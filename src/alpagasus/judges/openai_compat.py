@@ -1,27 +1,29 @@
 """Any OpenAI-compatible chat endpoint as judge: `openai:MODEL` (OpenAI, Azure, vLLM, llama.cpp, Ollama...).
 
 Retries are the rating loop's, not the client's (max_retries=0), so every attempt is counted, capped and
-spaced by the server's Retry-After.
+spaced by the server's Retry-After. The clients are built by backends/openai.py (the one place), `--batch` goes
+through backends/openai_batch.py (`batch_api`), and HTTP errors mean what backends/http.py says.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import socket
 import time
 from typing import Any
 
-from alpagasus.judges.base import JudgeError, label_scores
+from alpagasus.backends.http import http_error, retry_after, transport_error, unresolved
+from alpagasus.backends.openai import DEFAULT_TIMEOUT_S, openai_client, resolve
+from alpagasus.backends.openai_batch import OpenAIBatch
+from alpagasus.judges.base import JudgeBase, JudgeError, label_scores
 from alpagasus.records import Reply, Request
 from alpagasus.redact import redact
 
-# transport errors raised before the request left: nothing can have reached the server
-NOT_SENT = ("ConnectError", "ConnectTimeout")
+__all__ = ["OpenAIJudge", "http_error", "unresolved"]
 
 
-class OpenAIJudge:
+class OpenAIJudge(JudgeBase):
     batch_size = 1
+    logprobs = True  # the chat API's top log-probabilities
     sort_by_length = False
     per_client = 8  # requests in flight per HTTP client (see load)
     # logprob mode reads the labels among the top log-probabilities and renormalises them: a reply whose labels
@@ -37,7 +39,7 @@ class OpenAIJudge:
         base_url: str | None = None,
         api_key: str | None = None,
         concurrency: int | None = None,
-        timeout: float = 120.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
         top_logprobs: int = 20,
         context: int | None = None,
     ):
@@ -47,20 +49,25 @@ class OpenAIJudge:
         self.mode = mode or "generate"
         if self.mode not in ("generate", "logprob"):
             raise JudgeError(f"openai:{arg}: mode must be generate or logprob, not {self.mode!r}")
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not self.api_key:
-            if not self.base_url:
-                raise JudgeError("openai judge: set OPENAI_API_KEY (or --base-url for a local server)")
-            self.api_key = "not-needed"  # local servers (vLLM, llama.cpp) accept any key
+        self.base_url, key = resolve(base_url, api_key)
+        if not key:
+            raise JudgeError("openai judge: set OPENAI_API_KEY (or --base-url for a local server)")
+        self.api_key: str = key
         self.concurrency = concurrency or 16
         self.timeout, self.top_logprobs, self._context = timeout, top_logprobs, context
         self.client: Any = None
         self.clients: list[Any] = []
+        self._batches = OpenAIBatch(self)  # --batch: the server's Files and Batches endpoints
+        self.batch_api = self._batches
 
     @property
     def id(self) -> str:
         return f"openai:{self.model_name}#{self.mode}"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:  # type: ignore[override]
+        """Its key (given in code, on the command line or in the environment): redacted wherever it appears."""
+        return (self.api_key,) if isinstance(self.api_key, str) and self.api_key else ()
 
     @property
     def max_context(self) -> int | None:
@@ -71,12 +78,10 @@ class OpenAIJudge:
 
     def load(self) -> None:
         if self.client is None:
-            from openai import AsyncOpenAI
-
             # one client per 8 requests in flight: the HTTP pool checks every open connection on every request,
             # so one pool of 64 connections costs more CPU per request than the rest of the pipeline
             self.clients = [
-                AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout)
+                openai_client(self.base_url, self.api_key, self.timeout, connections=self.per_client)
                 for _ in range(max(1, -(-self.concurrency // self.per_client)))
             ]
             self.client, self._turn = self.clients[0], 0
@@ -88,6 +93,7 @@ class OpenAIJudge:
         """Close the HTTP clients in the loop that used them (collected later, they fail in a closed loop)."""
         for c in self.clients:
             await c.close()
+        await self._batches.aclose()
         self.close()
 
     async def score(self, requests: list[Request]) -> list[Reply]:
@@ -130,33 +136,11 @@ class OpenAIJudge:
         except openai.APIStatusError as e:
             # redacted whole, before http_error cuts it: a cut key's prefix would escape every pattern
             return http_error(
-                e.status_code,
-                redact(str(e), [self.api_key]),
-                _retry_after(e.response.headers),
-                time.perf_counter() - t0,
+                e.status_code, redact(str(e), [self.api_key]), retry_after(e.response.headers), time.perf_counter() - t0
             )
         except (openai.APITimeoutError, openai.APIConnectionError) as e:
-            cause = e.__cause__ or e
-            latency = time.perf_counter() - t0
-            unknown = unresolved(e)
-            if unknown is not None:  # no retry can resolve a name that does not exist: stop now, not an outage
-                return Reply(
-                    error=f"the judge's host does not resolve ({unknown}): check --base-url ({self.base_url})",
-                    latency_s=latency,
-                    retryable=False,
-                    fatal=True,
-                )
-            if type(cause).__name__ in NOT_SENT:  # refused / no route: the server is away, the run pauses
-                return Reply(error=f"connection: {type(cause).__name__}: {cause}", latency_s=latency, outage=True)
-            # timed out or cut off after the request was sent: it may have reached the server (and be billed);
-            # the loop logs it as an ambiguous attempt, charged to the item, and retries
-            what = "timeout" if isinstance(e, openai.APITimeoutError) else "connection lost"
-            # a timeout after the request was sent: the server took the connection, so it is busy, not away
-            return Reply(
-                error=f"{what} (the request may have reached the server): {type(cause).__name__}: {cause}",
-                latency_s=latency,
-                extra={"ambiguous": True, "timeout": what == "timeout"},
-            )
+            timed_out = isinstance(e, openai.APITimeoutError)
+            return transport_error(e, timed_out, time.perf_counter() - t0, self.base_url)
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # a 200 whose body is not JSON
             return Reply(
                 error=f"malformed response: {type(e).__name__}: {self._clip(e)}", latency_s=time.perf_counter() - t0
@@ -197,33 +181,6 @@ class OpenAIJudge:
         return _from_logprobs(reply, choice, r.labels)
 
 
-def unresolved(err: BaseException) -> str | None:
-    """The resolver's reason when an error comes from a host name that does not exist (EAI_NONAME: "Name or
-    service not known"), else None. A temporary resolver failure (EAI_AGAIN) is left to the outage logic."""
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, socket.gaierror) and e.errno in _NO_NAME:
-            return str(e)
-        e = e.__cause__ or e.__context__
-    return None
-
-
-_NO_NAME = tuple(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
-
-
-def http_error(status: int, message: str, retry_after: float | None = None, latency: float = 0.0) -> Reply:
-    """An HTTP error answer -> a Reply: 408/409/429/5xx are retried, other 4xx are not (a retry cannot fix them)."""
-    return Reply(
-        error=f"HTTP {status}: {message[:300]}",
-        retry_after=retry_after,
-        retryable=status in (408, 409, 429) or status >= 500,
-        latency_s=latency,
-        extra={"http_status": status, "throttled": status == 429},
-    )
-
-
 def _from_logprobs(reply: Reply, choice: dict, labels: tuple[str, ...]) -> Reply:
     """Expected score over the label tokens among the first token's top log-probabilities."""
     content = (choice.get("logprobs") or {}).get("content")
@@ -240,14 +197,3 @@ def _from_logprobs(reply: Reply, choice: dict, labels: tuple[str, ...]) -> Reply
     # the top tokens are kept: with no label among them, they say what the judge answered instead
     reply.extra = {**(reply.extra or {}), "top": [(t["token"], round(t["logprob"], 4)) for t in tops[:5]]}
     return label_scores(reply, p)
-
-
-def _retry_after(headers: Any) -> float | None:
-    for name, div in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        v = headers.get(name) if headers is not None else None
-        if v is not None:
-            try:
-                return float(v) / div
-            except ValueError:
-                return None
-    return None

@@ -3,10 +3,10 @@ folder saved by `alpagasus distill`). The default of `alpagasus compare` when no
 predictor's encoder is installed (judges.default_pairwise_judge).
 
 Each answer is scored once by the predictor, as the strong judge's calibrated log-odds of keeping it as a
-reply to the question, and the judge writes a review in the paper's format ("s1 s2" on its first line, 1-10),
-so the comparison's protocol, parser and store are those of any other pairwise judge. Because a score never
-depends on the other answer or on its position, both orders give the same verdict: position bias cannot be
-measured with this judge (`order_blind`, noted in compare's summary).
+reply to the question, and the judge answers with the typed pairwise verdict (`Reply.pair`: PairScores, two
+1-10 scores and why), stored as any other pairwise judge's parsed review is: no review text to parse back.
+Because a score never depends on the other answer or on its position, both orders give the same verdict:
+position bias cannot be measured with this judge (`order_blind`, noted in compare's summary).
 
 The tie rule, in the predictor's calibrated units: the predictor's 0-5 score is 5 * sigmoid(z), z the log-odds
 that the strong judge keeps the answer (z's scale is the Platt slope fitted on held-out rows, so a noisier
@@ -21,13 +21,13 @@ import math
 import threading
 from typing import Any
 
-from alpagasus.judges.base import JudgeError, LocalJudge
-from alpagasus.records import Example, Reply, Request, content_id
+from alpagasus.judges.base import CPU, JudgeError, LocalJudge
+from alpagasus.records import Example, PairScores, Reply, Request, content_id
 
 MODES = (None, "generate")
 TIE_ODDS = 1.5
 EMPTY_Z = -30.0  # an empty answer: below any answer the predictor scores (an empty reply loses, never ties)
-SCALE = (1.0, 10.0)  # the pairwise prompt's scale, which the review's scores are written on
+SCALE = (1.0, 10.0)  # the pairwise prompt's scale, which the verdict's scores are on
 
 
 def log_odds(score_0_5: float) -> float:
@@ -45,7 +45,7 @@ def verdict(z1: float, z2: float, margin: float) -> int:
 
 
 def review_scores(z1: float, z2: float, margin: float) -> tuple[float, float]:
-    """The two 1-10 scores the review states: 1 + 9 * P(keep)-like sigmoid(z), equal for a tie (their mean), and
+    """The two 1-10 scores of the verdict: 1 + 9 * P(keep)-like sigmoid(z), equal for a tie (their mean), and
     never equal for a decision (4 decimals; a saturated pair is set 0.0001 apart)."""
     lo, hi = SCALE
     s1, s2 = (round(lo + (hi - lo) / (1 + math.exp(-max(min(z, 60.0), -60.0))), 4) for z in (z1, z2))
@@ -63,9 +63,11 @@ def review_scores(z1: float, z2: float, margin: float) -> tuple[float, float]:
 
 
 class PointwiseJudge(LocalJudge):
-    mode = "generate"  # it writes a review that the pairwise rubric parses, like an LLM judge
+    mode = "generate"  # compare's judging mode (kept: the judge's id and stored judgments do not change)
     batch_size = 128
     order_blind = True  # a verdict never depends on which answer came first
+    pair_scores = True  # it answers with Reply.pair: two typed scores, no review text to parse back
+    resources = CPU
 
     def __init__(
         self,
@@ -85,7 +87,7 @@ class PointwiseJudge(LocalJudge):
                 "pointwise:FOLDER saved by `alpagasus distill`"
             )
         if mode not in MODES:
-            raise JudgeError(f"pointwise:{arg} writes reviews (mode 'generate'), not {mode!r}")
+            raise JudgeError(f"pointwise:{arg} gives pairwise verdicts (mode 'generate'), not {mode!r}")
         if not tie_odds >= 1.0:
             raise JudgeError(f"pointwise:{arg}: tie_odds must be >= 1 (1 = no ties), not {tie_odds!r}")
         self.arg, self.tie_odds = arg, float(tie_odds)
@@ -120,7 +122,7 @@ class PointwiseJudge(LocalJudge):
             if not a.strip():
                 self._z[k] = EMPTY_Z
             else:
-                reqs.append(Request(key=k, system="", user="", example=Example(q, "", a)))
+                reqs.append(Request(key=k, system="", user="", example=Example.alpaca(q, "", a)))
         for req, rep in zip(reqs, self._scorer.score_sync(reqs) if reqs else []):
             if rep.score is None:
                 raise JudgeError(f"pointwise:{self.arg}: the predictor gave no score ({rep.error})")
@@ -139,8 +141,9 @@ class PointwiseJudge(LocalJudge):
         self.load()
         todo: dict[str, tuple[str, str]] = {}
         for r in requests:
-            for a in (r.fields["answer_1"], r.fields["answer_2"]):
-                todo.setdefault(content_id(r.fields["question"], a), (r.fields["question"], a))
+            f = r.fields or {}
+            for a in (f["answer_1"], f["answer_2"]):
+                todo.setdefault(content_id(f["question"], a), (f["question"], a))
         with self._lock:  # one batch for every answer of these requests that the cache lacks
             self._score({k: v for k, v in todo.items() if k not in self._z})
         return [self._reply(r) for r in requests]
@@ -152,8 +155,8 @@ class PointwiseJudge(LocalJudge):
         s1, s2 = review_scores(z1, z2, self.margin)
         v = verdict(z1, z2, self.margin)
         said = "a tie: the difference is within the tie margin" if v == 0 else f"Assistant {v}'s answer is better"
-        text = (
-            f"{s1:g} {s2:g}\nPointwise judge (predictor {self.predictor_name}): each answer scored alone as the "
+        why = (
+            f"Pointwise judge (predictor {self.predictor_name}): each answer scored alone as the "
             f"strong judge's log-odds of keeping it: Assistant 1 {z1:.3f}, Assistant 2 {z2:.3f}; difference "
             f"{z1 - z2:+.3f}, tie margin {self.margin:.3f} (odds ratio {self.tie_odds:g}): {said}."
         )
@@ -163,4 +166,4 @@ class PointwiseJudge(LocalJudge):
             "tie_margin": round(self.margin, 4),
         }
         tokens = sum(len(f[k]) for k in ("question", "answer_1", "answer_2")) // 4
-        return Reply(text=text, model=self.predictor_name, tokens_in=tokens, extra=extra)
+        return Reply(pair=PairScores(s1, s2, why), model=self.predictor_name, tokens_in=tokens, extra=extra)

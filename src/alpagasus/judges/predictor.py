@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from alpagasus.judges.base import JudgeError, LocalJudge
+from alpagasus.judges.base import CPU, JudgeError, LocalJudge
 from alpagasus.records import Reply, Request
 
 MODES = (None, "predict")
@@ -20,6 +20,7 @@ MODES = (None, "predict")
 class PredictorJudge(LocalJudge):
     mode = "predict"
     batch_size = 256
+    resources = CPU  # a small encoder and a head: a CPU worker
 
     def __init__(self, arg: str, mode: str | None = None, backend: str = "predictor", batch_size: int | None = None):
         if not arg:
@@ -75,7 +76,7 @@ class PredictorJudge(LocalJudge):
         if not requests:
             return []
         self.load()
-        examples = [r.example for r in requests]
+        examples = [r.example for r in requests if r.example is not None]  # all of them: checked above
         start = time.perf_counter()
         with self._lock:
             scores, p_keep = self.predictor.predict(examples, self._encoder)
@@ -86,7 +87,7 @@ class PredictorJudge(LocalJudge):
                 score=float(s),
                 probs={"p_keep": float(p)},
                 model=name,
-                tokens_in=(len(e.instruction) + len(e.input) + len(e.output)) // 4,
+                tokens_in=sum(len(v) for v in e.prompt_fields().values()) // 4,
                 latency_s=per_row,
             )
             for s, p, e in zip(scores, p_keep, examples)

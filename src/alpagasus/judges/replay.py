@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from alpagasus.data import DataError, iter_records, to_example
-from alpagasus.judges.base import JudgeError, LocalJudge
-from alpagasus.records import InvalidRow, Reply, Request, rating_field
+from alpagasus.judges.base import CPU, JudgeError, LocalJudge
+from alpagasus.ratings_file import rating_field
+from alpagasus.records import InvalidRow, Reply, Request
 
 MODES = (None, "predict")
 
@@ -45,6 +46,7 @@ def _file_digest(path: Path) -> str:
 class ReplayJudge(LocalJudge):
     mode = "predict"
     batch_size = 1024  # a dict lookup per request: big batches only save engine round trips
+    resources = CPU  # no model at all
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ import math
 import time
 from typing import Any
 
-from alpagasus.judges.base import JudgeError, label_scores
+from alpagasus.judges.base import JudgeError, Resources, label_scores
 from alpagasus.judges.hf_local import HFJudge
 from alpagasus.records import Reply, Request
 
@@ -40,6 +40,7 @@ class VLLMJudge(HFJudge):
         super().__init__(arg, mode=mode, backend="hf", batch_size=batch_size or 256, **kw)
         self.spec, self.model_ref = f"vllm:{arg}", arg
         self.top_logprobs = top_logprobs
+        self.resources = Resources(gpus=float(tensor_parallel_size), cpus=0.0)  # the GPUs its engine spans
         self.engine_args = {
             "gpu_memory_utilization": gpu_memory_utilization,
             "enable_prefix_caching": True,
@@ -52,32 +53,29 @@ class VLLMJudge(HFJudge):
     def load(self) -> None:
         if self.model is not None:
             return
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise JudgeError("the vllm judge needs vLLM on a GPU machine: pip install 'alpagasus[vllm]'") from e
-        from alpagasus.models import resolve_model
+        from alpagasus.backends import vllm
 
-        args = {k: v for k, v in self.engine_args.items() if v is not None}
-        self.model = LLM(model=resolve_model(self.model_ref), **args)
+        self.model = vllm.engine(
+            self.model_ref, JudgeError, "the vllm judge needs vLLM on a GPU machine", **self.engine_args
+        )
         self.tok = self.model.get_tokenizer()
 
     @property
     def max_context(self) -> int | None:
-        if self.model is None:
-            return None
-        return int(self.model.llm_engine.model_config.max_model_len)
+        from alpagasus.backends import vllm
+
+        return None if self.model is None else vllm.context_length(self.model)
 
     def score_sync(self, requests: list[Request]) -> list[Reply]:
-        from vllm import SamplingParams
+        from alpagasus.backends import vllm
 
         self.load()
         prompts = [self.prompt_text(r) for r in requests]
         if self.mode == "logprob":
-            params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
+            params = vllm.sampling(max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
         else:
             temp = max(r.temperature for r in requests)
-            params = SamplingParams(max_tokens=max(r.max_tokens for r in requests), temperature=temp)
+            params = vllm.sampling(max_tokens=max(r.max_tokens for r in requests), temperature=temp)
         t0 = time.perf_counter()
         outs = self.model.generate(prompts, params, use_tqdm=False)
         per = (time.perf_counter() - t0) / max(1, len(requests))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from alpagasus.predictors.text import rubric_parts
 from alpagasus.records import Example
 
 HERE = Path(__file__).resolve().parent
@@ -24,6 +25,8 @@ ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's own max_seq_length
 FORMAT = 2  # 2 adds hand features and TF-IDF terms (card features.set = "rich"); 1 still loads
 FEATURE_SETS = ("embeddings", "rich")  # rich = embeddings + hand features + TF-IDF of prompt and output
+# head.npz's TF-IDF vocabularies (distill.heads writes them): the response's terms, then the prompt's
+TFIDF_ARRAYS = ("tfidf_output", "tfidf_prompt")
 
 
 class PredictorError(ValueError):
@@ -110,7 +113,9 @@ def shared_encoder(max_tokens: int = MAX_TOKENS) -> Encoder:
 
 
 def prompt_text(ex: Example) -> str:
-    return ex.instruction if not ex.input.strip() else f"{ex.instruction}\n\n{ex.input}"
+    """The text the response answers (`Example.prompt`): Alpaca's instruction, then a blank line and the input
+    when there is one; a conversation's rendered context (system prompt, earlier turns, last user turn)."""
+    return ex.prompt
 
 
 CHEAP_FEATURES = (
@@ -130,21 +135,21 @@ def cheap_features(examples: Sequence[Example]) -> Any:
     return np.asarray(
         [
             [
-                math.log1p(len(ex.output)),
-                math.log1p(len(ex.output.split())),
-                math.log1p(len(ex.instruction)),
-                math.log1p(len(ex.input)),
-                float(bool(ex.input.strip())),
-                math.log1p(ex.output.count("\n")),
+                math.log1p(len(out)),
+                math.log1p(len(out.split())),
+                math.log1p(len(ins)),
+                math.log1p(len(inp)),
+                float(bool(inp.strip())),
+                math.log1p(out.count("\n")),
             ]
-            for ex in examples
+            for ins, inp, out in map(rubric_parts, examples)
         ],
         dtype=np.float32,
     ).reshape(len(examples), len(CHEAP_FEATURES))
 
 
 def featurize(examples: Sequence[Example], encoder: Encoder | None = None, feature_set: str = "embeddings") -> Any:
-    """[embedding(instruction + input) | embedding(output) | length features]: 774 columns; the "rich" set
+    """[embedding(prompt) | embedding(response) | length features]: 774 columns; the "rich" set
     appends the hand features of alpagasus.predictors.text (TF-IDF terms are added by the head itself)."""
     import numpy as np
 
@@ -152,7 +157,7 @@ def featurize(examples: Sequence[Example], encoder: Encoder | None = None, featu
     x = np.hstack(
         [
             enc.encode([prompt_text(e) for e in examples]),
-            enc.encode([e.output for e in examples]),
+            enc.encode([e.response for e in examples]),
             cheap_features(examples),
         ]
     ).astype(np.float32)
@@ -219,9 +224,10 @@ class Predictor:
             if examples is None:
                 raise PredictorError(f"predictor {self.name}: its head has TF-IDF terms; raw() needs the examples")
             if not self._tfidf:  # the vocabulary's index is built once per predictor
-                self._tfidf.update((k, Tfidf.from_arrays(self.arrays, f"tfidf_{k}")) for k in ("output", "prompt"))
-            h = h + self._tfidf["output"].contribution([e.output for e in examples])
-            h = h + self._tfidf["prompt"].contribution([prompt_text(e) for e in examples])
+                self._tfidf.update((k, Tfidf.from_arrays(self.arrays, k)) for k in TFIDF_ARRAYS)
+            responses, prompts = [e.response for e in examples], [prompt_text(e) for e in examples]
+            for k, texts in zip(TFIDF_ARRAYS, (responses, prompts)):
+                h = h + self._tfidf[k].contribution(texts)
         return h
 
     def _dense(self, x: Any) -> Any:

@@ -82,8 +82,20 @@ def _words(s: str) -> list[str]:
     return WORD.findall(s.lower())
 
 
+def rubric_parts(ex: Example) -> tuple[str, str, str]:
+    """(instruction, input, response) as the rubric template sees them (`Example.prompt_fields()`): Alpaca's
+    own three fields, so the shipped predictors' features of Alpaca rows are what they were trained on; for a
+    conversation, its rendered context (system prompt, earlier turns, last user turn), "" and its last answer."""
+    return _in_order(**ex.prompt_fields())
+
+
+def _in_order(instruction: str, input: str, output: str) -> tuple[str, str, str]:
+    """The rubric's fields bound by name (a field the template lacks, or a new one, is a TypeError here)."""
+    return instruction, input, output
+
+
 def _hand_row(ex: Example) -> list[float]:
-    ins, inp, out = ex.instruction, ex.input, ex.output
+    ins, inp, out = rubric_parts(ex)
     wo, wi, wp = _words(out), _words(ins), _words(inp)
     so, si, sp = set(wo), set(wi), set(wp)
     lines = [line for line in out.split("\n") if line.strip()]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from alpagasus.records import PairScores
+
 WORDS = {
     "zero": 0,
     "one": 1,
@@ -85,17 +87,30 @@ def _from_line(line: str, hi: float, first: bool) -> float | str | None:
     return None
 
 
-def parse_pair_reply(text: str | None, lo: float = 1, hi: float = 10) -> Parsed:
-    """parse_pair in the shape the judging loop stores: score = Assistant 1's, extra["score_2"] = Assistant 2's."""
+def parse_pair_scores(text: str | None, lo: float = 1, hi: float = 10) -> tuple[PairScores | None, str]:
+    """A written review parsed into the typed pairwise verdict (what a pairwise scorer returns directly), with
+    the explanation that follows the score line; (None, why) when it holds no pair of scores in the scale."""
     scores, reason = parse_pair(text, lo, hi)
-    body = _clean(text or "")
     if scores is None:
-        return Parsed(None, body, reason)
+        return None, reason
+    body = _clean(text or "")
     lines = body.splitlines()
     first = next((i for i, l in enumerate(lines) if l.strip()), 0)
     # the explanation follows the score line; a reply that names the scores inside prose is kept whole
     rest = "\n".join(lines[first + 1 :]).strip() if _pair_first_line(lines[first] if lines else "") else body
-    return Parsed(scores[0], rest, extra={"score_2": scores[1]})
+    return PairScores(scores[0], scores[1], rest), ""
+
+
+def pair_parsed(pair: PairScores) -> Parsed:
+    """A pairwise verdict in the shape the judging loop stores: score = Assistant 1's, extra["score_2"] =
+    Assistant 2's (a parsed review and a scorer's PairScores are stored alike)."""
+    return Parsed(pair.score_1, pair.explanation, extra={"score_2": pair.score_2})
+
+
+def parse_pair_reply(text: str | None, lo: float = 1, hi: float = 10) -> Parsed:
+    """A written review in the shape the judging loop stores (see pair_parsed)."""
+    pair, reason = parse_pair_scores(text, lo, hi)
+    return pair_parsed(pair) if pair is not None else Parsed(None, _clean(text or ""), reason)
 
 
 _PN = r"(-?\d+(?:\.\d+)?)"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
@@ -32,58 +31,18 @@ from alpagasus.engine.types import RunCounts, RunOptions
 from alpagasus.errors import UserError
 from alpagasus.prompts.template import Template
 from alpagasus.rate.injection import flags
-from alpagasus.rate.loop import RateSummary, rate
+from alpagasus.rate.loop import rate
 from alpagasus.rate.plan import CascadeOptions, Plan, make_plan, sample_size
 from alpagasus.rate.start import Scorer
-from alpagasus.records import Example, InvalidRow, Rating, rating_field, with_rating
+from alpagasus.rate.summary import CascadeSummary, RateSummary
+from alpagasus.ratings_file import NOT_RATED, invalid_row, rating_field, row_of, stored_rating
+from alpagasus.records import Example, InvalidRow, Rating
 from alpagasus.store import FINAL, Store
 
 __all__ = ["CascadeOptions", "CascadeSummary", "Plan", "rate_cascade", "sample_size"]
 
 
 # ---- the run ------------------------------------------------------------------------------------------
-@dataclass
-class CascadeSummary:
-    """What the cascade did and what it guarantees (`RateSummary.cascade`)."""
-
-    rows: int  # rows the cascade decided (valid, unique, not empty)
-    sample: int  # rated by the strong judge first
-    band: int  # other rows rated by the strong judge (all of them when it gave up)
-    strong_rows: int
-    calls_saved: int
-    strong_fraction: float
-    start: str  # the predictor used: shipped / distilled / combined ("" if none)
-    predictor: str | None  # the predictors' judge ids ("+" between two)
-    predictor_folder: str | None  # the distilled predictor's folder, where it is used
-    predictor_requests: int
-    decided: dict[str, int]
-    lo: float
-    hi: float
-    targets: tuple[float, float]  # recall, precision
-    confidence: float
-    recall_bound: float  # one-sided lower confidence bounds (1.0: exact)
-    precision_bound: float
-    certification_rows: int
-    auc: dict[str, float]  # each candidate's ROC-AUC on the sample's comparison rows
-    gave_up: bool
-    note: str
-
-    @property
-    def guarantee(self) -> str:
-        """The summary's wording: what holds, and with what confidence."""
-        r, p = self.targets
-        if not self.predictor:
-            return (
-                "exact: every row was rated by the strong judge, so the kept set is the strong judge's own "
-                "(recall = precision = 1)"
-            )
-        return (
-            f"with {self.confidence:.0%} confidence, the kept set's recall >= {r} and precision >= {p} against "
-            f"the strong judge alone (lower bounds {self.recall_bound:.3f} and {self.precision_bound:.3f}, "
-            f"from {self.certification_rows} sample rows the band was not chosen on)"
-        )
-
-
 class Source(Protocol):
     """rate/files.py's InputFile: fresh passes over the input, the last full pass's stats."""
 
@@ -290,63 +249,25 @@ def cascade_rows(
         strong = store.get_many(ids, strong_id, version)
         pred, z = _values(store, ids, pred_ids, version, plan.scorer)
         for e in batch:
-            fields, r = e.fields(), strong.get(e.id)
-            how = "strong" if r is not None and r.status in FINAL else "error"
-            rating = dict(
-                id=e.id,
-                row=e.row,
-                score=None,
-                status="error",
-                judge=strong_id,
-                prompt_version=version,
-                model="",
-                explanation="not rated (run interrupted?)",
-                raw=None,
-                probs=None,
-                label_mass=None,
-            )
-            if how == "strong":
-                rating.update(
-                    score=r.score,
-                    status=r.status,
-                    model=r.model,
-                    explanation=r.explanation,
-                    raw=r.raw,
-                    probs=r.probs,
-                    label_mass=(r.extra or {}).get("label_mass"),
-                )
-            elif e.empty_field and r is None:
+            r = strong.get(e.id)
+            final = r is not None and r.status in FINAL
+            rating = stored_rating(e, r if final else None, strong_id, version)
+            if final:
+                how = "strong"
+            elif rating.status == "empty" and r is None:
                 how = "empty"
-                rating.update(status="empty", explanation=f"the {e.empty_field} is empty: not sent to the judge")
             elif e.id not in sample and (how := plan.decide(z[e.id])) != "band":
                 ps = [g[e.id] for g in pred]
-                score = sum(float(p.score) for p in ps) / len(ps)  # type: ignore[arg-type]
+                score = sum(float(p.score or 0.0) for p in ps) / len(ps)  # every one is ok: decide() had all
                 side = max(score, threshold) if how == "keep" else min(score, math.nextafter(threshold, -math.inf))
                 bound = f">= {plan.hi:.4g}" if how == "keep" else f"< {plan.lo:.4g}"
-                rating.update(
-                    score=side,
-                    status="ok",
-                    judge="+".join(pred_ids),
-                    model=ps[0].model,
-                    probs=ps[0].probs,
-                    explanation=f"cascade: the {plan.start} predictor's value {z[e.id]:.4g} {bound}: {how}",
-                )
+                rating.score, rating.status, rating.judge = side, "ok", "+".join(pred_ids)
+                rating.model, rating.probs = ps[0].model, ps[0].probs
+                rating.explanation = f"cascade: the {plan.start} predictor's value {z[e.id]:.4g} {bound}: {how}"
             else:
                 how = "error"
-            yield with_rating(fields, {**rating, "flags": flags(fields)}), how
+                rating.status, rating.explanation = "error", NOT_RATED
+            rating.flags = flags(e)
+            yield row_of(e.fields(), rating), how
     for bad in invalid:
-        yield (
-            {
-                "id": None,
-                "row": bad.row,
-                "field": bad.field,
-                "score": None,
-                "status": "invalid_input",
-                "judge": strong_id,
-                "prompt_version": version,
-                "explanation": bad.reason,
-                "raw": None,
-                "flags": [],
-            },
-            "invalid",
-        )
+        yield invalid_row(bad, strong_id, version), "invalid"

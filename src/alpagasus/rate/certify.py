@@ -155,9 +155,10 @@ def band_path(
     return path
 
 
-def estimates(scores: Any, keep: Any, lo: float, hi: float, n_rest: int) -> tuple[float, float]:
+def estimates(scores: Any, keep: Any, lo: float, hi: float, n_rest: int) -> tuple[Any, Any]:
     """Point estimates of (recall, precision) of the final kept set over the sample + `n_rest` other rows,
-    each other row like a sample row (`n_rest` = 0: the rows outside the sample alone)."""
+    each other row like a sample row (`n_rest` = 0: the rows outside the sample alone). numpy arrays over the
+    last axis: 0-d for one row of scores, one estimate per row for a stack of them."""
     import numpy as np
 
     s, y = np.asarray(scores, dtype=float), np.asarray(keep, dtype=bool)

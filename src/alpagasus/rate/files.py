@@ -4,6 +4,7 @@ one writes the ratings file."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from dataclasses import dataclass
@@ -17,102 +18,100 @@ from alpagasus.engine.session import Session, judging_session
 from alpagasus.engine.types import RunOptions
 from alpagasus.errors import UserError
 from alpagasus.prompts.template import Template, TemplateError, load_template
-from alpagasus.rate.loop import Pending, RateSummary, estimate, rate
+from alpagasus.rate.loop import Pending, estimate, rate
+from alpagasus.rate.options import RateOptions
+from alpagasus.rate.summary import RateSummary
 from alpagasus.rate.view import RatingsView, output_rows
-from alpagasus.records import Example, rating_field
+from alpagasus.ratings_file import rating_field
+from alpagasus.records import Example
 
 
 def rate_file(
     input: str | Path,
     output: str | Path,
+    opts: RateOptions | None = None,
     *,
-    judge: str | None = None,
-    mode: str | None = None,
-    dimension: str = "accuracy",
-    prompt: str | None = None,
-    scale: str | None = None,
-    judge_options: Mapping[str, Any] | None = None,
-    options: RunOptions | None = None,
-    store_path: str | Path | None = None,
-    field_map: Iterable[str] | dict | None = None,
-    skip_invalid: bool = False,
-    limit: int | None = None,
-    sample: int | None = None,
-    seed: int = 0,
-    dry_run: bool = False,
-    wait: bool = False,
-    ray: str | None = None,
-    rate_empty: bool = False,
     progress: ProgressFactory | None = None,
-    cascade: Any = None,
-    max_row_bytes: int | None = MAX_ROW_BYTES,
+    **fields: Any,
 ) -> RateSummary | dict:
     """Rate a dataset file and write the ratings file; returns the summary (a dict of what would be sent with
-    `dry_run`). `judge_options` go to the judge (base_url, concurrency, batch_size, device, context, timeout...;
-    one it does not take is an error), `options` to the run (prices, max_tokens, attempts...). `ray`: rate on
-    a Ray cluster ("local" starts one here, "auto" or "ray://HOST:PORT" joins one; see docs/ray.md). Rows
-    with an empty instruction or output are kept as status `empty`, not sent unless `rate_empty`.
-    `cascade` (True or a rate.cascade.CascadeOptions): the judge rates a sample and the rows a predictor
-    (shipped or distilled from the sample) is unsure of, the predictor the rest, within certified recall and
-    precision targets; it gives up when it cannot save (docs/cost.md). A row above `max_row_bytes` (None: no
-    limit) is invalid, never held whole (data/jsontext.py).
+    `dry_run`). The options are a RateOptions (rate/options.py: every option, its one default and its help),
+    or its fields as keywords (`judge=`, `store_path=`, `judge_options=`, `options=RunOptions(...)`...), which
+    override `opts`'s. `judge_options` go to the judge (base_url, concurrency, batch_size, device, context,
+    timeout...; one it does not take is an error), `options` to the run (prices, max_tokens, attempts...).
+    `ray`: rate on a Ray cluster ("local" starts one here, "auto" or "ray://HOST:PORT" joins one; docs/ray.md).
+    Rows with an empty instruction or output are kept as status `empty`, not sent unless `rate_empty`.
+    `cascade` (True or a CascadeOptions): the judge rates a sample and the rows a predictor is unsure of, the
+    predictor the rest, within certified recall and precision targets (docs/cost.md). A row above
+    `max_row_bytes` (None: no limit) is invalid, never held whole. `format`: the input's format
+    (formats.names()); None detects it from the rows (docs/formats.md).
     Raises UserError for what the user can fix, and `Interrupted` (a KeyboardInterrupt) after Ctrl-C once the
     replies in flight are stored; a stopped run resumes by running the same call again."""
-    for name, value in (("limit", limit), ("sample", sample)):
-        if value is not None and value < 0:
-            raise UserError(f"{name} must be 0 or more, not {value}")
+    o = dataclasses.replace(opts, **fields) if opts is not None else RateOptions(**fields)
     try:
-        template = load_template(prompt or dimension, scale=scale)
-        source = InputFile(input, field_map, skip_invalid, limit, sample, seed, rate_empty, max_row_bytes)
+        template = load_template(o.prompt or o.dimension, scale=o.scale)
+        source = InputFile(
+            input, o.field_map, o.skip_invalid, o.limit, o.sample, o.seed, o.rate_empty, o.max_row_bytes, o.format
+        )
     except (DataError, TemplateError, OSError) as e:
         raise UserError(str(e)) from e
-    opts = options or RunOptions()
-    spec = judge or judges.default_rating_judge(dimension, prompt, scale, mode)
+    run = o.options
+    spec = o.judge or judges.default_rating_judge(o.dimension, o.prompt, o.scale, o.mode)
     with judging_session(
-        spec, mode=mode, judge_options=judge_options, store_path=store_path, lock=not dry_run, wait=wait
+        spec, mode=o.mode, judge_options=o.judge_options, store_path=o.store_path, lock=not o.dry_run, wait=o.wait
     ) as session:
-        if opts.batch:  # before anything is read or sent: the judge must speak the Batch API
+        if run.batch:  # before anything is read or sent: the judge must speak the Batch API
             from alpagasus.engine.batch import check_batchable
 
             check_batchable(session.judge)
-            if ray is not None:
+            if o.ray is not None:
                 raise UserError("--batch and --ray cannot be combined: the provider runs the batch")
-        if dry_run:  # reads the store only: no lock
-            return _dry_run(source, template, session, opts)
-        if cascade:  # not with --ray; the ratings file depends on the band, so no up-to-date shortcut
-            from alpagasus.rate.cascade import CascadeOptions, rate_cascade
+        if o.dry_run:  # reads the store only: no lock
+            return _dry_run(source, template, session, run)
+        cascade = o.cascade_options()
+        if cascade is not None:  # not with --ray; the ratings file depends on the band: no up-to-date shortcut
+            from alpagasus.rate.cascade import rate_cascade
 
-            if ray is not None:
+            if o.ray is not None:
                 raise UserError("--cascade and --ray cannot be combined yet")
-            return rate_cascade(
-                source,
-                template,
-                session,
-                opts,
-                cascade if isinstance(cascade, CascadeOptions) else CascadeOptions(seed=seed),
-                output,
-                progress,
-            )
-        view = RatingsView(
-            input,
-            output,
-            session.store,
-            session.judge.id,
-            template.version,
-            [source.fmap, skip_invalid, limit, sample, seed, opts.retry_unparsed, rate_empty, max_row_bytes],
+            return rate_cascade(source, template, session, run, cascade, output, progress)
+        return _rate_to_file(source, output, template, session, run, spec, o.judge_options, o.ray, progress)
+
+
+def _rate_to_file(
+    source: InputFile,
+    output: str | Path,
+    template: Template,
+    session: Session,
+    opts: RunOptions,
+    spec: str,
+    judge_options: Mapping[str, Any] | None,
+    ray: str | None,
+    progress: ProgressFactory | None,
+) -> RateSummary:
+    """Rate what the store lacks and write the ratings file, unless a finished run's view is still up to date."""
+    s = source
+    view = RatingsView(
+        s.path,
+        output,
+        session.store,
+        session.judge.id,
+        template.version,
+        [s.fmap, s.skip_invalid, s.limit, s.sample, s.seed, opts.retry_unparsed, s.rate_empty, s.max_row_bytes]
+        + ([s.format] if s.format is not None else []),  # as before when no format is named: views stay valid
+    )
+    done_before = view.unchanged()
+    if done_before is not None:  # the same command already finished: nothing to read, nothing to ask
+        return done_before
+    summary = _rate(source, template, session, opts, spec, judge_options, ray, progress)
+    summary.flagged = _write(output, source, session, template, summary)
+    if summary.invalid and not summary.unique:  # --skip-invalid with nothing valid: not a success
+        raise UserError(
+            f"nothing was rated: all {len(summary.invalid)} rows of {s.path} are invalid (first: "
+            f"{summary.invalid[0]}); {output} lists them with status invalid_input"
         )
-        done_before = view.unchanged()
-        if done_before is not None:  # the same command already finished: nothing to read, nothing to ask
-            return done_before
-        summary = _rate(source, template, session, opts, spec, judge_options, ray, progress)
-        summary.flagged = _write(output, source, session, template, summary)
-        if summary.invalid and not summary.unique:  # --skip-invalid with nothing valid: not a success
-            raise UserError(
-                f"nothing was rated: all {len(summary.invalid)} rows of {input} are invalid (first: "
-                f"{summary.invalid[0]}); {output} lists them with status invalid_input"
-            )
-        if summary.run.error == 0:  # every example has its final rating: remember it, a rerun is then free
-            view.remember(summary)
+    if summary.run.error == 0:  # every example has its final rating: remember it, a rerun is then free
+        view.remember(summary)
     return summary
 
 
@@ -128,6 +127,7 @@ class InputFile:
     seed: int
     rate_empty: bool = False
     max_row_bytes: int | None = MAX_ROW_BYTES
+    format: str | None = None  # None: detected from the rows
 
     def __post_init__(self) -> None:
         self.fmap = self.field_map if isinstance(self.field_map, dict) else parse_field_map(self.field_map)
@@ -137,7 +137,13 @@ class InputFile:
     def examples(self, stats: ReadResult | None = None) -> Iterator[Example]:
         """A fresh pass over the input."""
         it: Iterator[Example] = stream_examples(
-            self.path, self.fmap, self.skip_invalid, stats, allow_empty=True, max_row_bytes=self.max_row_bytes
+            self.path,
+            self.fmap,
+            self.skip_invalid,
+            stats,
+            allow_empty=True,
+            max_row_bytes=self.max_row_bytes,
+            format=self.format,
         )
         if self.chosen is not None:
             it = (e for i, e in enumerate(it) if i in self.chosen)
@@ -148,7 +154,12 @@ class InputFile:
         n = sum(
             1
             for _ in stream_examples(
-                self.path, self.fmap, skip_invalid=True, allow_empty=True, max_row_bytes=self.max_row_bytes
+                self.path,
+                self.fmap,
+                skip_invalid=True,
+                allow_empty=True,
+                max_row_bytes=self.max_row_bytes,
+                format=self.format,
             )
         )
         return set(random.Random(self.seed).sample(range(n), min(self.sample or 0, n)))

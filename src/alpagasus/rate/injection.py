@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-FIELDS = ("instruction", "input", "output")
+from alpagasus.records import Example
+
 _W = r"(?:\W+\w+){0,4}?\W+"  # up to four words in between
 
 PATTERNS: dict[str, list[re.Pattern]] = {
@@ -80,9 +81,25 @@ NEEDS: dict[str, list[tuple[set[str], ...] | str]] = {
 _WORD = re.compile(r"[a-z]+")
 
 
-def flags(fields: Mapping[str, Any]) -> list[str]:
-    """The kinds of suspicious text in an example's fields, e.g. ["fake_score", "injection"]; [] when clean."""
-    text = "\n".join(str(fields.get(f) or "") for f in FIELDS)
+def texts(sample: Example | Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(where, text) of every part of a sample the judge reads: each turn's own content as written (a rendered
+    conversation's "System:" labels are ours, not the data's), then the judged response. A row (a ratings or
+    input row in any format) is read through `formats` first; a row that holds no sample has no text."""
+    if not isinstance(sample, Example):
+        from alpagasus.formats import example_of
+
+        got = example_of(sample)
+        if not isinstance(got, Example):
+            return []
+        sample = got
+    context = [(f"{t.role} turn {i}", t.content) for i, t in enumerate(sample.context, 1)]
+    return [*context, ("response", sample.response)]
+
+
+def flags(sample: Example | Mapping[str, Any]) -> list[str]:
+    """The kinds of suspicious text in a sample (an Example, or a row in any format), e.g. ["fake_score",
+    "injection"]; [] when clean."""
+    text = "\n".join(t for _, t in texts(sample))
     words = set(_WORD.findall(text.lower()))
 
     def may(need: tuple[set[str], ...] | str) -> bool:
@@ -95,14 +112,15 @@ def flags(fields: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def explain(fields: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """(kind, field, matched text) for each hit: where a flag comes from."""
+def explain(sample: Example | Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, part, matched text) for each hit, the part as `texts` names it: where a flag comes from."""
     out = []
+    parts = texts(sample)
     for kind, pats in PATTERNS.items():
-        for f in FIELDS:
+        for where, text in parts:
             for p in pats:
-                m = p.search(str(fields.get(f) or ""))
+                m = p.search(text)
                 if m:
-                    out.append((kind, f, m.group(0)))
+                    out.append((kind, where, m.group(0)))
                     break
     return out

@@ -7,43 +7,22 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from alpagasus.engine.loop import ProgressFactory, chunked, run_items, run_sync
-from alpagasus.engine.types import Item, RunCounts, RunOptions, final_statuses
+from alpagasus.engine.types import Item, RunOptions, final_statuses
 from alpagasus.judges.base import Judge
 from alpagasus.prompts.rubric import Rubric
 from alpagasus.prompts.template import Template
-from alpagasus.records import Example, InvalidRow, Request
+from alpagasus.rate.summary import RateSummary
+from alpagasus.records import Example, Request
 from alpagasus.store import Store
 
 
-@dataclass
-class RateSummary:
-    """What rating did. This layer's own counts (the input's rows, what the store already held, flagged rows)
-    beside the judging run's (`run`, written by the engine only)."""
-
-    judge: str = ""
-    prompt_version: str = ""
-    rows: int = 0  # rows read from the input
-    duplicates: int = 0
-    invalid: list[InvalidRow] = field(default_factory=list)
-    already_rated: int = 0  # found in the store: not requested again
-    empty: int = 0  # empty instruction or output: not sent (unless rate_empty), never selected
-    flagged: int = 0  # rows flagged as possible prompt injection (see rate/injection.py)
-    run: RunCounts = field(default_factory=RunCounts)
-    note: str = ""  # e.g. "nothing to do: ..." when a rerun finds the ratings file up to date
-    cascade: dict | None = None  # --cascade: sample, band, calls saved, estimates (see rate/cascade.py)
-
-    @property
-    def unique(self) -> int:
-        """Distinct valid examples: those the store held, those judged now, and the empty ones."""
-        return self.already_rated + self.run.to_judge + self.empty
-
-
 def build_request(example: Example, template: Template, mode: str) -> Request:
-    values = example.fields()
+    """The judge's request for one example: the rubric filled with `prompt_fields()` (a conversation's context in
+    the instruction's place, docs/formats.md); the row's other columns are there for custom templates."""
+    values = template_values(example)
     fence = template.meta.get("fence")  # guarded templates: the data cannot close the tags that delimit it
     if fence:
         values = {k: neutralize_tags(v, fence.split(",")) if isinstance(v, str) else v for k, v in values.items()}
@@ -55,6 +34,11 @@ def build_request(example: Example, template: Template, mode: str) -> Request:
         labels=template.labels,
         example=example,
     )
+
+
+def template_values(example: Example) -> dict:
+    """What a rubric template may name: the row's other columns, then the rubric's three fields."""
+    return {**example.extra, **example.prompt_fields()}
 
 
 def neutralize_tags(text: str, tags: list[str]) -> str:
@@ -154,7 +138,7 @@ def estimate(
     n = tin = 0
     for e in examples:
         n += 1
-        tin += count_tokens(template.system + template.render(e.fields())) + 8
+        tin += count_tokens(template.system + template.render(template_values(e))) + 8
     # generate writes a reply; logprob reads one token; a predictor or IFD scorer writes nothing
     tout = n * {"logprob": 1, "predict": 0, "ifd": 0}.get(mode, out_tokens)
     return {"requests": n, "tokens_in": tin, "tokens_out_estimate": tout, "cost": opts.cost(tin, tout)}

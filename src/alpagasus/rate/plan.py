@@ -60,8 +60,9 @@ def sample_size(n: int, given: int | None = None) -> int:
     return min(n, max(MIN_SAMPLE, min(MAX_SAMPLE, round(SAMPLE_FRACTION * n))))
 
 
-def needed(target: float, confidence: float) -> int:
-    """Rows (none of them failing) a Clopper-Pearson bound needs to reach `target` at `confidence`."""
+def needed(target: float, confidence: float) -> float:
+    """Rows (none of them failing) a Clopper-Pearson bound needs to reach `target` at `confidence`: a whole
+    number, or math.inf for a target of 1 (no number of rows reaches it)."""
     return 1 if target <= 0 else math.inf if target >= 1 else math.ceil(math.log(1 - confidence) / math.log(target))
 
 
@@ -78,6 +79,11 @@ def precheck(keep: Any, split: Split, options: CascadeOptions) -> str:
     if k / (n * options.precision) >= options.min_saving:  # keeping rows on its word alone might still save
         return ""
     need = needed(options.recall, options.confidence)
+    if math.isinf(need):  # a recall of 1 is never certified from a sample: no row can be dropped on its word
+        return (
+            f"certifying recall >= {options.recall} would need every kept row found by the strong judge, so no row "
+            f"could be dropped on the predictor's word (a --cascade-recall below 1 could)"
+        )
     rate_ = max(k, 1) / n
     return (
         f"the {n} certification rows of the sample hold {k} kept by the strong judge; certifying recall >= "

@@ -12,7 +12,6 @@ task dying with its node) are sent again in a sweep pass. Ray is imported only h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
@@ -22,23 +21,20 @@ import signal
 import sqlite3
 import threading
 import time
-from types import SimpleNamespace
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
-from alpagasus.engine.loop import Progress, chunked, run_items
-from alpagasus.engine.types import Interrupted, Item, RunCounts, RunOptions, StoreWriteError
+from alpagasus.engine.loop import Progress, chunked
+from alpagasus.engine.types import Interrupted, RunCounts, RunOptions, StoreWriteError
 from alpagasus.judges.base import Judge, JudgeError, OutageError
-from alpagasus.prompts.rubric import Rubric
 from alpagasus.prompts.template import Template
-from alpagasus.rate.loop import Pending, RateSummary, build_request
-from alpagasus.records import Example, Rating
-from alpagasus.redact import SECRET_KEYS
+from alpagasus.rate.loop import Pending, RateSummary
+from alpagasus.rate.workers import SECRET_ENV, BlockRater, Feed, feed_source, split_secrets
+from alpagasus.records import Example
 from alpagasus.store import Store
 
-__all__ = ["rate_on_ray", "RayRateError"]
+__all__ = ["rate_on_ray", "reservation", "RayRateError", "SECRET_ENV", "split_secrets"]
 WINDOW = 4096  # examples checked against the store per query
 SWEEPS = 2  # extra passes for rows lost in transit, before giving up (resumably)
-SECRET_ENV = "ALPAGASUS_SECRET_"  # + an option's name: a judge's key, set in the Ray workers' environment
 
 
 class RayRateError(JudgeError):
@@ -70,7 +66,7 @@ def rate_on_ray(
     and mode); each actor builds its own with `judges.get(judge_spec, mode=judge.mode, **judge_options)`.
     `block_rows`: rows per Ray task (default: max(64, 4x the judge's concurrency, its batch size), so that an
     API judge's window is rarely waiting on a block's last replies). `actors`: pool size
-    (default: one actor per GPU for vllm judges and `device=cuda`, else one per CPU). Raises RayRateError (a
+    (default: `reservation`, from what the judge declares in `resources`). Raises RayRateError (a
     JudgeError), OutageError, and `Interrupted` after Ctrl-C once the blocks in flight are stored."""
     s = RunCounts(judge=judge.id, prompt_version=template.version)
     reader = Store(store.path)  # the feeder thread's own connection; the driver's writes stay on this thread
@@ -83,13 +79,7 @@ def rate_on_ray(
             return RateSummary(judge.id, template.version, already_rated=pending.already, empty=pending.empty)
         ray, started = _connect(address, runtime_env)
         try:
-            gpu = judge_spec.startswith("vllm:") or str(judge_options.get("device", "")).startswith("cuda")
-            num_gpus = (1 if gpu else 0) if num_gpus is None else num_gpus
-            num_cpus = (0 if gpu else 1) if num_cpus is None else num_cpus
-            res = ray.cluster_resources()
-            actors = actors or max(
-                1, int(res.get("GPU", 0) // num_gpus if num_gpus else res.get("CPU", 1) // max(num_cpus, 1))
-            )
+            pool = reservation(judge, ray.cluster_resources(), actors, num_cpus, num_gpus)
             public, env = split_secrets(judge_options)  # keys travel in the actors' environment, not their args
             worker = dict(
                 judge_spec=judge_spec,
@@ -99,15 +89,7 @@ def rate_on_ray(
                 template=template,
                 options=options,
             )
-            run = _Run(
-                ray,
-                store,
-                options,
-                s,
-                progress,
-                worker,
-                dict(actors=actors, num_cpus=num_cpus, num_gpus=num_gpus or None, env=env),
-            )
+            run = _Run(ray, store, options, s, progress, worker, {**pool, "env": env})
             run.all(itertools.chain([first], blocks), block_rows)
         finally:
             if started:
@@ -117,17 +99,20 @@ def rate_on_ray(
     return RateSummary(judge.id, template.version, already_rated=pending.already, empty=pending.empty, run=s)
 
 
-def split_secrets(judge_options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(the judge options without its secrets, the environment variables that carry them to the workers). An
-    actor's constructor arguments are pickled into Ray's task specs (and the GCS, logs, the dashboard); a
-    runtime environment's variables are only set in the worker processes (docs/ray.md)."""
-    public = {k: v for k, v in judge_options.items() if not (SECRET_KEYS.search(k) and isinstance(v, str))}
-    return public, {SECRET_ENV + k.upper(): v for k, v in judge_options.items() if k not in public}
-
-
-def secret_options() -> dict[str, str]:
-    """In a worker: the judge options `split_secrets` sent through the environment."""
-    return {k[len(SECRET_ENV) :].lower(): v for k, v in os.environ.items() if k.startswith(SECRET_ENV)}
+def reservation(
+    judge: Judge,
+    cluster: Mapping[str, float],
+    actors: int | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+) -> dict[str, Any]:
+    """The actor pool: each actor reserves what the judge declares (`judge.resources`: GPUs for vllm:, ifd:vllm:
+    and a cuda device, a CPU otherwise) unless given; as many actors as the cluster's `cluster_resources()` hold
+    (one per GPU share, else one per CPU share) unless given."""
+    gpus = judge.resources.gpus if num_gpus is None else num_gpus
+    cpus = judge.resources.cpus if num_cpus is None else num_cpus
+    fits = cluster.get("GPU", 0) // gpus if gpus else cluster.get("CPU", 1) // max(cpus, 1)
+    return {"actors": actors or max(1, int(fits)), "num_cpus": cpus, "num_gpus": gpus or None}
 
 
 def _connect(address: str | None, runtime_env: dict | None) -> tuple[Any, bool]:
@@ -199,7 +184,7 @@ class _Run:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        feed = ray.remote(num_cpus=0)(_Feed).options(scheduling_strategy=here).remote()
+        feed = ray.remote(num_cpus=0)(Feed).options(scheduling_strategy=here).remote()
         self.stopping = False
         feeder = threading.Thread(target=self._feed, args=(feed, blocks, block_rows), daemon=True)
         log, level = logging.getLogger("ray.data"), logging.getLogger("ray.data").level
@@ -215,7 +200,8 @@ class _Run:
         except (KeyboardInterrupt, JudgeError, StoreWriteError):
             raise
         except Exception as e:  # the Ray job failed: a judge that cannot load, a lost object...
-            why, cause = type(e).__name__, e
+            why: str = type(e).__name__
+            cause: BaseException | None = e
             while cause is not None:  # the deepest message's last line: the root cause, not pages of traceback
                 why = ([x.strip() for x in str(cause).splitlines() if x.strip()] or [why])[-1]
                 cause = cause.__cause__
@@ -236,7 +222,7 @@ class _Run:
             log.setLevel(level)
 
     def _dataset(self, feed: Any) -> Any:
-        """Read task streaming the feed -> pool of _BlockRater actors. Ray Data's defaults restart a dead map actor
+        """Read task streaming the feed -> pool of BlockRater actors. Ray Data's defaults restart a dead map actor
         and retry its blocks (max_restarts=-1, max_task_retries=-1: ActorPoolMapOperator._apply_default_remote_args)."""
         data = self.ray.data
         ctx = data.DataContext.get_current()
@@ -245,9 +231,9 @@ class _Run:
         # at once, instead of coalescing rows towards 128 MB blocks (which would stall the stream).
         ctx.target_max_block_size, ctx.enable_progress_bars = 1, False
         try:  # the dataset keeps a copy of the context taken here
-            ds = data.read_datasource(_feed_source(feed), num_cpus=0, override_num_blocks=1)
+            ds = data.read_datasource(feed_source(feed), num_cpus=0, override_num_blocks=1)
             return ds.map_batches(
-                _BlockRater,
+                BlockRater,
                 batch_size=1,
                 batch_format="numpy",
                 fn_constructor_kwargs={**self.worker, "feed": feed},
@@ -336,118 +322,3 @@ class _Run:
         finally:
             timer.cancel()
             signal.signal(signal.SIGINT, old)
-
-
-class _Feed:
-    """A Ray actor (async) holding blocks for the read task. take() answers None once closed and empty, so that
-    a read task Ray retries ends instead of waiting forever; stopped() tells actors to skip what they hold."""
-
-    def __init__(self) -> None:
-        self.items: list[bytes] = []
-        self.closed = self.stop = False
-        self.cond = asyncio.Condition()
-
-    async def put(self, item: bytes) -> None:
-        async with self.cond:
-            self.items.append(item)
-            self.cond.notify_all()
-
-    async def take(self) -> bytes | None:
-        async with self.cond:
-            await self.cond.wait_for(lambda: self.closed or self.items)
-            return self.items.pop(0) if self.items else None
-
-    async def close(self, stop: bool = False) -> None:
-        async with self.cond:
-            self.closed, self.stop = True, self.stop or stop
-            if stop:
-                self.items.clear()
-            self.cond.notify_all()
-
-    async def stopped(self) -> bool:
-        return self.stop
-
-
-def _feed_source(feed: Any) -> Any:
-    """A Ray Data datasource: one read task streaming the feed's blocks, one row (pickled examples) each."""
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    class FeedSource(Datasource):
-        def estimate_inmemory_data_size(self) -> None:
-            return None
-
-        def get_read_tasks(
-            self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
-        ) -> list:
-            def read() -> Iterator[Any]:
-                import pyarrow as pa
-                import ray
-
-                while (item := ray.get(feed.take.remote())) is not None:
-                    yield pa.table({"rows": pa.array([item], type=pa.binary())})
-
-            return [ReadTask(read, BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None))]
-
-    return FeedSource()
-
-
-class _BlockRater:
-    """A Ray Data map actor: builds and loads its own judge once, then rates one block per call."""
-
-    def __init__(
-        self,
-        judge_spec: str,
-        mode: str,
-        judge_options: dict,
-        judge_id: str,
-        template: Template,
-        options: RunOptions,
-        feed: Any,
-    ):
-        from alpagasus import judges
-
-        self.judge = judges.get(judge_spec, mode=mode, **judge_options, **secret_options())
-        if self.judge.id != judge_id:  # ratings are stored under this id: a different model would never resume
-            raise JudgeError(
-                f"this worker's judge is {self.judge.id}, the driver's {judge_id}: install the "
-                "same alpagasus and models on every node"
-            )
-        self.judge.load()
-        self.template, self.opts, self.feed = template, options, feed
-        self.loop = asyncio.new_event_loop()  # one loop for the actor's life: API clients keep their connections
-
-    def __call__(self, batch: dict) -> dict:
-        import numpy as np
-
-        return {"result": np.array([self.rate(pickle.loads(b)) for b in batch["rows"]], dtype=object)}
-
-    def rate(self, examples: list[Example]) -> bytes:
-        import ray
-
-        t, j, error = self.template, self.judge, None
-        counts = RunCounts()
-        ratings: list[Rating] = []
-        log: list[tuple] = []  # the engine's store, on a worker: kept in memory, returned with the block
-        sink = SimpleNamespace(path="(a Ray worker's memory)", put_many=ratings.extend, log_attempts=log.extend)
-        try:
-            if ray.get(self.feed.stopped.remote(), timeout=30):
-                examples = []  # Ctrl-C on the driver: not started, not rated (the driver knows them unrated)
-        except Exception:  # the feed is gone: so is the driver's pass
-            examples = []
-        items = [Item(e.id, build_request(e, t, j.mode)) for e in examples]
-        try:
-            counts = self.loop.run_until_complete(
-                run_items(
-                    items,
-                    j,
-                    sink,
-                    Rubric.rating(t),  # type: ignore[arg-type]
-                    self.opts,
-                )
-            )
-        except OutageError as e:  # the judge stayed away: return what was rated; the driver stops resumably
-            error = ("outage", str(e))
-        except Exception as e:
-            error = ("error", f"{type(e).__name__}: {e}")
-        return pickle.dumps({"ratings": ratings, "log": log, "error": error, "counts": counts})

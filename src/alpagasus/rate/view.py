@@ -12,8 +12,9 @@ from typing import Iterable, Iterator
 from alpagasus.data import bundled_sample
 from alpagasus.engine.loop import chunked
 from alpagasus.rate.injection import flags
-from alpagasus.rate.loop import RateSummary
-from alpagasus.records import IFD_FIELD, Example, InvalidRow, Rating, with_rating
+from alpagasus.rate.summary import RateSummary
+from alpagasus.ratings_file import invalid_row, row_of, stored_rating
+from alpagasus.records import Example, InvalidRow
 from alpagasus.store import Store
 
 
@@ -21,60 +22,16 @@ def output_rows(
     examples: Iterable[Example], store: Store, judge_id: str, prompt_version: str, invalid: Iterable[InvalidRow] = ()
 ) -> Iterator[dict]:
     """The example's own fields, untouched, + the rating + `flags` (possible prompt injection in the data, see
-    injection.py; [] when clean), whatever score the row got; then one row per invalid input row. A rating
-    field whose name the example already uses is written as `alpagasus_<name>` (records.with_rating)."""
+    injection.py; [] when clean), whatever score the row got; then one row per invalid input row. The row's
+    shape is ratings_file's (a rating field whose name the example already uses goes under `alpagasus_`)."""
     for batch in chunked(examples, 1000):
         got = store.get_many([e.id for e in batch], judge_id, prompt_version)
         for e in batch:
-            r = got.get(e.id)
-            fields = e.fields()
-            if r is not None:
-                status, explanation = r.status, r.explanation
-            elif e.empty_field:
-                status = "empty"
-                explanation = (
-                    f"the {e.empty_field} is empty: not sent to the judge, never selected (--rate-empty rates it)"
-                )
-            else:
-                status, explanation = "error", "not rated (run interrupted?)"
-            yield with_rating(
-                fields,
-                dict(
-                    id=e.id,
-                    row=e.row,
-                    score=r.score if r else None,
-                    status=status,
-                    judge=judge_id,
-                    prompt_version=prompt_version,
-                    model=r.model if r else "",
-                    explanation=explanation,
-                    raw=r.raw if r else None,
-                    probs=r.probs if r else None,
-                    label_mass=(r.extra or {}).get("label_mass") if r else None,
-                    flags=flags(fields),
-                    **_ifd_column(judge_id, r),
-                ),
-            )
+            rating = stored_rating(e, got.get(e.id), judge_id, prompt_version)
+            rating.flags = flags(e)
+            yield row_of(e.fields(), rating)
     for bad in invalid:
-        yield {
-            "id": None,
-            "row": bad.row,
-            "field": bad.field,
-            "score": None,
-            "status": "invalid_input",
-            "judge": judge_id,
-            "prompt_version": prompt_version,
-            "explanation": bad.reason,
-            "raw": None,
-            "flags": [],
-        }
-
-
-def _ifd_column(judge_id: str, r: Rating | None) -> dict:
-    """IFD judges' raw figures (IFD, both losses, the `ifd_ge_1` mark; judges/ifd.py) as the `ifd` column."""
-    if not judge_id.startswith("ifd:"):
-        return {}
-    return {IFD_FIELD: (r.extra or {}).get("ifd") if r is not None else None}
+        yield invalid_row(bad, judge_id, prompt_version)
 
 
 class RatingsView:
@@ -88,15 +45,15 @@ class RatingsView:
         self.key = f"view:{Path(output).resolve()}"
         src = str(input)
         path = bundled_sample(src.removeprefix("sample:")) if src.startswith("sample:") else Path(src)
-        self.input = path if path.is_file() else None
-        self.output = Path(output)
+        self.source = path if path.is_file() else None
+        self.target = Path(output)
 
     def state(self) -> list | None:
-        if self.input is None or not self.output.is_file():
+        if self.source is None or not self.target.is_file():
             return None
-        a, b = self.input.stat(), self.output.stat()
+        a, b = self.source.stat(), self.target.stat()
         return [
-            str(self.input.resolve()),
+            str(self.source.resolve()),
             a.st_size,
             a.st_mtime_ns,
             b.st_size,
@@ -120,6 +77,7 @@ class RatingsView:
             empty=s.get("empty", 0),
             flagged=s["flagged"],
             note="nothing to do: the ratings file is up to date with the input and the store",
+            up_to_date=True,
         )
 
     def remember(self, s: RateSummary) -> None:

@@ -14,14 +14,7 @@ from alpagasus.data import write_json
 from alpagasus.report.html import write_page
 from alpagasus.report.ratings import ReportError
 from alpagasus.report.scan import scan_file
-from alpagasus.report.stats import (
-    DEFAULT_KEYWORDS,
-    agreement_of,
-    example_lines,
-    fill_instructions,
-    label,
-    summarize_scan,
-)
+from alpagasus.report.stats import DEFAULT_KEYWORDS, agreement_of, example_lines, fill_prompts, label, summarize_scan
 
 
 def build_report(
@@ -57,7 +50,7 @@ def build_report(
     chosen = example_lines(scan, examples_per_bin)
     rows = scan.rows_at([line for lines in chosen.values() for line in lines] + worst)  # the second pass
     if compare is not None:
-        fill_instructions(summary["agreement"], worst, rows)
+        fill_prompts(summary["agreement"], worst, rows)
     scan.ids = None  # A's id table is not needed for the page either
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

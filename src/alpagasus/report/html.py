@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from alpagasus.data import atomic_writer
 from alpagasus.report.charts import plot_confusion, plot_histogram, plot_kept, plot_keyword_bins, plot_length
 from alpagasus.report.figures import escape, fmt, img_tag, table, write_png
-from alpagasus.report.ratings import EXAMPLE_FIELDS
+from alpagasus.report.ratings import row_sample, sample_parts
 from alpagasus.report.scan import SHOWN as PROBLEMS_SHOWN
 from alpagasus.report.scan import Scan
 from alpagasus.select.rules import BINS
@@ -43,12 +43,11 @@ def img(name: str, data: bytes, alt: str) -> str:
     return f"<figure>{img_tag(data, alt, f'img-{name}')}<figcaption>{name}.png</figcaption></figure>"
 
 
-def _fields(r: dict[str, Any], with_output: bool = True) -> str:
-    out = []
-    for f in EXAMPLE_FIELDS if with_output else EXAMPLE_FIELDS[:2]:
-        if r.get(f):
-            out.append(f'<div class="field"><b>{f}</b><pre>{esc(r[f])}</pre></div>')
-    return "".join(out)
+def _fields(r: dict[str, Any]) -> str:
+    """The row's sample, read in its own format (`ratings.sample_parts`): its non-empty parts, labelled."""
+    ex = row_sample(r)
+    parts = sample_parts(ex) if ex is not None else []
+    return "".join(f'<div class="field"><b>{esc(k)}</b><pre>{esc(v)}</pre></div>' for k, v in parts if v)
 
 
 def _card(r: dict[str, Any], extra: str = "") -> str:
@@ -97,11 +96,10 @@ def problems_html(shown: dict[str, list[dict[str, Any]]], counts: dict[str, int]
                 else esc(r.get("id"))
             )
             detail = r.get("raw") if status == "unparsed" and r.get("raw") else r.get("explanation")
-            body.append([where, esc(r.get("instruction"), 200), f"<pre>{esc(detail, 1000)}</pre>"])
+            ex = row_sample(r)
+            body.append([where, esc(ex.prompt if ex is not None else "", 200), f"<pre>{esc(detail, 1000)}</pre>"])
         more = f"<p>… and {n - PROBLEMS_SHOWN} more.</p>" if n > PROBLEMS_SHOWN else ""
-        parts.append(
-            f"<h3>{status}: {n}</h3>" + table(f"problems-{status}", ["row / id", "instruction", what], body) + more
-        )
+        parts.append(f"<h3>{status}: {n}</h3>" + table(f"problems-{status}", ["row / id", "prompt", what], body) + more)
     return "".join(parts)
 
 
@@ -139,7 +137,7 @@ def keyword_html(s: dict[str, Any]) -> str:
         ],
     )
     return (
-        f"<p>Keywords (case-sensitive substrings of instruction, input or output): {words}.</p>"
+        f"<p>Keywords (case-sensitive substrings of a row's text: its turns, prompt and response): {words}.</p>"
         f"{bins}<h3>Kept per threshold, by group</h3>{kept}"
     )
 
@@ -173,9 +171,9 @@ def agreement_html(agr: dict[str, Any], confusion_png: bytes) -> str:
     conf = table("agreement-confusion", ["A \\ B", *BINS], [[a, *(agr["confusion"][a][b] for b in BINS)] for a in BINS])
     worst = table(
         "agreement-worst",
-        ["id", "A", "B", "B − A", "instruction"],
+        ["id", "A", "B", "B − A", "prompt"],
         [
-            [esc(w["id"]), fmt_score(w["score_a"]), fmt_score(w["score_b"]), fmt(w["diff"]), esc(w["instruction"])]
+            [esc(w["id"]), fmt_score(w["score_a"]), fmt_score(w["score_b"]), fmt(w["diff"]), esc(w["prompt"])]
             for w in agr["most_disagreeing"]
         ],
     )
@@ -186,27 +184,15 @@ def agreement_html(agr: dict[str, Any], confusion_png: bytes) -> str:
     )
 
 
-def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, list[dict]], selections: str = "") -> None:
-    """Draw the plots, write them beside the page, and write index.html with them embedded. `scan` gives the
-    length plot its points and the problem and flagged lists their first rows; `s` has every count."""
-    pngs = {
-        "histogram": plot_histogram(s["bins"]),
-        "kept": plot_kept(s),
-        "keywords": plot_keyword_bins(s["keywords"]),
-        "length": plot_length(scan.lengths, scan.scores, s["length_spearman"]),
-    }
-    if "agreement" in s:
-        pngs["agreement"] = plot_confusion(s["agreement"])
-    for name, data in pngs.items():
-        write_png(out / f"{name}.png", data)
-    rated = s["rated"]
+def overview_html(s: dict[str, Any]) -> str:
+    """The counts table, and the warnings about the scale and (logprob judges) the score labels' mass."""
     overview = table(
         "overview",
         ["rows", "rated", "unparsed", "invalid input", "error", "empty", "flagged", "mean score", "score range"],
         [
             [
                 s["total"],
-                rated,
+                s["rated"],
                 s["unparsed"],
                 s["invalid"],
                 s["error"],
@@ -229,6 +215,23 @@ def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, lis
             f"{lm['rows']} rows; {lm['under_floor']} ({pct(lm['under_floor'], lm['rows'])}) under "
             f"{lm['floor']:g}, the default --min-label-mass of API judges.</p>"
         )
+    return overview + warn
+
+
+def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, list[dict]], selections: str = "") -> None:
+    """Draw the plots, write them beside the page, and write index.html with them embedded. `scan` gives the
+    length plot its points and the problem and flagged lists their first rows; `s` has every count."""
+    pngs = {
+        "histogram": plot_histogram(s["bins"]),
+        "kept": plot_kept(s),
+        "keywords": plot_keyword_bins(s["keywords"]),
+        "length": plot_length(scan.lengths, scan.scores, s["length_spearman"]),
+    }
+    if "agreement" in s:
+        pngs["agreement"] = plot_confusion(s["agreement"])
+    for name, data in pngs.items():
+        write_png(out / f"{name}.png", data)
+    rated = s["rated"]
     bins = table("bins", ["bin", "rows", "% of rated"], [[b, n, pct(n, rated)] for b, n in s["bins"].items()])
     kept = table(
         "kept",
@@ -240,7 +243,7 @@ def write_page(out: Path, s: dict[str, Any], scan: Scan, examples: dict[str, lis
     fill = {
         "title": esc(f"Ratings report: {s['label']}", None),
         "label": esc(s["label"], None),
-        "overview": overview + warn,
+        "overview": overview_html(s),
         "histogram": f'<div class="row">{bins}{img("histogram", pngs["histogram"], "score histogram")}</div>',
         "kept": f'<div class="row">{kept}</div>{img("kept", pngs["kept"], "rows kept per threshold")}',
         "keywords": keyword_html(s) + img("keywords", pngs["keywords"], "score bins of keyword rows"),

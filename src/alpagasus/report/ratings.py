@@ -1,5 +1,7 @@
 """The report's input: the rows of a ratings file (`alpagasus rate` output), checked enough that the counts
-mean something, and what a row is to the report (rated or not, its text fields).
+mean something, and what a row is to the report (rated or not, its sample). A row is the input's row in its
+own format (Alpaca, messages, ShareGPT...) plus the rating's fields: the sample is read through `formats`, and
+the report reads only its views (prompt, response, turns), never a format's field names.
 
 The report never holds the file: `iter_ratings` streams checked rows for one pass that keeps compact columns
 (`report.scan`), and `read_lines` re-reads only the few rows the page shows, by line number."""
@@ -13,9 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from alpagasus.data import DataError, iter_objects
-from alpagasus.records import rating_view
-
-EXAMPLE_FIELDS = ("instruction", "input", "output")  # an example's text, as rated
+from alpagasus.formats import example_of
+from alpagasus.ratings_file import rating_view
+from alpagasus.records import Example
 
 
 class ReportError(ValueError):
@@ -92,3 +94,25 @@ def _check_row(row: dict[str, Any], path: str | Path, lineno: int) -> None:
 
 def is_rated(row: dict[str, Any]) -> bool:
     return row.get("status") == "ok" and row.get("score") is not None
+
+
+def row_sample(row: dict[str, Any]) -> Example | None:
+    """The sample a ratings row holds, read in its own format (detected from the row; its rating fields
+    ignored); None for a row that holds none (invalid input)."""
+    ex = example_of(row)
+    return ex if isinstance(ex, Example) else None
+
+
+def sample_text(ex: Example | None) -> str:
+    """The sample's text as written, for keyword search: each turn's content (an Alpaca row: the instruction,
+    a blank line and the input when there is one, then the output), one per line."""
+    return "" if ex is None else "\n".join(t.content for t in ex.messages)
+
+
+def sample_parts(ex: Example) -> list[tuple[str, str]]:
+    """(label, text) of what the page shows of a sample: one exchange without a system prompt (every Alpaca
+    row) by the rubric's fields (instruction, input, output), any other conversation turn by turn, then its
+    judged response."""
+    if [t.role for t in ex.messages] == ["user", "assistant"]:
+        return list(ex.prompt_fields().items())
+    return [*((t.role, t.content) for t in ex.context), ("response", ex.response)]

@@ -13,16 +13,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from alpagasus.report.ratings import EXAMPLE_FIELDS, file_signature, is_rated, iter_ratings, read_lines
+from alpagasus.records import Example
+from alpagasus.report.ratings import file_signature, is_rated, iter_ratings, read_lines, row_sample, sample_text
 
 SHOWN = 50  # rows the page lists per problem status, and flagged rows
 PROBLEM_STATUSES = ("unparsed", "error", "invalid_input", "empty")
 
 
-def keyword_hits(row: dict[str, Any], keywords: Sequence[str]) -> list[bool]:
-    """Which keywords occur in the row's text (instruction, input and output joined by newlines, so a
-    keyword with a newline can span two fields, as it always could)."""
-    text = "\n".join(str(row.get(f) or "") for f in EXAMPLE_FIELDS)
+def keyword_hits(sample: dict[str, Any] | Example | None, keywords: Sequence[str]) -> list[bool]:
+    """Which keywords occur in the sample's text (a ratings row's sample, read in its own format): its turns as
+    written, joined by newlines (`ratings.sample_text`), so a keyword with a newline can span two turns."""
+    ex = row_sample(sample) if isinstance(sample, dict) else sample
+    text = sample_text(ex)
     return [k in text for k in keywords]
 
 
@@ -33,7 +35,7 @@ def has_keyword(row: dict[str, Any], keywords: Sequence[str]) -> bool:
 class Scan:
     """The report's view of one ratings file, filled row by row with `add` (rows in file order).
 
-    Per rated row (status ok with a score), aligned: `scores`, `lengths` (characters of output), `kw` (1 when
+    Per rated row (status ok with a score), aligned: `scores`, `lengths` (characters of the response), `kw` (1 when
     any keyword occurs), `lines` (where to read the row again). Per example id, only when `ids` is asked (for
     `--compare`): `ids` maps the id to a slot, in order of first appearance, and `id_score` / `id_line` hold
     the score and line of the id's last rated row; that is the old dict-of-rows semantics, where a later row
@@ -43,7 +45,7 @@ class Scan:
     def __init__(self, keywords: Sequence[str] = (), ids: bool = False) -> None:
         self.keywords = list(keywords)
         self.total = 0
-        self.status: Counter[str] = Counter()
+        self.status: Counter[Any] = Counter()  # by the rows' status (a string in a checked file)
         self.flagged = 0
         self.judge: dict[str, Any] = {}  # judge and prompt_version of the first row naming a judge
         self.scores = array("d")
@@ -78,18 +80,21 @@ class Scan:
         if status in self.problems and len(self.problems[status]) < SHOWN:
             self.problems[status].append(row)
         hit = False
+        rated = is_rated(row)
+        # the sample, read in its own format: only where a keyword or a length needs it (invalid input has none)
+        ex = row_sample(row) if status != "invalid_input" and (self.keywords or rated) else None
         if status != "invalid_input":  # invalid input has no text: in neither keyword group
             self.text_rows += 1
-            hits = keyword_hits(row, self.keywords) if self.keywords else []
+            hits = keyword_hits(ex, self.keywords) if self.keywords else []
             for k, h in enumerate(hits):
                 self.per_keyword[k] += h
             hit = any(hits)
             self.keyword_rows += hit
-        if not is_rated(row):
+        if not rated:
             return
         score = float(row["score"])
         self.scores.append(score)
-        self.lengths.append(len(str(row.get("output") or "")))
+        self.lengths.append(len(ex.response) if ex is not None else 0)
         self.kw.append(hit)
         self.lines.append(line)
         if self.ids is not None and row.get("id"):

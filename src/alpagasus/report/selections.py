@@ -4,7 +4,8 @@ cosine similarity of each kept row to its nearest other kept row, MiniLM embeddi
 2-D map (PCA of the embeddings) of kept against dropped rows.
 
 Embeddings come from the store the selection used (or the default store) and are computed there when missing.
-Memory: one streaming pass over the ratings file keeps each row's id, score and length (flat columns); the map
+Memory: one streaming pass over the ratings file keeps each row's id, score and response length (flat columns),
+and the prompts of the near-duplicate pairs a sidecar lists (read from the rows, in their own format); the map
 shows a sample of at most MAP_ROWS rows, and redundancy of a selection larger than REDUNDANCY_ROWS is measured
 on a fixed sample of that many of its rows."""
 
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from alpagasus.report.figures import escape, fmt, img_tag, png_bytes, pyplot, table, write_png
-from alpagasus.report.ratings import ReportError, iter_ratings
+from alpagasus.report.ratings import ReportError, iter_ratings, row_sample
 
 MAP_ROWS = 3000
 REDUNDANCY_ROWS = 5000
+DUPLICATES_SHOWN = 200  # near-duplicate pairs listed per selection
+SNIPPET = 100  # characters of a prompt shown beside a near-duplicate
 
 
 def read_selection(path: str | Path) -> dict[str, Any]:
@@ -64,13 +67,20 @@ def summarize_selections(
         if s.get("ratings") and Path(s["ratings"]).resolve() != Path(ratings).resolve():
             raise ReportError(f"{s['path']}: made from {s['ratings']}, not from {ratings}")
     kept_sets = [set(s["kept_ids"]) for s in sels]
+    dups = [[d for d in (s.get("duplicates") or [])[:DUPLICATES_SHOWN] if isinstance(d, dict)] for s in sels]
+    # the rows of the listed pairs (1-based, as `select` numbers them): their prompts are read in this pass
+    dup_rows = {r - 1 for ds in dups for d in ds for r in (d.get("row"), d.get("twin_row")) if type(r) is int}
     ids: list[str] = []
     scores, lengths = array("d"), array("q")
-    for _, row in iter_ratings(ratings):
+    prompts: dict[int, str] = {}
+    for i, (_, row) in enumerate(iter_ratings(ratings)):
         ids.append(str(row.get("id") or ""))
         ok = row.get("status") == "ok" and row.get("score") is not None
         scores.append(float(row["score"]) if ok else math.nan)
-        lengths.append(len(str(row.get("output") or "")))
+        ex = row_sample(row)  # read in its own format: a chat row's response is its last assistant turn
+        lengths.append(len(ex.response) if ex is not None else 0)
+        if i in dup_rows and ex is not None:
+            prompts[i] = ex.prompt[:SNIPPET]
     rng = random.Random(0)
     with_text = [i for i, x in enumerate(ids) if x]  # an invalid row has no id and no text to embed
     sample = sorted(rng.sample(with_text, min(MAP_ROWS, len(with_text))))
@@ -84,7 +94,7 @@ def summarize_selections(
     out = []
     from alpagasus.select.diverse import redundancy
 
-    for s, pos, red_pos in per_sel:
+    for (s, pos, red_pos), ds in zip(per_sel, dups):
         sc = [scores[i] for i in pos if not math.isnan(scores[i])]
         out.append(
             {
@@ -97,7 +107,7 @@ def summarize_selections(
                 "redundancy_rows": len(red_pos),
                 "duplicates": len(s.get("duplicates") or []),
                 "diverse": s.get("diverse"),
-                "duplicate_list": (s.get("duplicates") or [])[:200],
+                "duplicate_list": [_pair(d, prompts) for d in ds],
             }
         )
     map_data = {
@@ -105,6 +115,22 @@ def summarize_selections(
         "kept": [[ids[i] in kept for i in sample] for kept in kept_sets],
     }
     return out, map_data
+
+
+def _pair(d: dict[str, Any], prompts: dict[int, str]) -> dict[str, Any]:
+    """One listed near-duplicate pair of a sidecar (hand edits possible: values kept as they are, escaped on
+    the page) with both rows' prompts, read from the ratings file by row number."""
+
+    def prompt(r: Any) -> str:
+        return prompts.get(r - 1, "") if type(r) is int else ""
+
+    return {
+        "row": d.get("row"),
+        "twin_row": d.get("twin_row"),
+        "jaccard": d.get("jaccard"),
+        "prompt": prompt(d.get("row")),
+        "twin_prompt": prompt(d.get("twin_row")),
+    }
 
 
 def _vectors(
@@ -187,16 +213,15 @@ def selections_html(out: Path, s: dict[str, Any], map_png: bytes | None) -> str:
             rows = [
                 [
                     fmt(d.get("row")),
-                    escape(d.get("instruction"), 100),
+                    escape(d["prompt"], SNIPPET),
                     fmt(d.get("twin_row")),
-                    escape(d.get("twin_instruction"), 100),
+                    escape(d["twin_prompt"], SNIPPET),
                     fmt(d.get("jaccard"), 2),
                 ]
                 for d in x["duplicate_list"]
-                if isinstance(d, dict)
             ]  # a sidecar may be edited by hand: every cell escaped
             parts.append(
                 f"<h3>{escape(x['name'])}: near-duplicates removed</h3>"
-                + table(None, ["row removed", "instruction", "twin kept", "instruction", "Jaccard"], rows)
+                + table(None, ["row removed", "prompt", "twin kept", "prompt", "Jaccard"], rows)
             )
     return "".join(parts)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from alpagasus.report.figures import clean
+from alpagasus.report.ratings import row_sample
 from alpagasus.report.scan import Scan, has_keyword, scan_rows
 from alpagasus.select.rules import BINS, score_bin
 
@@ -39,7 +40,7 @@ __all__ = [
 # The paper's coding keywords; matched case-sensitively as substrings, which is why both cases are listed.
 DEFAULT_KEYWORDS = ("Java", "java", "C++", "c++", "C#", "c#", "Python", "python")
 STEP = 0.25  # spacing of the kept-per-threshold curve
-SNIPPET = 200  # characters of an instruction kept in summary.json
+SNIPPET = 200  # characters of a prompt kept in summary.json
 
 
 def thresholds(max_score: float = 5.0, extra: Iterable[float] = ()) -> list[float]:
@@ -118,7 +119,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
         from scipy.stats import spearmanr
     except ImportError:
         rx, ry = ranks(x), ranks(y)
-        mx, my = _mean(rx), _mean(ry)
+        mx, my = sum(rx) / len(rx), sum(ry) / len(ry)  # len >= 2 here
         cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
         var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
         return cov / var
@@ -133,7 +134,7 @@ def length_analysis(scan: Scan) -> dict[str, Any]:
     return {
         "spearman": spearman(scan.lengths, scan.scores),
         "n": len(scan.scores),
-        "unit": "characters of output",
+        "unit": "characters of the response",
         "median_length_by_bin": {b: _median(v) for b, v in by_bin.items()},
     }
 
@@ -145,7 +146,7 @@ def _median(xs: Sequence[int]) -> float | None:
     return float(s[m]) if len(s) % 2 else (s[m - 1] + s[m]) / 2
 
 
-def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
+def cohen_kappa(a: Sequence[bool] | bytearray, b: Sequence[bool] | bytearray) -> float | None:
     """Cohen's kappa of two yes/no raters; None when chance agreement is already 1 (both constant, equal)."""
     n = len(a)
     if n == 0:
@@ -173,7 +174,7 @@ def _common(a: Scan, b: Scan) -> tuple[list[Any], array, array, array]:
 def agreement_of(a: Scan, b: Scan, threshold: float, top: int = 10) -> tuple[dict[str, Any], list[int]]:
     """Two ratings of the same data (scans made with ids=True), matched on the example id; only rows both
     judges scored count. Returns the agreement and the lines of A holding the `most_disagreeing` rows, whose
-    "instruction" is left empty for `fill_instructions` (so one second pass reads them with the examples)."""
+    "prompt" is left empty for `fill_prompts` (so one second pass reads them with the examples)."""
     ids, sa, sb, lines = _common(a, b)
     keep = {"both": 0, "a_only": 0, "b_only": 0, "neither": 0}
     confusion = {x: dict.fromkeys(BINS, 0) for x in BINS}
@@ -184,9 +185,7 @@ def agreement_of(a: Scan, b: Scan, threshold: float, top: int = 10) -> tuple[dic
     # the largest |difference| first, file order on ties (a stable sort's first `top`)
     order = heapq.nsmallest(top, range(len(ids)), key=lambda k: (-abs(sa[k] - sb[k]), k))
     shown = [k for k in order if sa[k] != sb[k]]
-    worst = [
-        {"id": ids[k], "score_a": sa[k], "score_b": sb[k], "diff": sb[k] - sa[k], "instruction": ""} for k in shown
-    ]
+    worst = [{"id": ids[k], "score_a": sa[k], "score_b": sb[k], "diff": sb[k] - sa[k], "prompt": ""} for k in shown]
     n = len(ids)
     keep_a = bytearray(x >= threshold for x in sa)
     keep_b = bytearray(y >= threshold for y in sb)
@@ -205,10 +204,12 @@ def agreement_of(a: Scan, b: Scan, threshold: float, top: int = 10) -> tuple[dic
     }, [lines[k] for k in shown]
 
 
-def fill_instructions(agr: dict[str, Any], lines: list[int], rows: dict[int, dict[str, Any]]) -> None:
-    """Put the instruction snippets into `most_disagreeing`, from the rows read back by line."""
+def fill_prompts(agr: dict[str, Any], lines: list[int], rows: dict[int, dict[str, Any]]) -> None:
+    """Put the prompt snippets (`Example.prompt`, the sample read in its own format) into `most_disagreeing`,
+    from the rows read back by line."""
     for w, line in zip(agr["most_disagreeing"], lines):
-        w["instruction"] = clean(rows[line].get("instruction") or "")[:SNIPPET]
+        ex = row_sample(rows[line])
+        w["prompt"] = clean(ex.prompt if ex is not None else "")[:SNIPPET]
 
 
 def example_lines(scan: Scan, per_bin: int, seed: int = 0) -> dict[str, list[int]]:
@@ -276,7 +277,7 @@ def agreement(
 ) -> dict[str, Any]:
     a = scan_rows(rows_a, ids=True)
     agr, lines = agreement_of(a, scan_rows(rows_b, ids=True), threshold, top)
-    fill_instructions(agr, lines, a.rows_at(lines))
+    fill_prompts(agr, lines, a.rows_at(lines))
     return agr
 
 

@@ -92,7 +92,11 @@ def mean_output_chars(path: Path) -> float | None:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    outputs = [len(str(r.get("output", ""))) for r in rows if isinstance(r, dict)]
+    from alpagasus.formats import example_of
+    from alpagasus.records import Example
+
+    samples = [example_of(r) for r in rows if isinstance(r, dict)]  # any row format: the judged response's length
+    outputs = [len(x.response) for x in samples if isinstance(x, Example)]
     return round(sum(outputs) / len(outputs), 1) if outputs else None
 
 

@@ -16,23 +16,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alpagasus.data import write_json
+from alpagasus.rate.options import flag_defaults
 from alpagasus.redact import redact_config
 
 STAGES = ("rate", "select", "train", "generate", "compare", "report")
+RATE_KEYS = ("judge", "mode", "dimension", "store", "concurrency", "batch_size", "base_url", "max_tokens")
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "data": {"path": None, "limit": None, "sample": None, "seed": 0, "skip_invalid": True, "fields": {}},
-    "rate": {
-        "judge": None,
-        "mode": None,
-        "dimension": "accuracy",
-        "store": None,
-        "concurrency": None,
-        "batch_size": None,
-        "base_url": None,
-        "api_key": None,
-        "max_tokens": 256,
-    },
+    # rate's options as `alpagasus rate` names them, with their one default (rate/options.py), + the API key
+    "rate": {**flag_defaults(RATE_KEYS), "api_key": None},
     "select": {
         "threshold": 4.5,
         "top_k": None,
@@ -134,7 +127,7 @@ def _check_values(path: str | Path, recipe: dict[str, Any]) -> None:
             ok = number is not None and math.isfinite(number) and (kind is float or number == float(value))
         except (TypeError, ValueError):
             ok = False
-        if not ok:
+        if not ok or number is None:
             raise RecipeError(f"{path}: {section}.{key} must be {what}, not {value!r}")
         fraction = key in ("keep_fraction", "fraction")
         if least is not None and number < least or (fraction and not 0 < number <= 1):
@@ -174,25 +167,15 @@ class Experiment:
 
     # ---- stages ---------------------------------------------------------------------------------
     def rate(self) -> dict:
-        from alpagasus.engine.types import RunOptions
         from alpagasus.rate.files import rate_file
+        from alpagasus.rate.options import from_flags
 
         d, c = self.r["data"], self.r["rate"]
-        s = rate_file(
-            d["path"],
-            self.dir / "ratings.jsonl",
-            judge=c["judge"],
-            mode=c["mode"],
-            dimension=c["dimension"],
-            store_path=c["store"],
-            field_map=d["fields"] or None,
-            skip_invalid=d["skip_invalid"],
-            limit=d["limit"],
-            sample=d["sample"],
-            seed=d["seed"],
-            judge_options=_given(c, "base_url", "api_key", "concurrency", "batch_size"),
-            options=RunOptions(max_tokens=int(c["max_tokens"])),
-        )
+        data = {"field": d["fields"] or None, **{k: d[k] for k in ("skip_invalid", "limit", "sample", "seed")}}
+        opts = from_flags({**{k: c[k] for k in RATE_KEYS}, "max_tokens": int(c["max_tokens"]), **data})
+        opts.judge_options = {**opts.judge_options, **_given(c, "api_key")}  # a key is no CLI flag: recipe only
+        s = rate_file(d["path"], self.dir / "ratings.jsonl", opts)
+        assert not isinstance(s, dict)  # a dict only with dry_run
         r = s.run
         return {
             "judge": s.judge,
@@ -209,13 +192,14 @@ class Experiment:
         from alpagasus.select.files import select_file
 
         c = self.r["select"]
+        value: float
         if c["top_k"] is not None:
             rule, value = "top_k", int(c["top_k"])
         elif c["keep_fraction"] is not None:
             rule, value = "keep_fraction", float(c["keep_fraction"])
         else:
             rule, value = "threshold", float(c["threshold"])
-        opts = {"seed": int(c["seed"]), "exclude_flagged": bool(c["exclude_flagged"])}
+        opts: dict[str, Any] = {"seed": int(c["seed"]), "exclude_flagged": bool(c["exclude_flagged"])}
         ratings, out = self.dir / "ratings.jsonl", self.dir / "sets"
         n = select_file(ratings, out / "filtered.json", rule, value, **opts)["kept"]
         if not n:
@@ -271,7 +255,9 @@ class Experiment:
                 self.log(f"training on {name}")
                 metrics = train(self.dir / "sets" / f"{name}.json", run, make_config(**self.r["train"]))
                 self.mark(marker, {"metrics": metrics})
-            out[name] = self.done(marker)["metrics"]
+            record = self.done(marker)
+            assert record is not None  # marked above or by an earlier run
+            out[name] = record["metrics"]
         return {
             "wall_time_s": {k: v.get("wall_time_s") for k, v in out.items()},
             "steps": {k: v.get("steps") for k, v in out.items()},
@@ -312,6 +298,7 @@ class Experiment:
                 judge_options=_given(c, "base_url", "api_key", "concurrency"),
                 options=run,
             )
+            assert not isinstance(rep, dict)  # a dict only with dry_run
             out[b] = rep.summary
         return {"comparisons": list(out)}
 

@@ -2,7 +2,8 @@
 and kept in the store's `embeddings` table (item_id, encoder, dim, vector).
 
 What is embedded: the whole conversation, as DEITA does (it embeds the full dialogue, not the instruction):
-instruction, input (when there is one) and response, joined by blank lines, truncated by the encoder at 256
+the sample's prompt and response joined by a blank line (Alpaca: instruction, input when there is one, output;
+a chat row: its rendered context, docs/formats.md, then the last assistant turn), truncated by the encoder at 256
 tokens (all-MiniLM-L6-v2's own limit; longer responses are represented by their beginning). The encoder key
 names the model, the text and the truncation, so a change to any of them is a new key, never a stale vector.
 """
@@ -11,16 +12,26 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
+from alpagasus.records import Example
+
 ENCODER_KEY = "all-MiniLM-L6-v2:conversation:256"
 DIM = 384
 CHUNK = 500  # ids per IN (...) query: SQLite's parameter limit is 999 on old builds
 BATCH = 256  # texts per encoder call between store commits: a killed run loses at most one batch
 
 
-def embedding_text(row: dict[str, Any]) -> str:
-    """The text DEITA-style selection embeds: the whole example (instruction, input, response)."""
-    parts = [str(row.get("instruction") or ""), str(row.get("input") or ""), str(row.get("output") or "")]
-    return "\n\n".join(p for p in parts if p.strip())
+def embedding_text(row: dict[str, Any], format: str | None = None) -> str:
+    """The text DEITA-style selection embeds: the whole example, prompt then response (a ratings row's sample,
+    read in `format` or the one its keys show; "" when it holds none)."""
+    from alpagasus.formats import example_of
+
+    ex = example_of(row, format)
+    return sample_text(ex) if isinstance(ex, Example) else ""
+
+
+def sample_text(example: Example) -> str:
+    """A sample's prompt and response, joined by a blank line (either left out when blank)."""
+    return "\n\n".join(p for p in (example.prompt, example.response) if p.strip())
 
 
 def load_vectors(store: Any, ids: Sequence[str], encoder: str = ENCODER_KEY) -> dict[str, Any]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from alpagasus import formats
 from alpagasus.data import DataError, read_jsonl, write_json, write_rows
 from alpagasus.errors import UserError
-from alpagasus.records import rating_field, user_fields
+from alpagasus.ratings_file import rating_field, user_fields
+from alpagasus.records import Example, InvalidRow
 from alpagasus.select.rules import BINS, Columns, SelectError, choose, score_bin, training_row
 
 SIDECAR_FORMAT = 1
@@ -37,30 +39,24 @@ def select_file(
     store: str | Path | None = None,
     encode: Callable[[list[str]], Any] | None = None,
     match_length: str | Path | None = None,
+    format: str | None = None,
 ) -> dict:
-    """Select from a ratings file by one rule and write the training file. Returns counts.
+    """Select from a ratings file by one rule and write the training file, each row in the input's own format
+    exactly as the ratings file holds it. Returns counts.
     `exclude_flagged` drops rows flagged as suspicious (e.g. prompt injection) whatever their score.
     `dedup` first removes near-duplicates (the best-rated copy stays); `diverse` ("deita" or "facility") then
     spends the rule's budget on rows unlike each other (embeddings kept in `store`, the default store if None).
     Two streaming passes (what the rules need, in flat arrays; then the picked rows) and, for `diverse`, one
     more per embedding round: memory stays flat. `match_length` (with the random rule): draw the K rows with the
-    response-length distribution of that reference selection (select.matching)."""
-    kwargs: dict[str, Any] = {"seed": seed}
-    if value is None and rule != "all":
-        raise UserError(
-            f"rule {rule} needs a value (a threshold, a fraction or a size K)"
-            if rule in ("threshold", "keep_fraction")
-            else f"rule {rule} needs a size K"
-        )
-    if rule == "threshold":
-        kwargs["threshold"] = float(value)
-    elif rule == "keep_fraction":
-        kwargs["fraction"] = float(value)
-    elif rule in ("top_k", "random", "longest"):
-        kwargs["k"] = int(value)
+    response-length distribution of that reference selection (select.matching). `format`: the rows' format
+    (formats.names()); None reads each row in the one its keys show; a named one that a row does not fit is an
+    error naming the row and the field."""
+    kwargs = _rule_options(rule, value, seed)
     if match_length is not None and (rule != "random" or diverse):
         raise UserError("--match-length goes with --random (a length-matched random baseline)")
-    scan = _scan(ratings, exclude_flagged, dedup, dedup_threshold)
+    if format is not None and format not in formats.names():
+        raise UserError(f"--format {format!r}: unknown; one of {', '.join(formats.names())}")
+    scan = _scan(ratings, exclude_flagged, dedup, dedup_threshold, format)
     cols, counts = scan["cols"], scan["counts"]
     result: dict[str, Any] = {}
     try:
@@ -79,24 +75,10 @@ def select_file(
         n = write_rows(output, rows, columns=list(scan["columns"]))
     except (SelectError, DataError, ValueError) as e:
         raise UserError(str(e)) from e
-    excluded = counts["flagged"] if exclude_flagged else 0
-    result.update(
-        {
-            "rows": counts["rows"],
-            "flagged": counts["flagged"],
-            "excluded_flagged": excluded,
-            "rated": counts["ok"],
-            "unparsed": counts["unparsed"],
-            "empty": counts["empty"],
-            "other": counts["rows"] - counts["ok"] - counts["unparsed"] - counts["empty"],
-            "bins": scan["bins"],
-            "kept": n,
-            "rule": rule,
-        }
-    )
+    result.update(_counts(counts, exclude_flagged, scan["bins"], n, rule))
     if dedup:
         result["duplicates"] = _duplicate_list(ratings, scan["duplicates"], scan["ids"])
-    sidecar = {
+    sidecar: dict[str, Any] = {
         "format": SIDECAR_FORMAT,
         "ratings": str(Path(ratings).resolve()),
         "output": str(output),
@@ -113,9 +95,44 @@ def select_file(
     return result
 
 
-def _scan(ratings: str | Path, exclude_flagged: bool, dedup: bool, dedup_threshold: float | None) -> dict:
+def _rule_options(rule: str, value: Any, seed: int) -> dict[str, Any]:
+    """`choose`'s keyword arguments for a rule and its value (a rule that needs one and has none: UserError)."""
+    kwargs: dict[str, Any] = {"seed": seed}
+    if value is None and rule != "all":
+        raise UserError(
+            f"rule {rule} needs a value (a threshold, a fraction or a size K)"
+            if rule in ("threshold", "keep_fraction")
+            else f"rule {rule} needs a size K"
+        )
+    if rule == "threshold":
+        kwargs["threshold"] = float(value)
+    elif rule == "keep_fraction":
+        kwargs["fraction"] = float(value)
+    elif rule in ("top_k", "random", "longest"):
+        kwargs["k"] = int(value)
+    return kwargs
+
+
+def _counts(counts: dict[str, int], exclude_flagged: bool, bins: dict, kept: int, rule: str) -> dict[str, Any]:
+    return {
+        "rows": counts["rows"],
+        "flagged": counts["flagged"],
+        "excluded_flagged": counts["flagged"] if exclude_flagged else 0,
+        "rated": counts["ok"],
+        "unparsed": counts["unparsed"],
+        "empty": counts["empty"],
+        "other": counts["rows"] - counts["ok"] - counts["unparsed"] - counts["empty"],
+        "bins": bins,
+        "kept": kept,
+        "rule": rule,
+    }
+
+
+def _scan(
+    ratings: str | Path, exclude_flagged: bool, dedup: bool, dedup_threshold: float | None, format: str | None
+) -> dict:
     """The first pass: flat columns, counts, bins, content ids and (with `dedup`) near-duplicate groups."""
-    from alpagasus.select.embed import embedding_text
+    from alpagasus.select.embed import sample_text
 
     cols, bins, columns, ids = Columns(), dict.fromkeys(BINS, 0), {}, []
     counts = {"rows": 0, "flagged": 0, "ok": 0, "unparsed": 0, "empty": 0}
@@ -135,10 +152,12 @@ def _scan(ratings: str | Path, exclude_flagged: bool, dedup: bool, dedup_thresho
             if status == "ok" and score is not None:
                 bins[score_bin(float(score))] += 1
             columns.update(dict.fromkeys(user_fields(r)))
-            cols.add(r, excluded=exclude_flagged and flagged)
+            ex = cols.add(r, excluded=exclude_flagged and flagged, format=format)
+            if format is not None and isinstance(ex, InvalidRow) and status != "invalid_input":
+                raise UserError(f"{ratings}, row {counts['rows']}, field '{ex.field}': {ex.reason} (--format {format})")
             ids.append(str(rating_field(r, "id") or ""))
-            if near is not None and cols.valid[-1]:
-                near.add(len(ids) - 1, embedding_text(r), cols.scores[-1])
+            if near is not None and cols.valid[-1] and isinstance(ex, Example):
+                near.add(len(ids) - 1, sample_text(ex), cols.scores[-1])
     except (OSError, ValueError) as e:
         raise UserError(f"{ratings}: cannot read ratings ({e})") from e
     dups = near.resolve() if near is not None else None
@@ -222,7 +241,8 @@ def _duplicate_list(ratings: str | Path, dups: Any, ids: list[str]) -> list[dict
     text: dict[int, str] = {}
     for i, r in enumerate(read_jsonl(ratings)):
         if i in wanted:
-            text[i] = str(r.get("instruction") or "")[:100]
+            ex = formats.example_of(r)
+            text[i] = ex.prompt[:100] if isinstance(ex, Example) else ""
     return [
         {
             "row": p + 1,

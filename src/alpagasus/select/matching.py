@@ -19,6 +19,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from alpagasus.records import Example
 from alpagasus.select.rules import Columns, SelectError
 
 OFF_BY = 0.10  # a partner more than 10% longer or shorter counts as `off`
@@ -38,19 +39,18 @@ class LengthMatch:
 
 
 def reference_lengths(path: str | Path) -> list[int]:
-    """Response lengths (characters of `output`) of a selection file written by `alpagasus select` (any format
-    it writes), or of any dataset with an `output` field."""
+    """Response lengths (characters of the judged response: Alpaca's output, a conversation's last assistant
+    turn) of a selection file written by `alpagasus select` (any file format it writes, any row format), or of
+    any dataset."""
     from alpagasus.data import read_table
+    from alpagasus.formats import example_of
 
     lengths = []
     for i, row in enumerate(read_table(path), start=1):
-        out = row.get("output")
-        if not isinstance(out, str):
-            raise SelectError(
-                f"{path}, row {i}, field 'output': missing or not text (the reference must be a "
-                "selection written by `alpagasus select`)"
-            )
-        lengths.append(len(out))
+        ex = example_of(row, file=str(path), number=i)
+        if not isinstance(ex, Example):
+            raise SelectError(f"{ex} (the reference must be a selection written by `alpagasus select`)")
+        lengths.append(len(ex.response))
     if not lengths:
         raise SelectError(f"{path}: the reference selection is empty")
     return lengths

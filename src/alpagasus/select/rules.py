@@ -1,7 +1,8 @@
 """Selecting training data from ratings: the paper's threshold rule and the baselines a scientist needs.
 
-Rows come from a ratings file (`alpagasus rate` output); the selection is written in the training format
-(the input's own fields, no rating columns).
+Rows come from a ratings file (`alpagasus rate` output), in any format (formats/: read through the sample's
+views); the selection is written in the input's own format (the row as the ratings file holds it, no rating
+columns).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import random
 from array import array
 from typing import Any, Iterable
 
-from alpagasus.records import RATING_FIELDS, rating_field, user_fields
+from alpagasus.formats import example_of
+from alpagasus.ratings_file import RATING_FIELDS, rating_field, user_fields
+from alpagasus.records import Example, InvalidRow
 
 # Columns `rate` adds to the example's own fields; stripped from the training file.
 RATING_KEYS = RATING_FIELDS  # the columns `rate` adds (namespaced when the user's row has one of these names)
@@ -50,14 +53,18 @@ class Columns:
         self.lengths = array("q")  # characters of the response, for `longest`
         self.valid = bytearray()  # 1 unless the row's data is invalid (or excluded by the caller)
 
-    def add(self, row: dict[str, Any], excluded: bool = False) -> None:
+    def add(self, row: dict[str, Any], excluded: bool = False, format: str | None = None) -> Example | InvalidRow:
+        """Add one ratings row; returns the sample it holds (read in `format`, else the one its keys show), or
+        the InvalidRow saying why it holds none."""
         status, score = rating_field(row, "status"), rating_field(row, "score")
-        # a row with nothing to learn from (empty instruction or output) is never picked, whatever its rating
-        usable = not excluded and trainable(row)
+        ex = example_of(row, format)
+        # a row with nothing to learn from (an empty prompt or response) is never picked, whatever its rating
+        usable = not excluded and trainable(ex)
         ok = usable and status == "ok" and score is not None
         self.scores.append(float(score) if ok else math.nan)
-        self.lengths.append(len(str(row.get("output", ""))))
+        self.lengths.append(len(ex.response) if isinstance(ex, Example) else 0)
         self.valid.append(1 if usable and status not in ("invalid_input", "empty") else 0)
+        return ex
 
     def __len__(self) -> int:
         return len(self.valid)
@@ -87,10 +94,10 @@ def choose(
         return sorted(heapq.nsmallest(k, rated, key=lambda i: (-cols.scores[i], i)))  # stable on ties
     valid = [i for i, v in enumerate(cols.valid) if v]
     if rule == "random":
-        _need_k(k)
+        k = _need_k(k)
         return [valid[j] for j in sorted(random.Random(seed).sample(range(len(valid)), min(k, len(valid))))]
     if rule == "longest":
-        _need_k(k)
+        k = _need_k(k)
         return sorted(heapq.nsmallest(k, valid, key=lambda i: (-cols.lengths[i], i)))
     if rule == "all":
         return valid
@@ -119,18 +126,18 @@ def rule_size(rule: str, rated: int, *, k: int | None = None, fraction: float | 
         if fraction is None or not 0 < fraction <= 1:
             raise SelectError("keep fraction must be in (0, 1]")
         k = round(fraction * rated)
-    _need_k(k)
+    return _need_k(k)
+
+
+def _need_k(k: int | None) -> int:
+    if k is None or k < 0:
+        raise SelectError("this rule needs a size K >= 0")
     return k
 
 
-def _need_k(k: int | None) -> None:
-    if k is None or k < 0:
-        raise SelectError("this rule needs a size K >= 0")
-
-
-def trainable(row: dict[str, Any]) -> bool:
-    """Whether a row has an instruction and an output with text in them."""
-    return all(isinstance(row.get(f), str) and row[f].strip() for f in ("instruction", "output"))
+def trainable(example: Example | InvalidRow) -> bool:
+    """Whether a sample has text in its prompt and its response (Alpaca: the instruction and the output)."""
+    return isinstance(example, Example) and not example.empty_field
 
 
 def training_row(row: dict[str, Any]) -> dict[str, Any]:

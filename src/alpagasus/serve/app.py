@@ -4,7 +4,8 @@ It lets the `openai:` judge (and `generate --backend openai`) run against the em
 and gives the tests a real HTTP server on 127.0.0.1. Endpoints: GET /v1/models, POST /v1/chat/completions
 (temperature, max_tokens, logprobs/top_logprobs, a final assistant message continued), /v1/files (upload, list,
 retrieve, content, delete) and /v1/batches (create, retrieve, list, cancel), with injectable batch faults: see
-alpagasus.serve.batches. Chat requests run in dynamic batches on one model thread (alpagasus.serve.runner).
+alpagasus.serve.batches; and Anthropic's /v1/messages and Message Batches (alpagasus.serve.anthropic_api). Chat
+requests run in dynamic batches on one model thread (alpagasus.serve.runner).
 Every request passes the guard first (API key, Host, Origin: alpagasus.serve.security), then its
 Content-Length is checked against the endpoint's limit before its body is read (alpagasus.serve.upload).
 """
@@ -25,6 +26,7 @@ from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from alpagasus.errors import UserError
+from alpagasus.serve.anthropic_api import MessagesApi, key_headers
 from alpagasus.serve.batches import BatchFaults, BatchManager
 from alpagasus.serve.files import PURPOSES, ApiError, FileStore, count_requests
 from alpagasus.serve.runner import ClientGone, ModelRunner, chat_completion
@@ -45,8 +47,10 @@ def _route(path: str) -> list[str]:
 class _Handler(BaseHTTPRequestHandler):
     """Routes to the model (chat), the files and the batches of one server; make_handler binds them."""
 
+    server: BoundedServer  # what serve binds it to (typeshed says BaseServer, whose address may be a path)
     runner: ModelRunner
     batches: BatchManager
+    messages: MessagesApi  # Anthropic's /v1/messages and Message Batches (serve/anthropic_api.py)
     guard: Guard | None = None  # None: the address the server is bound to, no key
     protocol_version = "HTTP/1.1"
     timeout = SOCKET_TIMEOUT_S
@@ -99,7 +103,10 @@ class _Handler(BaseHTTPRequestHandler):
         route = _route(url.path)
         self.body = None
         try:
-            (self.guard or Guard(*self.server.server_address[:2])).check(self.headers)
+            anthropic = route[:1] == ["messages"]  # its client sends the key as x-api-key
+            (self.guard or Guard(*self.server.server_address[:2])).check(
+                key_headers(self.headers) if anthropic else self.headers
+            )
             upload = method == "POST" and route == ["files"]
             self.body = Body(self.rfile, content_length(self.headers, MAX_UPLOAD_BYTES if upload else MAX_JSON_BYTES))
             code, obj = self._dispatch(method, route, query)
@@ -124,6 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"object": "list", "data": [{"id": self.runner.name, "object": "model", "owned_by": "local"}]}
         if method == "POST" and r == ["chat", "completions"]:
             return chat_completion(self.runner, self.body.json(), self._client_alive)  # type: ignore[union-attr]
+        if r[:1] == ["messages"]:
+            base = f"http://{self.headers.get('Host')}"
+            return self.messages.dispatch(method, r[1:], q, self.body, base, self._client_alive)
         if r[:1] == ["files"]:
             return self._files(method, r[1:], q)
         if r[:1] == ["batches"]:
@@ -189,13 +199,17 @@ def url_path(path: str) -> str:
 
 
 def make_handler(
-    runner: ModelRunner, batches: BatchManager | None = None, guard: Guard | None = None
+    runner: ModelRunner,
+    batches: BatchManager | None = None,
+    guard: Guard | None = None,
+    messages: MessagesApi | None = None,
 ) -> type[BaseHTTPRequestHandler]:
     """The request handler over `runner`; files and batches in `batches` (by default: a temp folder, no faults);
     requests checked by `guard` (by default: Host must be the address the server is bound to; no key)."""
     if batches is None:
         batches = BatchManager(FileStore(), lambda body: chat_completion(runner, body), model=runner.name)
-    return type("Handler", (_Handler,), {"runner": runner, "batches": batches, "guard": guard})
+    messages = messages or MessagesApi(runner, batches)
+    return type("Handler", (_Handler,), {"runner": runner, "batches": batches, "guard": guard, "messages": messages})
 
 
 def _listen(
@@ -207,17 +221,18 @@ def _listen(
     api_key: str | None,
     allow_hosts: tuple[str, ...],
     max_threads: int,
-) -> tuple[HTTPServer, BatchManager]:
+) -> tuple[HTTPServer, BatchManager, MessagesApi]:
     check_bind(host, api_key)
     try:
         server = BoundedServer((host, port), None, max_threads)
     except (OSError, OverflowError) as e:  # address in use, unknown host, port out of range
         raise UserError(f"cannot listen on {host}:{port}: {e}") from None
     manager = BatchManager(FileStore(files_dir), lambda body: chat_completion(runner, body), faults, runner.name)
+    messages = MessagesApi(runner, manager)
     server.RequestHandlerClass = make_handler(
-        runner, manager, Guard(host, server.server_address[1], api_key, tuple(allow_hosts))
+        runner, manager, Guard(host, server.server_address[1], api_key, tuple(allow_hosts)), messages
     )
-    return server, manager
+    return server, manager, messages
 
 
 class _Terminated(KeyboardInterrupt):
@@ -246,7 +261,7 @@ def serve(
     exit), batches with `faults`; requests need `api_key` when given (it is required off loopback)."""
     check_bind(host, api_key)  # before the model loads: a refusal is immediate
     runner = ModelRunner(model, name=name, device=device, max_batch=max_batch)
-    server, manager = _listen(runner, host, port, files_dir, faults, api_key, allow_hosts, max_threads)
+    server, manager, messages = _listen(runner, host, port, files_dir, faults, api_key, allow_hosts, max_threads)
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main else None
     print(
@@ -266,6 +281,7 @@ def serve(
         if on_main:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
         manager.close()
+        messages.close()
         server.server_close()
         manager.files.cleanup()
         if on_main:
@@ -288,7 +304,7 @@ def start_server(
     """A server in this process (a background thread) for tests and benchmarks; yields its base URL
     (http://HOST:PORT/v1) and stops it on exit. Pass a ModelRunner to share one loaded model between servers."""
     runner = model if isinstance(model, ModelRunner) else ModelRunner(str(model), name=name, max_batch=max_batch)
-    server, manager = _listen(runner, host, port, files_dir, faults, api_key, allow_hosts, max_threads)
+    server, manager, messages = _listen(runner, host, port, files_dir, faults, api_key, allow_hosts, max_threads)
     thread = threading.Thread(target=server.serve_forever, daemon=True, name="alpagasus-serve")
     thread.start()
     try:
@@ -296,5 +312,6 @@ def start_server(
     finally:
         server.shutdown()
         manager.close()
+        messages.close()
         server.server_close()
         manager.files.cleanup()

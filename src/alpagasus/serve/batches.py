@@ -94,9 +94,9 @@ class BatchManager:
         self._closing = threading.Event()
         self._created = 0
         self.log = BatchLog(files)
-        for batch, faults in self.log.load():
+        for batch, saved in self.log.load():
             self._batches[batch["id"]] = batch
-            self._faults[batch["id"]] = BatchFaults(**faults)
+            self._faults[batch["id"]] = BatchFaults(**saved)
             self._cancel[batch["id"]] = threading.Event()
             if batch["status"] not in TERMINAL:
                 self._start(batch)
@@ -253,38 +253,41 @@ class BatchManager:
         """After the stop event: True when the server is closing (the batch stays as it is, to be resumed)."""
         return self._closing.is_set() and batch["status"] != "cancelling"
 
+    def _validate(self, batch: dict, faults: BatchFaults, stop: threading.Event) -> bool:
+        """A new batch's input counted and the batch moved to in_progress; False when it failed validation (its
+        status is then "failed") or was stopped before it started."""
+        self.log.reset(batch["id"])
+        try:
+            if faults.fail_validation:
+                raise ApiError(400, "The input file failed validation (injected fault).", code="invalid_request")
+            total = count_requests(self.files.path(batch["input_file_id"]), batch["endpoint"], batch["input_file_id"])
+        except ApiError as e:
+            self._set(
+                batch,
+                status="failed",
+                failed_at=int(time.time()),
+                errors={
+                    "object": "list",
+                    "data": [
+                        {"code": e.code or "invalid_request", "message": str(e), "param": e.param, "line": e.line}
+                    ],
+                },
+            )
+            return False
+        return self._advance(
+            batch,
+            stop,
+            status="in_progress",
+            in_progress_at=int(time.time()),
+            request_counts={"total": total, "completed": 0, "failed": 0},
+        )
+
     def _run_batch(self, batch: dict, faults: BatchFaults) -> None:
         stop, bid = self._cancel[batch["id"]], batch["id"]
         if batch["status"] == "cancelling":  # cancelled before a restart
             return self._finish(batch, "cancelled")
-        if batch["status"] == "validating":
-            self.log.reset(bid)
-            try:
-                if faults.fail_validation:
-                    raise ApiError(400, "The input file failed validation (injected fault).", code="invalid_request")
-                total = count_requests(
-                    self.files.path(batch["input_file_id"]), batch["endpoint"], batch["input_file_id"]
-                )
-            except ApiError as e:
-                return self._set(
-                    batch,
-                    status="failed",
-                    failed_at=int(time.time()),
-                    errors={
-                        "object": "list",
-                        "data": [
-                            {"code": e.code or "invalid_request", "message": str(e), "param": e.param, "line": e.line}
-                        ],
-                    },
-                )
-            if not self._advance(
-                batch,
-                stop,
-                status="in_progress",
-                in_progress_at=int(time.time()),
-                request_counts={"total": total, "completed": 0, "failed": 0},
-            ):
-                return None if self._stopped(batch) else self._finish(batch, "cancelled")
+        if batch["status"] == "validating" and not self._validate(batch, faults, stop):
+            return None if batch["status"] == "failed" or self._stopped(batch) else self._finish(batch, "cancelled")
         done = self.log.answered(bid)  # a resumed batch: lines answered before the restart
         with self._lock:
             batch["request_counts"].update(completed=done.completed, failed=done.failed)

@@ -93,8 +93,9 @@ class FileStore:
     def add_file(self, tmp: Path, filename: str, purpose: str) -> dict:
         """Store the file written at `tmp` (moved into place) under a new id; its File object is written last,
         atomically: a file is listed only once complete, and its metadata is never half written."""
+        file_id = f"file-{uuid.uuid4().hex[:24]}"
         meta = {
-            "id": f"file-{uuid.uuid4().hex[:24]}",
+            "id": file_id,
             "object": "file",
             "bytes": tmp.stat().st_size,
             "created_at": int(time.time()),
@@ -104,8 +105,8 @@ class FileStore:
             "expires_at": None,
             "status_details": None,
         }
-        os.replace(tmp, self.dir / meta["id"])
-        write_atomic(self.dir / f"{meta['id']}.json", json.dumps(meta).encode())
+        os.replace(tmp, self.dir / file_id)
+        write_atomic(self.dir / f"{file_id}.json", json.dumps(meta).encode())
         return meta
 
     def _meta(self, path: Path) -> dict:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from dataclasses import dataclass
-from typing import Mapping
+from email.message import Message
+from typing import Mapping, TypeAlias
 from urllib.parse import urlsplit
 
 from alpagasus.errors import UserError
 from alpagasus.serve.files import ApiError
 
+# a request's headers: the handler's (an email Message) or a plain mapping (built in code and tests)
+Headers: TypeAlias = Mapping[str, str] | Message
 KEY_ENV = "ALPAGASUS_SERVE_API_KEY"
 WILDCARDS = ("", "0.0.0.0", "::")
 
@@ -77,7 +80,7 @@ class Guard:
                 return False
         return False
 
-    def check(self, headers: Mapping[str, str]) -> None:
+    def check(self, headers: Headers) -> None:
         """Raise the ApiError (400, 401, 403) that refuses a request with these headers."""
         raw_host = headers.get("Host")
         if not raw_host:

@@ -24,6 +24,7 @@ FIRST_BYTE_S = 10.0
 
 
 class BoundedServer(HTTPServer):
+    server_address: tuple[str, int]  # bound from a host string (typeshed allows bytes too)
     request_queue_size = 128
     daemon_threads = True
 

@@ -3,6 +3,7 @@ capped, and multipart uploads streamed to a file in chunks (never held whole in 
 
 from __future__ import annotations
 
+import io
 import json
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -44,7 +45,7 @@ def content_length(headers: Any, limit: int) -> int:
 class Body:
     """The request body: at most `length` bytes of `stream`, read in chunks."""
 
-    def __init__(self, stream: BinaryIO, length: int):
+    def __init__(self, stream: BinaryIO | io.BufferedIOBase, length: int):  # a handler's rfile, a file
         self.stream, self.left = stream, length
 
     def read(self, size: int = CHUNK) -> bytes:
@@ -143,19 +144,11 @@ def stream_upload(content_type: str, body: Body, dest: Path) -> tuple[str, str]:
             with open(dest, "wb") as out:
                 parts.copy_until_delim(out, MAX_BYTES, "file")
             continue
-        sink = _Small()
+        sink = io.BytesIO()
         parts.copy_until_delim(sink, MAX_FIELD_BYTES, f"form field {name!r}")
-        fields[name] = bytes(sink.data).decode("utf-8", "replace")
+        fields[name] = sink.getvalue().decode("utf-8", "replace")
     while body.read():  # the epilogue, if any
         pass
     if filename is None:
         raise ApiError(400, "Missing required parameter: 'file'.", param="file")
     return fields.get("purpose", "").strip(), filename
-
-
-class _Small:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, b: bytes | bytearray) -> None:
-        self.data += b

@@ -117,7 +117,8 @@ def _user_question(path: Path, n: int, row: dict) -> Question:
         raise DataError(
             f"{path}, row {n}, field 'question': missing or empty (one of {', '.join(QUESTION_FIELDS)} is needed)"
         )
-    inp = row.get("input") if isinstance(row.get("input"), str) else ""
+    raw_input = row.get("input")
+    inp = raw_input if isinstance(raw_input, str) else ""
     text = row[text_field]
     question = f"{text} Input: {inp}" if inp.strip() else text
     try:  # undecodable bytes reach here as lone surrogates: name the row rather than fail at writing answers

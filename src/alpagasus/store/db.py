@@ -1,12 +1,4 @@
-"""The SQLite store of paid replies: the source of truth. Output files are views of it.
-
-One row per (item id, judge, prompt version), committed the moment a reply returns (WAL), so Ctrl-C or
-kill -9 loses at most the requests in flight and no rating is ever paid for twice. Ratings and pairwise
-judgments share this table: a judgment is a paid reply too (its item id hashes the question and answers).
-
-The layout has a version, kept in `PRAGMA user_version`: opening a store brings an older one up to
-STORE_VERSION through MIGRATIONS, and a newer one (written by a later alpagasus) is refused, untouched.
-"""
+"""The `Store`: one row per (item id, judge, prompt version) in SQLite (WAL), committed the moment a reply returns."""
 
 from __future__ import annotations
 
@@ -16,47 +8,14 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
-from alpagasus.errors import UserError
 from alpagasus.records import Rating
+from alpagasus.store.errors import StoreBusy, StoreDamaged, StoreVersionError, damage
+from alpagasus.store.migrations import MIGRATIONS, SCHEMA, STORE_VERSION, statements
 
-# The layout of version 1, frozen: the 0 -> 1 step must keep creating exactly this even after SCHEMA moves on.
-SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS replies (
-    item_id TEXT NOT NULL, judge TEXT NOT NULL, prompt_version TEXT NOT NULL,
-    score REAL, status TEXT NOT NULL, probs TEXT, explanation TEXT, raw TEXT, model TEXT,
-    tokens_in INTEGER, tokens_out INTEGER, latency_s REAL, attempts INTEGER, created_at REAL, extra TEXT,
-    PRIMARY KEY (item_id, judge, prompt_version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS attempts (
-    item_id TEXT NOT NULL, judge TEXT NOT NULL, prompt_version TEXT NOT NULL,
-    at REAL NOT NULL, outcome TEXT NOT NULL, detail TEXT
-);
-"""
-# Version 2 adds what is not a reply but must survive a crash with them: provider batches (recorded before
-# anything is sent, so a rerun re-attaches instead of paying again) and embeddings (computed once per content id).
-SCHEMA_V2_ADDED = """
-CREATE TABLE IF NOT EXISTS batches (
-    key TEXT PRIMARY KEY, judge TEXT NOT NULL, prompt_version TEXT NOT NULL,
-    state TEXT NOT NULL, batch_id TEXT, input_file_id TEXT, server_status TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, extra TEXT
-);
-CREATE TABLE IF NOT EXISTS batch_items (
-    key TEXT NOT NULL, item_id TEXT NOT NULL, custom_id TEXT NOT NULL, extra TEXT,
-    PRIMARY KEY (key, item_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS batch_items_item ON batch_items (item_id);
-CREATE TABLE IF NOT EXISTS embeddings (
-    item_id TEXT NOT NULL, encoder TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
-    PRIMARY KEY (item_id, encoder)
-) WITHOUT ROWID;
-"""
-# The current layout: what a brand-new store is created with. A change to it is a new STORE_VERSION and a new
-# step at the end of MIGRATIONS that turns the previous layout into this one.
-SCHEMA = SCHEMA_V1 + SCHEMA_V2_ADDED
 # Statuses that are final: a resumed run does not request these again. `error` rows are retried.
 FINAL = ("ok", "unparsed", "invalid_input")
 COLUMNS = (
@@ -76,92 +35,6 @@ COLUMNS = (
     "created_at",
     "extra",
 )
-
-
-class StoreBusy(RuntimeError):
-    """Another run holds this store."""
-
-
-class StoreVersionError(RuntimeError):
-    """The file is a store of a layout this alpagasus does not know (a later version wrote it), or not a store."""
-
-
-class StoreDamaged(RuntimeError):
-    """SQLite finds the file damaged (bytes overwritten, a page cut off): it is refused before anything writes."""
-
-    def __init__(self, path: Path, detail: str):
-        fixed = path.with_name(path.stem + ".recovered" + path.suffix)
-        super().__init__(
-            f"the store {path} is damaged ({detail}); nothing was written to it. Recover what it still holds into "
-            f'a new file with SQLite\'s .recover: `sqlite3 {path} ".recover" | sqlite3 {fixed}`, then pass '
-            f"--store {fixed} (or move the damaged file away to start an empty store); ratings it lost are asked "
-            "again"
-        )
-
-
-_DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # sqlite_errorname of damage (and SQLITE_CORRUPT_*)
-
-
-def damage(path: str | Path, err: BaseException | None) -> StoreDamaged | None:
-    """The StoreDamaged that `err` (or an error it was raised from) means, if it is SQLite reporting damage."""
-    while err is not None and not (
-        isinstance(err, sqlite3.DatabaseError) and str(getattr(err, "sqlite_errorname", "")).startswith(_DAMAGE_CODES)
-    ):
-        err = err.__cause__ or err.__context__
-    return StoreDamaged(Path(path), str(err)) if err is not None else None
-
-
-def open_store(path: str | Path) -> Store:
-    """The store at `path`, checked; what keeps it from being opened (a newer layout, not a store, damaged,
-    unreadable) is a UserError that says what to do. Every command that opens a store comes through here."""
-    try:
-        return Store(path)
-    except (StoreVersionError, StoreDamaged) as e:  # their messages say what to do
-        raise UserError(str(e)) from e
-    except (sqlite3.Error, OSError) as e:
-        hurt = damage(path, e)
-        raise UserError(str(hurt) if hurt else f"cannot open the store {path}: {e}") from e
-
-
-@contextlib.contextmanager
-def opened(path: str | Path) -> Iterator[Store]:
-    """`open_store` for one block, closed at its end; damage SQLite finds while the block reads or writes is a
-    UserError too (with what to do), not a traceback."""
-    st = open_store(path)
-    try:
-        yield st
-    except sqlite3.DatabaseError as e:
-        if (hurt := damage(st.path, e)) is None:
-            raise
-        raise UserError(str(hurt)) from e
-    finally:
-        st.close()
-
-
-def _statements(script: str) -> list[str]:
-    # executescript() would COMMIT the migration's open transaction first, so DDL runs one statement at a time
-    # (a plain split on ";": the DDL holds no string literals)
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def _v0_to_v1(db: sqlite3.Connection) -> None:
-    """Version 0 is the layout stores had before versions were recorded: the tables of version 1 with no
-    user_version. Creating any table that is missing (IF NOT EXISTS) only completes a store whose first open was
-    cut short between two CREATEs; existing tables and rows are left as they are."""
-    for stmt in _statements(SCHEMA_V1):
-        db.execute(stmt)
-
-
-def _v1_to_v2(db: sqlite3.Connection) -> None:
-    """Version 2 only adds tables (batches, batch_items, embeddings); nothing existing changes."""
-    for stmt in _statements(SCHEMA_V2_ADDED):
-        db.execute(stmt)
-
-
-# MIGRATIONS[n] turns version n into n + 1. Append a step for each new layout; never edit or reorder old ones:
-# stores of every past version on users' disks run them in order.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]
-STORE_VERSION = len(MIGRATIONS)  # the layout this code reads and writes
 
 
 class Store:
@@ -242,7 +115,7 @@ class Store:
                 return
             empty = self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
             if empty:  # a brand-new file: the current layout at once
-                for stmt in _statements(SCHEMA):
+                for stmt in statements(SCHEMA):
                     self.db.execute(stmt)
             else:
                 for step in MIGRATIONS[version:]:
@@ -265,7 +138,10 @@ class Store:
                 raise StoreBusy(
                     f"{self.path} is in use by {holder}; wait for it to finish, pass --wait, or use another --store"
                 ) from None
-            f.seek(0), f.truncate(), f.write(f"pid {os.getpid()}"), f.flush()
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
             yield
         finally:
             with contextlib.suppress(OSError):
@@ -371,7 +247,8 @@ class Store:
         return out
 
     def count(self, judge: str | None = None, status: str | None = None) -> int:
-        q, args = "SELECT COUNT(*) FROM replies WHERE 1=1", []
+        q = "SELECT COUNT(*) FROM replies WHERE 1=1"
+        args: list[str] = []
         if judge:
             q, args = q + " AND judge=?", [*args, judge]
         if status:
