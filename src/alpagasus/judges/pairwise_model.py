@@ -18,7 +18,6 @@ published verdicts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -149,12 +148,9 @@ class PairModel:
     @property
     def digest(self) -> str:
         """Hash of what changes a verdict: a retrained model never reuses stale judgments."""
-        h = hashlib.sha256()
-        for key in sorted(self.arrays):
-            a = self.arrays[key]
-            h.update(f"{key}{a.dtype}{a.shape}".encode())
-            h.update(a.tobytes())
-        return h.hexdigest()[:10]
+        from alpagasus.predictors import arrays_hash
+
+        return str(arrays_hash(self.arrays).hexdigest()[:10])
 
     def raw(self, x: Any) -> Any:
         """The trees' log-odds that answer 2 is better, for pair inputs in the order given (sklearn's

@@ -181,6 +181,17 @@ def _sigmoid(x: Any) -> Any:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
+def arrays_hash(arrays: Any) -> Any:
+    """A sha256 over named weight arrays (names, dtypes, shapes and bytes): what a shipped model's digest starts
+    from, so a retrained model never reuses stale ratings or judgments."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = arrays[key]
+        h.update(f"{key}{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h
+
+
 @dataclass
 class Predictor:
     """Scaling + head + calibration, all plain arrays.
@@ -203,11 +214,7 @@ class Predictor:
     @property
     def digest(self) -> str:
         """Hash of everything that changes a score: a retrained predictor never reuses stale ratings."""
-        h = hashlib.sha256()
-        for key in sorted(self.arrays):
-            a = self.arrays[key]
-            h.update(f"{key}{a.dtype}{a.shape}".encode())
-            h.update(a.tobytes())
+        h = arrays_hash(self.arrays)
         h.update(json.dumps(self.card.get("features", {}), sort_keys=True).encode())
         return h.hexdigest()[:10]
 
