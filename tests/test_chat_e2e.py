@@ -177,3 +177,34 @@ def test_the_judge_sees_the_conversation_in_the_instructions_place(rated):
     turns = two.fields()["messages"]
     context = "\n\n".join(f"{t['role'].title()}: {t['content']}" for t in turns[:-1])
     assert f"###Instruction:\n{context}\n\n### Input:\n\n\n### Response:\n{turns[-1]['content']}\n" in req.user
+
+
+@pytest.mark.slow
+def test_the_selection_of_the_200_row_file_trains(rated, tiny_model, tmp_path):
+    """The whole chain on the 200-row file: rated, selected in its own format, then `train --max-steps 2` on the
+    selection (a tiny model given a marked ChatML template, so the loss falls on the assistant turns only)."""
+    from test_train_chat import MARKED_CHATML, variant
+
+    picked = rated["dir"] / "train_sel.jsonl"
+    cli("select", rated["dir"] / "ratings.jsonl", "-o", picked, "--store", rated["store"], "--top-k", "24")
+    base = variant(tiny_model, tmp_path / "marked", MARKED_CHATML)
+    run = tmp_path / "run"
+    cli(
+        "train",
+        picked,
+        "-o",
+        run,
+        "--base",
+        base,
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--per-device-batch-size",
+        "4",
+        "--max-length",
+        "128",
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["examples"] == 24 and metrics["chat_template"] == "model"
+    assert 0 < metrics["dataset_response_tokens"] < metrics["dataset_tokens"]  # the loss is not on the prompts
